@@ -1,0 +1,108 @@
+"""The agent's TOML config, written by the installer at commissioning.
+
+```toml
+coop = "sunny-street"
+home = "home-7"
+grant = "g-2026-1"            # consent grant the readings are released under
+poll_interval_s = 10          # default for every device
+data_dir = "/var/lib/coopwatt"  # the outbox lives here
+
+[broker]
+url = "mqtt://hub.local:1883"
+username = "home-7"
+password_file = "/etc/coopwatt/agent.password"
+
+[[devices]]
+name = "grid-meter"
+profile = "eastron-sdm630"    # a file in firmware-configs/devices, or "sunspec" to discover
+modbus = "tcp://192.168.1.50:502"
+unit = 1
+poll_interval_s = 5           # optional, per device
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.modbus_io import parse_bus_url
+from protocol.config_tables import ConfigError, Table, broker_settings, read_toml, resolve
+from protocol.session import BrokerSettings
+from protocol.topics import is_id
+
+__all__ = ["AgentConfig", "ConfigError", "DeviceConfig", "load_config", "parse_config"]
+
+SUNSPEC = "sunspec"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    name: str
+    profile: str  # profile file name, or "sunspec"
+    modbus: str  # bus URL
+    unit: int
+    poll_interval_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    coop: str
+    home: str
+    grant: str
+    broker: BrokerSettings
+    data_dir: Path
+    devices: tuple[DeviceConfig, ...]
+    poll_interval_s: float = 10.0
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.data_dir / "outbox.db"
+
+
+def _id(table: Table, key: str) -> str:
+    value: str = table.text(key, required=True)
+    if not is_id(value):
+        raise ConfigError(
+            f"{table.where}: {key} {value!r} must be 1-32 of a-z, 0-9 and -, "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def parse_config(
+    data: dict[str, object], *, source: str = "<config>", base_dir: Path = Path()
+) -> AgentConfig:
+    root = Table(data, source)
+    coop = _id(root, "coop")
+    home = _id(root, "home")
+    grant = _id(root, "grant")
+    poll_s = root.number("poll_interval_s", 10.0, lo=0.1, hi=86400.0)
+    data_dir = resolve(base_dir, root.text("data_dir", "."))
+    broker_table = root.table("broker", required=True)
+    assert broker_table is not None
+    broker = broker_settings(broker_table, f"coopwatt-agent-{coop}-{home}", base_dir)
+    devices = []
+    for t in root.tables("devices"):
+        name = _id(t, "name")
+        profile = _id(t, "profile")
+        bus = t.text("modbus", required=True)
+        try:
+            parse_bus_url(bus)
+        except ValueError as exc:
+            raise ConfigError(f"{t.where}: {exc}") from None
+        unit = t.integer("unit", 1, lo=0, hi=247)
+        interval = t.number("poll_interval_s", poll_s, lo=0.1, hi=86400.0)
+        t.done()
+        devices.append(DeviceConfig(name, profile, bus, unit, interval))
+    names = [d.name for d in devices]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: two devices share a name")
+    if not devices:
+        raise ConfigError(f"{source}: no [[devices]] configured")
+    root.done()
+    return AgentConfig(coop, home, grant, broker, data_dir, tuple(devices), poll_s)
+
+
+def load_config(path: Path) -> AgentConfig:
+    return parse_config(read_toml(path), source=str(path), base_dir=path.resolve().parent)

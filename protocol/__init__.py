@@ -1,0 +1,6 @@
+"""coopwatt wire contract v1: topics, payloads, the strict codec, quantities, clocks, MQTT session.
+
+Standard library and paho-mqtt only, so both the household agent and the hub can import it.
+"""
+
+WIRE_VERSION = 1

@@ -1,0 +1,291 @@
+"""The strict codec: JSON bytes <-> payload dataclasses.
+
+Strict because a hub that guesses at a malformed reading stores wrong money: it rejects unknown
+versions, missing or extra fields, wrong types (``true`` is not a number, ``1.5`` is not an int),
+NaN and infinities, duplicate keys, ids outside the allowed pattern, oversized payloads, and a
+payload whose ``home`` differs from its topic's. Every failure is a :class:`CodecError` with a
+message that names the field; nothing else escapes :func:`decode`.
+
+Decoders are compiled once per dataclass from its annotations, so the per-reading cost on the
+hub's ingest path is a few dictionary look-ups and ``isinstance`` checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from collections.abc import Callable
+from enum import Enum
+from functools import cache
+from typing import Any, Final, TypeVar
+
+from protocol import WIRE_VERSION
+from protocol.payloads import Ack, HomeStatus, HubStatus, ReadingBatch
+from protocol.topics import HomeTopic, HubTopic, TopicAddress, TopicError, parse_topic
+
+MAX_PAYLOAD_BYTES: Final = 1_048_576  # also the broker's max_packet_size, with headroom
+
+T = TypeVar("T")
+_Decoder = Callable[[Any, str], Any]
+
+
+class CodecError(ValueError):
+    """A payload that does not follow wire contract v1; the message says where and why."""
+
+
+class _TypeMismatch(CodecError):
+    """The JSON value has the wrong type; a union tries its next option."""
+
+
+# Payload class per topic kind; kinds not listed here are not part of v1 yet.
+HOME_PAYLOADS: Final[dict[HomeTopic, type]] = {
+    HomeTopic.READINGS: ReadingBatch,
+    HomeTopic.ACK: Ack,
+    HomeTopic.STATUS: HomeStatus,
+}
+HUB_PAYLOADS: Final[dict[HubTopic, type]] = {HubTopic.STATUS: HubStatus}
+
+
+def _reject_constant(name: str) -> Any:
+    raise CodecError(f"{name} is not allowed")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise CodecError(f"duplicate key {dup!r}")
+    return obj
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _fail(path: str, expected: str, value: object) -> typing.NoReturn:
+    raise _TypeMismatch(f"{path or 'payload'}: expected {expected}, got {_type_name(value)}")
+
+
+def _decode_int(value: Any, path: str) -> int:
+    if type(value) is not int:
+        _fail(path, "an integer", value)
+    return value
+
+
+def _decode_float(value: Any, path: str) -> float:
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise CodecError(f"{path}: must be finite")
+        return value
+    if type(value) is int:
+        return float(value)
+    _fail(path, "a number", value)
+
+
+def _decode_str(value: Any, path: str) -> str:
+    if type(value) is not str:
+        _fail(path, "a string", value)
+    return value
+
+
+def _decode_bool(value: Any, path: str) -> bool:
+    if type(value) is not bool:
+        _fail(path, "true or false", value)
+    return value
+
+
+def _union_decoder(options: tuple[Any, ...]) -> _Decoder:
+    # float | str, the only scalar union v1 uses, is decided by JSON's own type.
+    decoders = [_decoder_for(o) for o in options]
+
+    def decode(value: Any, path: str) -> Any:
+        for d in decoders:
+            try:
+                return d(value, path)
+            except _TypeMismatch:
+                continue
+        names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+        _fail(path, names, value)
+
+    return decode
+
+
+@cache
+def _decoder_for(tp: Any) -> _Decoder:
+    if tp is int:
+        return _decode_int
+    if tp is float:
+        return _decode_float
+    if tp is str:
+        return _decode_str
+    if tp is bool:
+        return _decode_bool
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        enum_type = tp
+        allowed = ", ".join(repr(m.value) for m in enum_type)
+
+        def decode_enum(value: Any, path: str) -> Any:
+            try:
+                return enum_type(value)
+            except (ValueError, TypeError):
+                raise CodecError(f"{path}: expected one of {allowed}, got {value!r}") from None
+
+        return decode_enum
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _dataclass_decoder(tp)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Literal:
+        literals = args
+
+        def decode_literal(value: Any, path: str) -> Any:
+            if type(value) is str and value in literals:
+                return value
+            raise CodecError(f"{path}: expected one of {', '.join(map(repr, literals))}")
+
+        return decode_literal
+    if origin is list:
+        item = _decoder_for(args[0])
+
+        def decode_list(value: Any, path: str) -> list[Any]:
+            if type(value) is not list:
+                _fail(path, "a list", value)
+            return [item(v, f"{path}[{i}]") for i, v in enumerate(value)]
+
+        return decode_list
+    if origin is dict:
+        if args[0] is not str:
+            raise TypeError(f"unsupported key type in {tp}")
+        val = _decoder_for(args[1])
+
+        def decode_dict(value: Any, path: str) -> dict[str, Any]:
+            if type(value) is not dict:
+                _fail(path, "an object", value)
+            return {k: val(v, f"{path}.{k}") for k, v in value.items()}
+
+        return decode_dict
+    if origin in (types.UnionType, typing.Union):
+        return _union_decoder(tuple(a for a in args if a is not type(None)))
+    raise TypeError(f"the codec does not support {tp!r}")
+
+
+def _dataclass_decoder(cls: type) -> _Decoder:
+    hints = typing.get_type_hints(cls)
+    required: set[str] = set()
+    fields: dict[str, _Decoder] = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        optional = (
+            f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        )
+        if typing.get_origin(tp) in (types.UnionType, typing.Union) and type(
+            None
+        ) in typing.get_args(tp):
+            optional = True
+            rest = tuple(a for a in typing.get_args(tp) if a is not type(None))
+            tp = rest[0] if len(rest) == 1 else typing.Union[rest]  # noqa: UP007
+        fields[f.name] = _decoder_for(tp)
+        if not optional:
+            required.add(f.name)
+
+    def decode(value: Any, path: str) -> Any:
+        if type(value) is not dict:
+            _fail(path, "an object", value)
+        extra = value.keys() - fields.keys()
+        if extra:
+            raise CodecError(f"{path or 'payload'}: unknown field {sorted(extra)[0]!r}")
+        missing = required - value.keys()
+        if missing:
+            raise CodecError(f"{path or 'payload'}: missing field {sorted(missing)[0]!r}")
+        kwargs = {k: fields[k](v, f"{path}.{k}" if path else k) for k, v in value.items()}
+        try:
+            return cls(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise CodecError(f"{path or cls.__name__}: {exc}") from None
+
+    return decode
+
+
+def parse_json(data: bytes) -> dict[str, Any]:
+    """Parse a v1 payload's JSON object and check its size and version."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise CodecError(f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        text = data.decode("utf-8")
+        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError:
+        raise CodecError("payload is not UTF-8") from None
+    except RecursionError:
+        raise CodecError("payload is nested too deeply") from None
+    except CodecError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise CodecError(f"payload is not JSON: {exc.msg} at {exc.pos}") from None
+    except ValueError as exc:  # e.g. an integer literal with thousands of digits
+        raise CodecError(f"payload is not acceptable JSON: {exc}") from None
+    if type(obj) is not dict:
+        raise CodecError("payload is not a JSON object")
+    version = obj.pop("v", None)
+    if version != WIRE_VERSION or type(version) is not int:
+        raise CodecError(f"unsupported wire version {version!r}; this side speaks {WIRE_VERSION}")
+    return obj
+
+
+def decode(cls: type[T], data: bytes) -> T:
+    """Decode ``data`` as a ``cls`` payload, or raise :class:`CodecError`."""
+    obj = parse_json(data)
+    result: T = _decoder_for(typing.cast(Any, cls))(obj, "")
+    return result
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _to_json(v)
+            for f in dataclasses.fields(value)
+            if (v := getattr(value, f.name)) is not None
+        }
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def encode(payload: object) -> bytes:
+    """Encode a payload dataclass as compact v1 JSON; ``None`` fields are left out."""
+    body = _to_json(payload)
+    try:
+        data = json.dumps({"v": WIRE_VERSION, **body}, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:
+        raise CodecError(f"cannot encode: {exc}") from None
+    raw = data.encode("utf-8")
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise CodecError(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    return raw
+
+
+def decode_message(topic: str, data: bytes) -> tuple[TopicAddress, Any]:
+    """Decode a message by its topic; a payload's ``home`` or ``coop`` must match the topic's."""
+    try:
+        address = parse_topic(topic)
+    except TopicError as exc:
+        raise CodecError(str(exc)) from None
+    if isinstance(address.kind, HomeTopic):
+        cls = HOME_PAYLOADS.get(address.kind)
+    else:
+        cls = HUB_PAYLOADS.get(address.kind)
+    if cls is None:
+        raise CodecError(f"no v1 payload is defined for {address.kind.value!r} yet")
+    payload: Any = decode(cls, data)
+    if address.home is not None and payload.home != address.home:
+        raise CodecError(f"payload home {payload.home!r} differs from topic home {address.home!r}")
+    if address.home is None and payload.coop != address.coop:
+        raise CodecError(f"payload coop {payload.coop!r} differs from topic coop {address.coop!r}")
+    return address, payload

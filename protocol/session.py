@@ -1,0 +1,182 @@
+"""The one MQTT session helper both agent and hub use: connect, TLS, last will, reconnect.
+
+A broker that is down at start is normal (a Pi boots faster than the hub's router), so the session
+connects in the background and keeps retrying with capped exponential backoff instead of failing.
+Sessions are persistent (MQTT 5 session expiry, or clean_session=False on 3.1.1) so the broker
+keeps a client's QoS 1 messages while it is briefly away. Passwords are never logged or repr'd.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 24 * 3600  # how long the broker keeps a disconnected client's queue
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where and how to reach the broker. ``url`` is ``mqtt://host[:1883]`` or ``mqtts://host[:8883]``."""
+
+    url: str
+    client_id: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    protocol: Literal[5, 311] = 5
+    keepalive_s: int = 30
+
+    def __post_init__(self) -> None:
+        parse_broker_url(self.url)
+
+    @property
+    def host(self) -> str:
+        return parse_broker_url(self.url)[1]
+
+    @property
+    def port(self) -> int:
+        return parse_broker_url(self.url)[2]
+
+    @property
+    def tls(self) -> bool:
+        return parse_broker_url(self.url)[0]
+
+
+def parse_broker_url(url: str) -> tuple[bool, str, int]:
+    """``mqtt://host:port`` -> (tls, host, port); raises ValueError with a plain message."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"broker URL {url!r} must start with mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise ValueError(f"broker URL {url!r} names no host")
+    if parts.username or parts.password:
+        raise ValueError("put broker credentials in username/password, not in the URL")
+    tls = parts.scheme == "mqtts"
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError:
+        raise ValueError(f"broker URL {url!r} has an invalid port") from None
+    return tls, parts.hostname, port
+
+
+MessageHandler = Callable[[str, bytes], None]
+
+
+class MqttSession:
+    """A paho client that connects in the background, retries forever, and re-subscribes.
+
+    ``on_connect`` runs on every (re)connection, from paho's network thread: subscribe and
+    republish retained state there. ``on_message`` also runs on that thread and must not block.
+    """
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        *,
+        on_message: MessageHandler | None = None,
+        on_connect: Callable[[], None] | None = None,
+        will: tuple[str, bytes] | None = None,
+        min_backoff_s: int = 1,
+        max_backoff_s: int = 60,
+    ) -> None:
+        self.settings = settings
+        self.connected = threading.Event()
+        self._on_message = on_message
+        self._on_connect = on_connect
+        v5 = settings.protocol == 5
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
+        )
+        # QoS 1 delivery is what the contract relies on; keep many in flight for backlog drains.
+        self.client.max_inflight_messages_set(100)
+        self.client.reconnect_delay_set(min_backoff_s, max_backoff_s)
+        if settings.username is not None:
+            self.client.username_pw_set(settings.username, settings.password)
+        if settings.tls:
+            self.client.tls_set(
+                ca_certs=settings.ca_file,
+                certfile=settings.cert_file,
+                keyfile=settings.key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        if will is not None:
+            self.client.will_set(will[0], will[1], qos=1, retain=True)
+        self.client.on_connect = self._handle_connect
+        self.client.on_disconnect = self._handle_disconnect
+        self.client.on_message = self._handle_message
+        self.client.enable_logger(log)
+
+    def _handle_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("broker refused connection to %s: %s", self.settings.url, reason)
+            return
+        log.info("connected to %s as %s", self.settings.url, self.settings.client_id)
+        self.connected.set()
+        if self._on_connect is not None:
+            self._on_connect()
+
+    def _handle_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if self.connected.is_set():
+            log.warning("disconnected from %s: %s", self.settings.url, reason)
+        self.connected.clear()
+
+    def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self._on_message is not None:
+            self._on_message(msg.topic, bytes(msg.payload))
+
+    def start(self) -> None:
+        """Connect in the background; returns at once, whether or not the broker is up."""
+        props = None
+        if self.settings.protocol == 5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self.client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.settings.keepalive_s,
+            clean_start=False if self.settings.protocol == 5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=props,
+        )
+        self.client.loop_start()
+
+    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        self.client.subscribe(topic_filter, qos=qos)
+
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def stop(self, final: tuple[str, bytes] | None = None, timeout_s: float = 5.0) -> None:
+        """Publish ``final`` (e.g. an offline status) if connected, then disconnect cleanly."""
+        if final is not None and self.connected.is_set():
+            info = self.client.publish(final[0], final[1], qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout_s)
+            except (RuntimeError, ValueError):
+                log.warning("could not deliver the final message before disconnecting")
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected.clear()
