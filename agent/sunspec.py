@@ -129,13 +129,13 @@ def decode_inverter(body: list[int]) -> dict[str, float | str]:
     put("voltage_v", _scaled(body[8], body[11], signed=False))
     put("power_w", _scaled(body[12], body[13], signed=True))
     put("frequency_hz", _scaled(body[14], body[15], signed=False))
-    pf = _scaled(body[20], body[21], signed=True)
-    # Some inverters give PF in percent with SF 0; the glossary wants -1..1.
-    put("power_factor", pf / 100 if pf is not None and abs(pf) > 1 else pf)
+    pf_pct = _scaled(body[20], body[21], signed=True)
+    # Model 103's PF is in percent (unit "Pct" in the SunSpec model file); the glossary wants -1..1.
+    put("power_factor", None if pf_pct is None else pf_pct / 100)
     wh = (body[22] << 16) | body[23]
     if wh != 0 and body[24] != 0x8000:
         out["energy_wh"] = wh * 10.0 ** _s16(body[24])
-    put("temperature_c", _scaled(body[30], body[34], signed=True))
+    put("temperature_c", _scaled(body[31], body[35], signed=True))  # TmpCab, Tmp_SF
     st = body[36]
     if st != 0xFFFF:
         out["state"] = STATES.get(st, "unknown")

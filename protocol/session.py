@@ -95,6 +95,7 @@ class MqttSession:
     ) -> None:
         self.settings = settings
         self.connected = threading.Event()
+        self._stopping = False
         self._on_message = on_message
         self._on_connect = on_connect
         v5 = settings.protocol == 5
@@ -138,7 +139,7 @@ class MqttSession:
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.warning("disconnected from %s: %s", self.settings.url, reason)
         self.connected.clear()
 
@@ -171,12 +172,16 @@ class MqttSession:
 
     def stop(self, final: tuple[str, bytes] | None = None, timeout_s: float = 5.0) -> None:
         """Publish ``final`` (e.g. an offline status) if connected, then disconnect cleanly."""
+        self._stopping = True
         if final is not None and self.connected.is_set():
             info = self.client.publish(final[0], final[1], qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout_s)
             except (RuntimeError, ValueError):
                 log.warning("could not deliver the final message before disconnecting")
+        # paho's network thread may log "Client is not connected" once between disconnect and
+        # loop_stop; that is shutdown noise, not an error worth an operator's attention.
+        self.client.disable_logger()
         self.client.disconnect()
         self.client.loop_stop()
         self.connected.clear()

@@ -44,10 +44,10 @@ def test_every_shipped_profile_loads(name: str) -> None:
 def test_sdm630_registers_decode_to_glossary_units() -> None:
     profile = load_profile("eastron-sdm630")
     (block,) = plan_reads(profile)  # one request covers the whole map
-    assert (block.table, block.address) == ("input", 0)
-    image = [0] * block.count
+    assert block.table == "input"
+    image = [0] * (block.address + block.count)
     for address, value in {
-        0x00: 231.5,
+        0x2A: 231.5,
         0x30: 12.25,
         0x34: -2500.0,
         0x3E: 0.97,
@@ -56,7 +56,7 @@ def test_sdm630_registers_decode_to_glossary_units() -> None:
         0x4A: 89.5,
     }.items():
         image[address : address + 2] = f32_words(value)
-    q = decode(profile, {block: image})
+    q = decode(profile, {block: image[block.address :]})
     assert q["power_w"] == -2500.0
     assert q["energy_import_wh"] == pytest.approx(1_234_567, abs=0.1)  # kWh float32 -> Wh
     assert q["energy_export_wh"] == 89_500.0
@@ -67,9 +67,9 @@ def test_sdm630_registers_decode_to_glossary_units() -> None:
 def test_nan_float_means_not_implemented_and_is_absent() -> None:
     profile = load_profile("eastron-sdm630")
     (block,) = plan_reads(profile)
-    image = [0] * block.count
+    image = [0] * (block.address + block.count)
     image[0x3E:0x40] = [0x7FC0, 0x0000]  # NaN power factor
-    q = decode(profile, {block: image})
+    q = decode(profile, {block: image[block.address :]})
     assert "power_factor" not in q
     assert q["power_w"] == 0.0
 

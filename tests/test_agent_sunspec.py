@@ -30,7 +30,7 @@ def _inverter(power_w: int = 2410, wh: int = 5_120_300, st: int = 4) -> list[int
     body[14], body[15] = 5001, (-2) & 0xFFFF  # 50.01 Hz
     body[20], body[21] = NOT_IMPL_I16, (-2) & 0xFFFF  # PF not implemented
     body[22], body[23], body[24] = wh >> 16, wh & 0xFFFF, 0
-    body[30], body[34] = 415, (-1) & 0xFFFF  # 41.5 °C
+    body[31], body[35] = 415, (-1) & 0xFFFF  # TmpCab 41.5 °C, Tmp_SF
     body[36] = st
     return [103, 50, *body]
 
@@ -97,3 +97,9 @@ def test_no_marker_and_unterminated_chain_are_errors() -> None:
 
     with pytest.raises(SunSpecError, match="does not end"):
         discover(endless, max_models=5)
+
+
+def test_power_factor_is_percent_in_model_103() -> None:
+    body = _inverter()[2:]
+    body[20], body[21] = 9850, (-2) & 0xFFFF  # 98.50 %
+    assert decode_inverter(body)["power_factor"] == pytest.approx(0.985)

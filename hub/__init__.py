@@ -1,0 +1,8 @@
+"""The cooperative hub: MQTT ingest, the per-cooperative SQLite store, export and summaries.
+
+Library first: :mod:`hub.store`, :mod:`hub.ingest`, :mod:`hub.export` and :mod:`hub.summary` are
+usable from Python; :mod:`hub.cli` (``coopwatt-hub``) is a thin shell over them. The hub imports
+:mod:`protocol` only; it meets the household agent on the wire, never in code.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,100 @@
+"""hub.export: stable columns in glossary order, rows by home, device, seq, empty when absent."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from hub.export import CSV_HEADER, export_csv
+from hub.store import Store
+from protocol.payloads import Reading, ReadingBatch
+from protocol.quantities import GLOSSARY, Role
+
+T0 = 1_750_000_000_000
+
+
+def _store(tmp_path: Path) -> Store:
+    store = Store.open(tmp_path / "hub.db", "coop-x")
+    store.insert_batches(
+        [
+            (
+                "home-b",
+                ReadingBatch(
+                    "home-b",
+                    T0,
+                    [Reading("meter", 2, T0 + 2, Role.GRID, "g1", {"energy_import_wh": 7.25})],
+                ),
+            ),
+            (
+                "home-a",
+                ReadingBatch(
+                    "home-a",
+                    T0,
+                    [
+                        Reading("pv", 3, T0 + 3, Role.PV, "g1", {"power_w": 10, "state": "mppt"}),
+                        Reading("pv", 1, T0 + 1, Role.PV, "g1", {"power_w": 1.5, "energy_wh": 3.0}),
+                        Reading(
+                            "meter",
+                            9,
+                            T0 + 9,
+                            Role.GRID,
+                            "g2",
+                            {"power_w": -200.0, "voltage_v": 231.5, "frequency_hz": 50.01},
+                        ),
+                    ],
+                ),
+            ),
+        ],
+        T0,
+    )
+    return store
+
+
+def test_header_is_fixed_then_glossary_order() -> None:
+    assert CSV_HEADER[:5] == ("home", "device", "role", "seq", "ts_ms")
+    assert CSV_HEADER[5:] == tuple(GLOSSARY)
+    assert CSV_HEADER[5:] == (
+        "power_w",
+        "energy_import_wh",
+        "energy_export_wh",
+        "energy_wh",
+        "voltage_v",
+        "current_a",
+        "frequency_hz",
+        "power_factor",
+        "temperature_c",
+        "wind_speed_m_s",
+        "state",
+    )
+
+
+def test_export_csv_content_and_order(tmp_path: Path) -> None:
+    out = io.StringIO()
+    with _store(tmp_path) as store:
+        assert export_csv(store, out) == 4
+    text = out.getvalue()
+    assert text.splitlines() == [
+        "home,device,role,seq,ts_ms,power_w,energy_import_wh,energy_export_wh,energy_wh,"
+        "voltage_v,current_a,frequency_hz,power_factor,temperature_c,wind_speed_m_s,state",
+        f"home-a,meter,grid,9,{T0 + 9},-200.0,,,,231.5,,50.01,,,,",
+        f"home-a,pv,pv,1,{T0 + 1},1.5,,,3.0,,,,,,,",
+        f"home-a,pv,pv,3,{T0 + 3},10.0,,,,,,,,,,mppt",
+        f"home-b,meter,grid,2,{T0 + 2},,7.25,,,,,,,,,",
+    ]
+    assert "\r" not in text
+    # Every row has every column, whatever it carried.
+    parsed = list(csv.reader(io.StringIO(text)))
+    assert {len(row) for row in parsed} == {len(CSV_HEADER)}
+
+
+def test_export_one_home_and_an_empty_store(tmp_path: Path) -> None:
+    out = io.StringIO()
+    with _store(tmp_path) as store:
+        assert export_csv(store, out, home="home-b") == 1
+    assert out.getvalue().splitlines()[1].startswith("home-b,meter,grid,2,")
+
+    empty = io.StringIO()
+    with Store.open(tmp_path / "empty.db", "coop-y") as store:
+        assert export_csv(store, empty) == 0
+    assert empty.getvalue() == ",".join(CSV_HEADER) + "\n"
