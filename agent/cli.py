@@ -17,6 +17,12 @@ from protocol.clock import SystemClock
 DEFAULT_CONFIG = Path("/etc/coopwatt/agent.toml")
 
 
+class AgentCliError(click.ClickException):
+    """A problem the installer can fix: printed as ``Error: ...``, exit code 2."""
+
+    exit_code = 2
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -56,7 +62,7 @@ def run(config_path: Path, log_level: str) -> None:
         config = load_config(config_path)
         agent = Agent(config, SystemClock())
     except (ConfigError, ProfileError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise AgentCliError(str(exc)) from None
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("stopping on signal %d", signum)

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.modbus_io import parse_bus_url
-from protocol.config_tables import ConfigError, Table, broker_settings, read_toml, resolve
+from protocol.config_tables import ConfigError, Table, broker_settings, load
 from protocol.session import BrokerSettings
-from protocol.topics import is_id
 
 __all__ = ["AgentConfig", "ConfigError", "DeviceConfig", "load_config", "parse_config"]
 
@@ -60,49 +59,36 @@ class AgentConfig:
         return self.data_dir / "outbox.db"
 
 
-def _id(table: Table, key: str) -> str:
-    value: str = table.text(key, required=True)
-    if not is_id(value):
-        raise ConfigError(
-            f"{table.where}: {key} {value!r} must be 1-32 of a-z, 0-9 and -, "
-            "starting with a letter or digit"
-        )
-    return value
-
-
-def parse_config(
-    data: dict[str, object], *, source: str = "<config>", base_dir: Path = Path()
-) -> AgentConfig:
-    root = Table(data, source)
-    coop = _id(root, "coop")
-    home = _id(root, "home")
-    grant = _id(root, "grant")
+def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfig:
+    root = Table(data)
+    coop = root.ident("coop")
+    home = root.ident("home")
+    grant = root.ident("grant")
     poll_s = root.number("poll_interval_s", 10.0, lo=0.1, hi=86400.0)
-    data_dir = resolve(base_dir, root.text("data_dir", "."))
-    broker_table = root.table("broker", required=True)
-    assert broker_table is not None
-    broker = broker_settings(broker_table, f"coopwatt-agent-{coop}-{home}", base_dir)
+    data_dir = root.path("data_dir", base_dir, ".")
+    assert data_dir is not None
+    broker = broker_settings(root.table("broker"), f"coopwatt-agent-{coop}-{home}", base_dir)
     devices = []
     for t in root.tables("devices"):
-        name = _id(t, "name")
-        profile = _id(t, "profile")
-        bus = t.text("modbus", required=True)
+        name = t.ident("name")
+        profile = t.ident("profile")
+        bus = t.required_text("modbus")
         try:
             parse_bus_url(bus)
         except ValueError as exc:
-            raise ConfigError(f"{t.where}: {exc}") from None
+            raise ConfigError(f"{t.prefix}modbus: {exc}") from None
         unit = t.integer("unit", 1, lo=0, hi=247)
         interval = t.number("poll_interval_s", poll_s, lo=0.1, hi=86400.0)
         t.done()
         devices.append(DeviceConfig(name, profile, bus, unit, interval))
     names = [d.name for d in devices]
     if len(set(names)) != len(names):
-        raise ConfigError(f"{source}: two devices share a name")
+        raise ConfigError("two [[devices]] share a name")
     if not devices:
-        raise ConfigError(f"{source}: no [[devices]] configured")
+        raise ConfigError("no [[devices]] configured")
     root.done()
     return AgentConfig(coop, home, grant, broker, data_dir, tuple(devices), poll_s)
 
 
 def load_config(path: Path) -> AgentConfig:
-    return parse_config(read_toml(path), source=str(path), base_dir=path.resolve().parent)
+    return load(path, parse_config)

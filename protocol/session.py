@@ -23,6 +23,18 @@ from paho.mqtt.properties import Properties
 
 log = logging.getLogger(__name__)
 
+
+class _RetryNoise(logging.Filter):
+    """paho logs "Client is not connected" at ERROR on every reconnect attempt and once more at
+    shutdown; the session's own one warning per outage says it better."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Client is not connected")
+
+
+paho_log = log.getChild("paho")
+paho_log.addFilter(_RetryNoise())
+
 SESSION_EXPIRY_S = 7 * 24 * 3600  # how long the broker keeps a disconnected client's queue
 
 
@@ -67,10 +79,12 @@ def parse_broker_url(url: str) -> tuple[bool, str, int]:
         raise ValueError("put broker credentials in username/password, not in the URL")
     tls = parts.scheme == "mqtts"
     try:
-        port = parts.port or (8883 if tls else 1883)
+        port = parts.port
     except ValueError:
         raise ValueError(f"broker URL {url!r} has an invalid port") from None
-    return tls, parts.hostname, port
+    if port == 0:
+        raise ValueError(f"broker URL {url!r} has an invalid port")
+    return tls, parts.hostname, port or (8883 if tls else 1883)
 
 
 MessageHandler = Callable[[str, bytes], None]
@@ -96,6 +110,7 @@ class MqttSession:
         self.settings = settings
         self.connected = threading.Event()
         self._stopping = False
+        self._unreachable = False
         self._on_message = on_message
         self._on_connect = on_connect
         v5 = settings.protocol == 5
@@ -123,7 +138,8 @@ class MqttSession:
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
         self.client.on_message = self._handle_message
-        self.client.enable_logger(log)
+        self.client.on_connect_fail = self._handle_connect_fail
+        self.client.enable_logger(paho_log)
 
     def _handle_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
@@ -132,9 +148,16 @@ class MqttSession:
             log.warning("broker refused connection to %s: %s", self.settings.url, reason)
             return
         log.info("connected to %s as %s", self.settings.url, self.settings.client_id)
+        self._unreachable = False
         self.connected.set()
         if self._on_connect is not None:
             self._on_connect()
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # Logged once per outage, not per retry: a hub down overnight must not fill the SD card.
+        if not self._unreachable:
+            log.warning("cannot reach broker %s; retrying with backoff", self.settings.url)
+            self._unreachable = True
 
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
@@ -179,9 +202,6 @@ class MqttSession:
                 info.wait_for_publish(timeout_s)
             except (RuntimeError, ValueError):
                 log.warning("could not deliver the final message before disconnecting")
-        # paho's network thread may log "Client is not connected" once between disconnect and
-        # loop_stop; that is shutdown noise, not an error worth an operator's attention.
-        self.client.disable_logger()
         self.client.disconnect()
         self.client.loop_stop()
         self.connected.clear()

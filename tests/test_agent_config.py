@@ -61,17 +61,21 @@ def _load(tmp_path: Path, text: str) -> None:
     ("old", "new", "message"),
     [
         ('home = "home-7"', 'home = "Home 7"', "home 'Home 7' must be"),
-        ('home = "home-7"', "", "missing key 'home'"),
+        ('home = "home-7"', "", "home is missing"),
         ("poll_interval_s = 10", "poll_interval_s = true", "must be a number"),
-        ("poll_interval_s = 10", "poll_interval_s = 0", "between 0.1"),
-        ("poll_interval_s = 10", "pol_interval_s = 10", "unknown key 'pol_interval_s'"),
+        ("poll_interval_s = 10", "poll_interval_s = 0", "from 0.1 to"),
+        ("poll_interval_s = 10", "pol_interval_s = 10", "unknown key pol_interval_s"),
         ('url = "mqtt://hub.local:1883"', 'url = "http://hub"', "mqtt:// or mqtts://"),
         ('url = "mqtt://hub.local:1883"', 'url = "mqtt://u:p@hub"', "not in the URL"),
         ('modbus = "tcp://192.168.1.50:502"', 'modbus = "udp://x"', "tcp:// or rtu://"),
-        ("unit = 1", "unit = 300", "between 0 and 247"),
-        ('password_file = "secret"', 'password_file = "missing"', "cannot read password_file"),
+        ("unit = 1", "unit = 300", "devices\\[1\\].unit must be from 0 to 247"),
+        (
+            'password_file = "secret"',
+            'password_file = "missing"',
+            "broker.password_file .* cannot be read",
+        ),
         ('name = "pv-inverter"', 'name = "grid-meter"', "share a name"),
-        ("[broker]", "[brokr]", "unknown key 'brokr'|missing key 'broker'"),
+        ("[broker]", "[brokr]", "broker is missing"),
         ('coop = "sunny-street"', "coop = [", "not valid TOML"),
     ],
 )
@@ -82,16 +86,16 @@ def test_mistakes_are_named(tmp_path: Path, old: str, new: str, message: str) ->
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "nope.toml")
 
 
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "agent.toml").mkdir()  # unreadable as a file even for root, unlike chmod 0
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "agent.toml")
     (tmp_path / "latin1.toml").write_bytes(b'coop = "caf\xe9"')
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(tmp_path / "latin1.toml")
 
 

@@ -145,14 +145,14 @@ def test_a_late_subscriber_gets_the_retained_online_status(
         proc.wait(20)
 
 
-def test_bad_config_is_one_line_and_exit_1(tmp_path: Path) -> None:
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "agent.toml").write_text('coop = "x"\n')
     result = CliRunner().invoke(agent_cli, ["run", "--config", str(tmp_path / "agent.toml")])
-    assert result.exit_code == 1
-    assert "missing key 'home'" in result.output
+    assert result.exit_code == 2
+    assert result.output == f"Error: {tmp_path / 'agent.toml'}: home is missing\n"
     assert "Traceback" not in result.output
     result = CliRunner().invoke(agent_cli, ["run", "--config", str(tmp_path / "nope.toml")])
-    assert "no such file" in result.output
+    assert "cannot read config file" in result.output
 
 
 def test_help_says_what_the_agent_is() -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from protocol.codec import MAX_PAYLOAD_BYTES, CodecError, decode, decode_message, encode
 from protocol.payloads import Ack, HomeStatus, Reading, ReadingBatch, seq_ranges
 from protocol.quantities import GLOSSARY, Role
+from protocol.session import parse_broker_url
 from protocol.topics import (
     HomeTopic,
     HubTopic,
@@ -241,3 +242,23 @@ def test_encode_refuses_values_json_cannot_carry() -> None:
     assert b'"devices"' not in encode(status)  # None fields are left out, not sent as null
     with pytest.raises(ValueError, match="finite number"):
         Reading("grid-meter", 1, T0, Role.GRID, "g1", {"power_w": float("nan")})
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mqtt://hub", (False, "hub", 1883)),
+        ("mqtts://hub", (True, "hub", 8883)),
+        ("mqtt://127.0.0.1:1884", (False, "127.0.0.1", 1884)),
+    ],
+)
+def test_broker_urls(url: str, expected: tuple[bool, str, int]) -> None:
+    assert parse_broker_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url", ["http://hub", "mqtt://", "mqtt://hub:0", "mqtt://hub:99999", "mqtt://u:p@hub"]
+)
+def test_bad_broker_urls(url: str) -> None:
+    with pytest.raises(ValueError, match="broker"):
+        parse_broker_url(url)
