@@ -24,7 +24,7 @@ from protocol.codec import decode, encode
 from protocol.payloads import Ack, HubStatus, Reading, ReadingBatch
 from protocol.quantities import Role
 from protocol.topics import HomeTopic, HubTopic, home_topic, hub_topic
-from tests.brokers import Broker
+from sim.broker import RunningBroker as Broker
 from tests.test_hub_ingest import Probe
 
 T0 = 1_750_000_000_000

@@ -20,7 +20,7 @@ from protocol.payloads import Ack, HomeStatus, HubStatus, Reading, ReadingBatch
 from protocol.quantities import Role
 from protocol.session import BrokerSettings
 from protocol.topics import HomeTopic, HubTopic, home_topic, hub_topic
-from tests.brokers import Broker
+from sim.broker import RunningBroker as Broker
 
 T0 = 1_750_000_000_000  # 2025-06-15, UTC epoch ms
 WAIT_S = 5.0
