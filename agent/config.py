@@ -6,6 +6,7 @@ home = "home-7"
 grant = "g-2026-1"            # consent grant the readings are released under
 poll_interval_s = 10          # default for every device
 data_dir = "/var/lib/coopwatt"  # the outbox lives here
+outbox_budget_mb = 256        # disk for readings waiting to be sent (about 50 days of a home)
 
 [broker]
 url = "mqtt://hub.local:1883"
@@ -53,6 +54,7 @@ class AgentConfig:
     data_dir: Path
     devices: tuple[DeviceConfig, ...]
     poll_interval_s: float = 10.0
+    outbox_budget_bytes: int = 256 * 1024 * 1024
 
     @property
     def outbox_path(self) -> Path:
@@ -67,6 +69,7 @@ def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfi
     poll_s = root.number("poll_interval_s", 10.0, lo=0.1, hi=86400.0)
     data_dir = root.path("data_dir", base_dir, ".")
     assert data_dir is not None
+    budget_mb = root.number("outbox_budget_mb", 256.0, lo=1.0, hi=1024.0 * 1024)
     broker = broker_settings(root.table("broker"), f"coopwatt-agent-{coop}-{home}", base_dir)
     devices = []
     for t in root.tables("devices"):
@@ -87,7 +90,9 @@ def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfi
     if not devices:
         raise ConfigError("no [[devices]] configured")
     root.done()
-    return AgentConfig(coop, home, grant, broker, data_dir, tuple(devices), poll_s)
+    return AgentConfig(
+        coop, home, grant, broker, data_dir, tuple(devices), poll_s, int(budget_mb * 1024 * 1024)
+    )
 
 
 def load_config(path: Path) -> AgentConfig:

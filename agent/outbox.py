@@ -1,22 +1,35 @@
 """The agent's outbox: every reading is written here before it is sent, and leaves only when acked.
 
 SQLite in WAL mode, one transaction per poll cycle (a Pi's SD card wears with every write). The
-per-device ``seq`` is kept in the same database and raised in the same transaction as the rows it
-numbers, so it rises monotonically across restarts and a crash can neither reuse nor skip one.
+per-device ``seq`` is raised in the same transaction as the rows it numbers, so it rises
+monotonically across restarts and a crash can neither reuse nor skip one. Each row keeps the
+reading's wire JSON, so a backlog drains by splicing stored text rather than rebuilding objects.
+
+The outbox has a disk budget. When it is exceeded, the oldest raw readings are merged into
+15-minute aggregates (counters stay exact, so no energy is lost); only when nothing is left to
+merge are the oldest readings dropped. Both are counted, persisted and reported in status.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
+from typing import Final, NamedTuple
 
 import sqlite_utils
 
+from agent.aggregate import Sample, merge
+from protocol.codec import encode_reading
 from protocol.payloads import Reading
 from protocol.quantities import Role
+
+SCHEMA_VERSION: Final = 1
+BUCKET_MS: Final = 15 * 60_000  # compaction merges raw readings within quarter hours
+DEFAULT_BUDGET_BYTES: Final = 256 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS device_seq (device TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
@@ -25,11 +38,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER NOT NULL,
     ts_ms INTEGER NOT NULL,
     role TEXT NOT NULL,
-    grant_id TEXT NOT NULL,
-    quantities TEXT NOT NULL,
+    raw INTEGER NOT NULL,      -- 1 for a reading as polled, 0 for an aggregate
+    body TEXT NOT NULL,        -- the reading's wire JSON
     PRIMARY KEY (device, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+class OutboxError(RuntimeError):
+    """The outbox file cannot be used (made by a newer agent, or not an outbox)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,83 +60,217 @@ class Polled:
     quantities: dict[str, float | str]
 
 
+class Row(NamedTuple):
+    """A stored reading: enough to send it (``body``) and to track it (device, seq)."""
+
+    device: str
+    seq: int
+    ts_ms: int
+    body: str
+
+
 class Outbox:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Opened by the thread that builds the agent, then used only by its poll loop.
-        self.db = sqlite_utils.Database(sqlite3.connect(path, check_same_thread=False))
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self.budget_bytes = budget_bytes
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise OutboxError(f"{path} is not an outbox: {exc}") from None
+        if version > SCHEMA_VERSION:
+            raise OutboxError(f"{path} was written by a newer agent (schema {version})")
         self.db.enable_wal()
-        # WAL with synchronous=NORMAL survives process crashes; FULL adds a sync per commit.
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.conn.executescript(_SCHEMA)
+        # FULL: a reading is on disk before the poll cycle ends, even across a power cut.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        self._count = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
-    def add(self, polled: Iterable[Polled], grant: str) -> list[Reading]:
-        """Number and store one poll cycle's readings in one transaction; returns them."""
-        readings: list[Reading] = []
-        conn = self.db.conn
-        with conn:
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn
+
+    # --- writing ----------------------------------------------------------------------------
+    def add(self, polled: Iterable[Polled], grant: str) -> list[Row]:
+        """Number and store one poll cycle's readings in one transaction; returns their rows."""
+        rows: list[Row] = []
+        seq_updates: list[tuple[str, int]] = []
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            inserts = []
             for p in polled:
-                row = conn.execute(
-                    "SELECT last_seq FROM device_seq WHERE device = ?", (p.device,)
-                ).fetchone()
-                seq = (row[0] if row else 0) + 1
-                reading = Reading(p.device, seq, p.ts_ms, p.role, grant, p.quantities)
-                conn.execute(
-                    "INSERT INTO device_seq (device, last_seq) VALUES (?, ?) "
-                    "ON CONFLICT(device) DO UPDATE SET last_seq = excluded.last_seq",
-                    (p.device, seq),
-                )
-                conn.execute(
-                    "INSERT INTO outbox (device, seq, ts_ms, role, grant_id, quantities)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        p.device,
-                        seq,
-                        p.ts_ms,
-                        p.role.value,
-                        grant,
-                        json.dumps(p.quantities, allow_nan=False),
-                    ),
-                )
-                readings.append(reading)
-        return readings
+                seq = self.last_seq(p.device) + 1
+                body = encode_reading(Reading(p.device, seq, p.ts_ms, p.role, grant, p.quantities))
+                seq_updates.append((p.device, seq))
+                inserts.append((p.device, seq, p.ts_ms, p.role.value, 1, body))
+                rows.append(Row(p.device, seq, p.ts_ms, body))
+            conn.executemany(
+                "INSERT INTO device_seq (device, last_seq) VALUES (?, ?) "
+                "ON CONFLICT(device) DO UPDATE SET last_seq = excluded.last_seq",
+                seq_updates,
+            )
+            conn.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", inserts)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._count += len(rows)
+        return rows
 
-    def pending(self, limit: int, after: dict[str, int] | None = None) -> list[Reading]:
-        """Oldest unacked readings, at most ``limit``; ``after`` skips seqs already in flight."""
-        after = after or {}
-        conn = self.db.conn
-        rows = []
-        for (device,) in conn.execute("SELECT device FROM device_seq ORDER BY device").fetchall():
-            rows += conn.execute(
-                "SELECT device, seq, ts_ms, role, grant_id, quantities FROM outbox "
-                "WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (device, after.get(device, 0), limit),
-            ).fetchall()
-        rows.sort(key=lambda r: (r[2], r[0], r[1]))
-        return [
-            Reading(device, seq, ts_ms, Role(role), grant, json.loads(quantities))
-            for device, seq, ts_ms, role, grant, quantities in rows[:limit]
-        ]
-
-    def remove(self, acked: dict[str, list[int]]) -> int:
+    def remove(self, acked: Mapping[str, Iterable[int]]) -> int:
         """Delete acknowledged readings in one transaction; returns how many were deleted."""
-        conn = self.db.conn
-        with conn:
-            before = conn.total_changes
-            for device, seqs in acked.items():
-                conn.executemany(
-                    "DELETE FROM outbox WHERE device = ? AND seq = ?", [(device, s) for s in seqs]
-                )
-            return conn.total_changes - before
+        pairs = [(device, seq) for device, seqs in acked.items() for seq in seqs]
+        if not pairs:
+            return 0
+        conn = self.conn
+        before = conn.total_changes
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("DELETE FROM outbox WHERE device = ? AND seq = ?", pairs)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        deleted = conn.total_changes - before
+        self._count -= deleted
+        return deleted
+
+    # --- reading ----------------------------------------------------------------------------
+    def after(self, cursor: Mapping[str, int], limit: int) -> list[Row]:
+        """Up to ``limit``, oldest first, of the readings past each device's ``cursor`` seq."""
+        conn = self.conn
+        rows: list[Row] = []
+        for (device,) in conn.execute("SELECT device FROM device_seq").fetchall():
+            rows += map(
+                Row._make,
+                conn.execute(
+                    "SELECT device, seq, ts_ms, body FROM outbox WHERE device = ? AND seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (device, cursor.get(device, 0), limit),
+                ),
+            )
+        rows.sort(key=lambda r: (r.ts_ms, r.device, r.seq))
+        return rows[:limit]
 
     def count(self) -> int:
-        return int(self.db.conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        """Readings waiting for an ack."""
+        return self._count
+
+    def oldest_ts_ms(self) -> int | None:
+        row = self.conn.execute(
+            "SELECT min(o.ts_ms) FROM device_seq d JOIN outbox o ON o.device = d.device "
+            "AND o.seq = (SELECT min(seq) FROM outbox WHERE device = d.device)"
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
 
     def last_seq(self, device: str) -> int:
-        row = self.db.conn.execute(
+        row = self.conn.execute(
             "SELECT last_seq FROM device_seq WHERE device = ?", (device,)
         ).fetchone()
         return int(row[0]) if row else 0
 
+    def counter(self, name: str) -> int:
+        row = self.conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def used_bytes(self) -> int:
+        """Bytes of the database file in use (freed pages are reused, so this is what grows)."""
+        conn = self.conn
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((pages - free) * self._page_size)
+
+    # --- the disk budget --------------------------------------------------------------------
+    def enforce_budget(self, keep: frozenset[tuple[str, int]] = frozenset()) -> None:
+        """Bring the outbox under its budget: compact old raw readings, then drop the oldest.
+
+        ``keep`` names readings in flight, which are left alone so their ack still matches.
+        """
+        if self.used_bytes() <= self.budget_bytes:
+            return
+        while self.used_bytes() > self.budget_bytes * 0.8 and self._compact_oldest(keep):
+            pass
+        while self.used_bytes() > self.budget_bytes and self._drop_oldest(keep):
+            pass
+
+    def _bump(self, name: str, n: int) -> None:
+        self.conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            (name, n),
+        )
+
+    def _compact_oldest(self, keep: frozenset[tuple[str, int]], scan: int = 2000) -> bool:
+        """Merge the oldest raw readings of each device by quarter hour; False if none could be."""
+        conn = self.conn
+        merged_any = False
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for (device,) in conn.execute("SELECT device FROM device_seq").fetchall():
+                raw = conn.execute(
+                    "SELECT seq, ts_ms, role, body FROM outbox WHERE device = ? AND raw = 1 "
+                    "ORDER BY seq LIMIT ?",
+                    (device, scan),
+                ).fetchall()
+                raw = [r for r in raw if (device, r[0]) not in keep]
+                for _, group_iter in groupby(raw, key=lambda r: r[1] // BUCKET_MS):
+                    group = list(group_iter)
+                    if len(group) < 2:
+                        continue
+                    self._replace_with_aggregate(device, group)
+                    merged_any = True
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return merged_any
+
+    def _replace_with_aggregate(self, device: str, group: list[tuple[int, int, str, str]]) -> None:
+        role = Role(group[0][2])
+        readings = [json.loads(body) for _, _, _, body in group]
+        samples = [Sample(r["ts_ms"], r["quantities"], r.get("period_ms")) for r in readings]
+        agg = merge(role, samples)
+        last = readings[-1]
+        reading = Reading(
+            device, last["seq"], agg.ts_ms, role, last["grant"], agg.quantities, agg.period_ms
+        )
+        body = encode_reading(reading)
+        self.conn.executemany(
+            "DELETE FROM outbox WHERE device = ? AND seq = ?", [(device, g[0]) for g in group]
+        )
+        self.conn.execute(
+            "INSERT INTO outbox VALUES (?, ?, ?, ?, 0, ?)",
+            (device, last["seq"], agg.ts_ms, role.value, body),
+        )
+        self._count -= len(group) - 1
+        self._bump("compacted", len(group) - 1)
+
+    def _drop_oldest(self, keep: frozenset[tuple[str, int]], n: int = 500) -> bool:
+        conn = self.conn
+        victims = [
+            (d, s)
+            for d, s in conn.execute(
+                "SELECT device, seq FROM outbox ORDER BY ts_ms LIMIT ?", (n + len(keep),)
+            )
+            if (d, s) not in keep
+        ][:n]
+        if not victims:
+            return False
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("DELETE FROM outbox WHERE device = ? AND seq = ?", victims)
+            self._bump("lost", len(victims))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._count -= len(victims)
+        return True
+
     def close(self) -> None:
-        self.db.conn.close()
+        self.conn.close()

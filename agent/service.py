@@ -1,6 +1,7 @@
 """The household agent: poll devices on the clock, keep readings in the outbox, send, take acks.
 
-One thread runs the poll loop and owns the outbox; paho's network thread only hands acks over.
+One thread runs the poll loop and owns the outbox and the delivery window; paho's network thread
+only hands acks and connection changes over.
 Polls are aligned to multiples of each device's interval (10:00:00, 10:00:10, ...), so readings
 of a home's devices line up and a simulated run's last poll falls exactly on its end.
 """
@@ -18,19 +19,19 @@ from typing import Literal
 
 from agent.clocksync import clock_synced
 from agent.config import AgentConfig
+from agent.delivery import Delivery
 from agent.devices import Device, close_devices, open_devices
 from agent.modbus_io import DeviceError
-from agent.outbox import Outbox, Polled
+from agent.outbox import Outbox, Polled, Row
 from protocol.clock import Clock
 from protocol.codec import CodecError, decode, encode
-from protocol.payloads import Ack, DeviceHealth, HomeStatus, ReadingBatch
+from protocol.payloads import Ack, DeviceHealth, HomeStatus
 from protocol.session import MqttSession
 from protocol.topics import HomeTopic, home_topic
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 500  # readings per message: ~60 kB, far under the 1 MiB payload limit
-RESEND_AFTER_S = 30.0  # wall seconds without an ack before unacked readings are sent again
+DRAIN_STATUS_EVERY_S = 5.0  # wall seconds between status updates while a backlog drains
 
 
 def agent_version() -> str:
@@ -59,7 +60,7 @@ class Agent:
         self.config = config
         self.clock = clock
         self.status_interval_ms = int(status_interval_s * 1000)
-        self.outbox = Outbox(config.outbox_path)
+        self.outbox = Outbox(config.outbox_path, config.outbox_budget_bytes)
         now = clock.now_ms()
         self._devices = [
             _DeviceState(d, now, DeviceHealth(online=False, error="not read yet"))
@@ -68,9 +69,10 @@ class Agent:
         self._acks: queue.SimpleQueue[Ack] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._sent_upto: dict[str, int] = {}  # highest seq published per device this connection
-        self._last_send = time.monotonic()
+        self._reconnected = threading.Event()
+        self._live: list[Row] = []  # this cycle's readings, sent ahead of any backlog
         self._last_status_ms = 0
+        self._last_status_wall = 0.0
         # Read by other threads (progress displays); written only by the poll loop.
         self.polls = 0
         self.last_poll_ms = 0
@@ -86,11 +88,17 @@ class Agent:
             on_connect=self._on_connect,
             will=(self._status_topic, offline),
         )
+        self.delivery = Delivery(
+            self.outbox,
+            c.home,
+            clock,
+            lambda data: self.session.publish(self._readings_topic, data, qos=1),
+        )
 
     # --- paho's thread -------------------------------------------------------------------
     def _on_connect(self) -> None:
         self.session.subscribe(self._ack_topic)
-        self._sent_upto = {}  # whatever was in flight on the old connection is sent again
+        self._reconnected.set()  # whatever was in flight on the old connection is sent again
         self._last_status_ms = 0  # and the retained status is refreshed
         self._wake.set()
 
@@ -151,36 +159,31 @@ class Agent:
             if quantities:
                 polled.append(Polled(s.device.name, s.device.role, ts, quantities))
         if polled:
-            self.outbox.add(polled, self.config.grant)
-            self.backlog += len(polled)
+            self._live += self.outbox.add(polled, self.config.grant)
+            self.outbox.enforce_budget(keep=frozenset(self.delivery.inflight))
+            self.backlog = self.outbox.count()
             self.last_poll_ms = max(p.ts_ms for p in polled)
         self.polls += 1
 
     def _take_acks(self) -> None:
-        acked: dict[str, list[int]] = {}
+        acks: list[Ack] = []
         while True:
             try:
-                ack = self._acks.get_nowait()
+                acks.append(self._acks.get_nowait())
             except queue.Empty:
                 break
-            for device in ack.acked:
-                acked.setdefault(device, []).extend(ack.seqs(device))
-        if acked:
-            self.backlog -= self.outbox.remove(acked)
-            self._last_send = time.monotonic()
+        if acks:
+            self.delivery.acked(acks)
+            self.backlog = self.outbox.count()
 
     def _send(self) -> None:
+        live, self._live = self._live, []
         if not self.session.connected.is_set():
-            return
-        if time.monotonic() - self._last_send > RESEND_AFTER_S and self.backlog:
-            log.info("no ack for %.0f s: sending unacked readings again", RESEND_AFTER_S)
-            self._sent_upto = {}
-        while readings := self.outbox.pending(BATCH_SIZE, self._sent_upto):
-            batch = ReadingBatch(self.config.home, self.clock.now_ms(), readings)
-            self.session.publish(self._readings_topic, encode(batch), qos=1)
-            for r in readings:
-                self._sent_upto[r.device] = max(self._sent_upto.get(r.device, 0), r.seq)
-            self._last_send = time.monotonic()
+            return  # the readings wait in the outbox; the backlog path sends them later
+        if self._reconnected.is_set():
+            self._reconnected.clear()
+            self.delivery.restart()
+        self.delivery.send(live)
 
     def _status(self, state: Literal["online", "offline"]) -> HomeStatus:
         return HomeStatus(
@@ -191,17 +194,21 @@ class Agent:
             devices={s.device.name: s.health for s in self._devices},
             backlog=self.backlog,
             clock_synced=clock_synced(),
+            backlog_oldest_ms=self.outbox.oldest_ts_ms(),
+            compacted=self.outbox.counter("compacted"),
+            lost=self.outbox.counter("lost"),
         )
 
     def _publish_status(self) -> None:
-        now = self.clock.now_ms()
-        if (
-            not self.session.connected.is_set()
-            or now - self._last_status_ms < self.status_interval_ms
-        ):
+        """Retained status on a schedule, and every few seconds while a backlog drains."""
+        if not self.session.connected.is_set():
             return
-        self.session.publish(self._status_topic, encode(self._status("online")), retain=True)
-        self._last_status_ms = now
+        now, wall = self.clock.now_ms(), time.monotonic()
+        due = now - self._last_status_ms >= self.status_interval_ms
+        draining = self.backlog > self.delivery.batch_size
+        if due or (draining and wall - self._last_status_wall >= DRAIN_STATUS_EVERY_S):
+            self.session.publish(self._status_topic, encode(self._status("online")), retain=True)
+            self._last_status_ms, self._last_status_wall = now, wall
 
     def _drain(self, timeout_s: float) -> None:
         """On stop: give the hub a bounded moment to ack what is in flight."""

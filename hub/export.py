@@ -12,7 +12,17 @@ from typing import Final, TextIO
 
 from hub.store import QUANTITY_NAMES, Store
 
-CSV_HEADER: Final[tuple[str, ...]] = ("home", "device", "role", "seq", "ts_ms", *QUANTITY_NAMES)
+# period_ms comes last so the columns the wire contract named first keep their places; it is
+# empty for a raw reading and the span covered for an aggregate.
+CSV_HEADER: Final[tuple[str, ...]] = (
+    "home",
+    "device",
+    "role",
+    "seq",
+    "ts_ms",
+    *QUANTITY_NAMES,
+    "period_ms",
+)
 
 
 def export_csv(store: Store, out: TextIO, *, home: str | None = None) -> int:
@@ -27,6 +37,7 @@ def export_csv(store: Store, out: TextIO, *, home: str | None = None) -> int:
     for r in store.iter_readings(home):
         q = r.quantities
         cells = (q.get(n, "") for n in QUANTITY_NAMES)
-        writer.writerow((r.home, r.device, r.role.value, r.seq, r.ts_ms, *cells))
+        period = "" if r.period_ms is None else r.period_ms
+        writer.writerow((r.home, r.device, r.role.value, r.seq, r.ts_ms, *cells, period))
         rows += 1
     return rows

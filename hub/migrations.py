@@ -78,7 +78,17 @@ def _v1_initial(db: Database) -> None:
     )
 
 
-MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = ((1, _v1_initial),)
+def _v2_reading_period(db: Database) -> None:
+    """readings.period_ms: NULL for a raw reading; else the span an aggregate covers, ending at
+    ts_ms (the agent compacts old readings when its outbox fills, and releases consented streams
+    at 15min/hourly/daily resolution)."""
+    db.execute("ALTER TABLE readings ADD COLUMN period_ms INTEGER")
+
+
+MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
+    (1, _v1_initial),
+    (2, _v2_reading_period),
+)
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 
 

@@ -48,10 +48,10 @@ def _sql(*fragments: str) -> str:
 
 
 _INSERT_READING: Final = _sql(
-    "INSERT OR IGNORE INTO readings (device_id, seq, ts_ms, grant_id, received_ms,",
+    "INSERT OR IGNORE INTO readings (device_id, seq, ts_ms, grant_id, received_ms, period_ms,",
     ", ".join(QUANTITY_NAMES),
     ") VALUES (",
-    ", ".join("?" * (5 + len(QUANTITY_NAMES))),
+    ", ".join("?" * (6 + len(QUANTITY_NAMES))),
     ")",
 )
 
@@ -123,6 +123,7 @@ class StoredReading:
     grant: str
     received_ms: int
     quantities: dict[str, float | str]
+    period_ms: int | None = None  # None: a raw reading; else the span an aggregate covers
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,7 +385,15 @@ class Store:
                             continue
                         q = r.quantities
                         rows.append(
-                            (known[0], r.seq, r.ts_ms, r.grant, received_ms, *map(q.get, names))
+                            (
+                                known[0],
+                                r.seq,
+                                r.ts_ms,
+                                r.grant,
+                                received_ms,
+                                r.period_ms,
+                                *map(q.get, names),
+                            )
                         )
                         seqs = committed.get(r.device)
                         if seqs is None:
@@ -491,6 +500,7 @@ class Store:
         where = "" if home is None else "WHERE d.home = ?"
         sql = _sql(
             "SELECT d.home, d.device, d.role, r.seq, r.ts_ms, r.grant_id, r.received_ms,",
+            "r.period_ms,",
             cols,
             "FROM devices d JOIN readings r ON r.device_id = d.id",
             where,
@@ -501,7 +511,7 @@ class Store:
         roles = {r.value: r for r in Role}
         try:
             for row in cursor:
-                values = row[7:]
+                values = row[8:]
                 yield StoredReading(
                     home=row[0],
                     device=row[1],
@@ -510,6 +520,7 @@ class Store:
                     ts_ms=row[4],
                     grant=row[5],
                     received_ms=row[6],
+                    period_ms=row[7],
                     quantities={n: v for n, v in zip(names, values, strict=True) if v is not None},
                 )
         finally:

@@ -17,13 +17,20 @@ import json
 import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 from functools import cache
 from typing import Any, Final, TypeVar
 
 from protocol import WIRE_VERSION
-from protocol.payloads import Ack, HomeStatus, HubStatus, ReadingBatch
+from protocol.payloads import (
+    Ack,
+    HomeStatus,
+    HubStatus,
+    Reading,
+    ReadingBatch,
+    check_batch_envelope,
+)
 from protocol.topics import HomeTopic, HubTopic, TopicAddress, TopicError, parse_topic
 
 MAX_PAYLOAD_BYTES: Final = 1_048_576  # also the broker's max_packet_size, with headroom
@@ -266,6 +273,31 @@ def encode(payload: object) -> bytes:
     except ValueError as exc:
         raise CodecError(f"cannot encode: {exc}") from None
     raw = data.encode("utf-8")
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise CodecError(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    return raw
+
+
+def encode_reading(reading: Reading) -> str:
+    """One reading as compact JSON text, for an outbox to store and later send as is."""
+    try:
+        return json.dumps(_to_json(reading), separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:
+        raise CodecError(f"cannot encode: {exc}") from None
+
+
+def encode_batch(home: str, sent_ms: int, readings_json: Sequence[str]) -> bytes:
+    """A readings batch from readings already encoded by :func:`encode_reading`.
+
+    Splicing stored text avoids rebuilding thousands of objects when a backlog drains; the
+    readings were validated when they were built, and the envelope is checked here.
+    """
+    check_batch_envelope(home, sent_ms, len(readings_json))
+    raw = (
+        f'{{"v":{WIRE_VERSION},"home":"{home}","sent_ms":{sent_ms},"readings":['
+        + ",".join(readings_json)
+        + "]}"
+    ).encode("utf-8")
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise CodecError(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     return raw

@@ -17,6 +17,7 @@ from protocol.topics import check_id
 
 MAX_READINGS_PER_BATCH: Final = 5000
 MAX_TEXT: Final = 200
+MAX_PERIOD_MS: Final = 31 * 86_400_000  # a month: the coarsest aggregate a grant can ask for
 _STATE_RE: Final = re.compile(r"[a-z][a-z-]{0,23}")
 # Far enough from any meter's real range that only a broken decoder reaches it.
 _MAX_ABS_VALUE: Final = 1e15
@@ -45,6 +46,9 @@ class Reading:
     role: Role
     grant: str  # id of the consent grant this reading was released under
     quantities: dict[str, float | str]
+    # Absent for a reading taken at ts_ms. For an aggregate, the span it covers, ending at
+    # ts_ms: power and other values are means over the span, counters are exact at ts_ms.
+    period_ms: int | None = None
 
     def __post_init__(self) -> None:
         check_id(self.device, "device")
@@ -52,6 +56,8 @@ class Reading:
         if not 1 <= self.seq < 2**53:
             raise ValueError(f"seq {self.seq} out of range")
         _check_ts(self.ts_ms, "ts_ms")
+        if self.period_ms is not None and not 0 <= self.period_ms <= MAX_PERIOD_MS:
+            raise ValueError(f"period_ms {self.period_ms} is not 0 to {MAX_PERIOD_MS}")
         if not self.quantities:
             raise ValueError(f"reading {self.device}/{self.seq} carries no quantities")
         for name, value in self.quantities.items():
@@ -79,10 +85,15 @@ class ReadingBatch:
     readings: list[Reading]
 
     def __post_init__(self) -> None:
-        check_id(self.home, "home")
-        _check_ts(self.sent_ms, "sent_ms")
-        if not 1 <= len(self.readings) <= MAX_READINGS_PER_BATCH:
-            raise ValueError(f"a batch holds 1 to {MAX_READINGS_PER_BATCH} readings")
+        check_batch_envelope(self.home, self.sent_ms, len(self.readings))
+
+
+def check_batch_envelope(home: str, sent_ms: int, count: int) -> None:
+    """The rules of a readings batch apart from its readings."""
+    check_id(home, "home")
+    _check_ts(sent_ms, "sent_ms")
+    if not 1 <= count <= MAX_READINGS_PER_BATCH:
+        raise ValueError(f"a batch holds 1 to {MAX_READINGS_PER_BATCH} readings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +148,9 @@ class HomeStatus:
     devices: dict[str, DeviceHealth] | None = None
     backlog: int | None = None  # readings waiting in the outbox
     clock_synced: bool | None = None
+    backlog_oldest_ms: int | None = None  # ts of the oldest reading waiting: drain progress
+    compacted: int | None = None  # raw readings merged into aggregates when the outbox filled
+    lost: int | None = None  # readings that could not be kept at all (never silent)
 
     def __post_init__(self) -> None:
         check_id(self.home, "home")
@@ -146,8 +160,10 @@ class HomeStatus:
             _check_text(self.version, "version")
         for device in self.devices or {}:
             check_id(device, "device")
-        if self.backlog is not None and self.backlog < 0:
-            raise ValueError("backlog is negative")
+        for name in ("backlog", "compacted", "lost"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} is negative")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,21 +1,34 @@
-"""The outbox keeps readings until acked and numbers them monotonically across restarts."""
+"""The outbox keeps readings until acked, numbers them across restarts, and stays in budget."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.outbox import Outbox, Polled
+from agent.aggregate import Sample, merge
+from agent.delivery import Delivery
+from agent.outbox import Outbox, OutboxError, Polled
+from protocol.clock import ManualClock
+from protocol.codec import decode
+from protocol.payloads import Ack, ReadingBatch, seq_ranges
 from protocol.quantities import Role
 
 T0 = 1_782_900_000_000
 
 
-def _cycle(t: int) -> list[Polled]:
+def _cycle(t: int, import_wh: float = 5.0) -> list[Polled]:
     return [
-        Polled("grid-meter", Role.GRID, t, {"power_w": 100.0, "energy_import_wh": 5.0 + t % 7}),
+        Polled(
+            "grid-meter",
+            Role.GRID,
+            t,
+            {"power_w": 100.0, "energy_import_wh": import_wh, "energy_export_wh": 0.0},
+        ),  # fmt: skip
         Polled("pv-inverter", Role.PV, t, {"power_w": 50.0, "state": "mppt"}),
     ]
 
@@ -28,39 +41,45 @@ def test_seq_survives_restart_and_acked_rows_leave(tmp_path: Path) -> None:
     box.close()
 
     box = Outbox(tmp_path / "outbox.db")  # a restart: seq continues, nothing is lost
+    assert box.count() == 4
     third = box.add(_cycle(T0 + 20_000), "g1")
     assert [r.seq for r in third] == [3, 3]
-    assert box.count() == 6
     assert box.remove({"grid-meter": [1, 2], "pv-inverter": [2, 99]}) == 3
-    left = box.pending(100)
+    left = box.after({}, 100)
     assert [(r.device, r.seq) for r in left] == [
-        ("pv-inverter", 1),
-        ("grid-meter", 3),
-        ("pv-inverter", 3),
-    ]
-    assert left[0].quantities == {"power_w": 50.0, "state": "mppt"}
+        ("pv-inverter", 1), ("grid-meter", 3), ("pv-inverter", 3),
+    ]  # fmt: skip
+    assert json.loads(left[0].body)["quantities"] == {"power_w": 50.0, "state": "mppt"}
     assert box.last_seq("grid-meter") == 3
+    assert box.oldest_ts_ms() == T0
+    assert box.count() == 3
 
 
-def test_pending_skips_what_is_in_flight_and_respects_limit(tmp_path: Path) -> None:
+def test_after_skips_past_the_cursor_and_respects_limit(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "outbox.db")
     for i in range(5):
         box.add(_cycle(T0 + i * 1000), "g1")
-    assert len(box.pending(3)) == 3
-    rest = box.pending(100, after={"grid-meter": 4, "pv-inverter": 2})
+    assert len(box.after({}, 3)) == 3
+    rest = box.after({"grid-meter": 4, "pv-inverter": 2}, 100)
     assert [(r.device, r.seq) for r in rest] == [
-        ("pv-inverter", 3),
-        ("pv-inverter", 4),
-        ("grid-meter", 5),
-        ("pv-inverter", 5),
-    ]
+        ("pv-inverter", 3), ("pv-inverter", 4), ("grid-meter", 5), ("pv-inverter", 5),
+    ]  # fmt: skip
+
+
+def test_a_newer_or_foreign_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(OutboxError, match="not an outbox"):
+        Outbox(tmp_path / "junk.db")
+    box = Outbox(tmp_path / "o.db")
+    box.conn.execute("PRAGMA user_version=99")
+    box.close()
+    with pytest.raises(OutboxError, match="newer agent"):
+        Outbox(tmp_path / "o.db")
 
 
 @given(st.lists(st.sets(st.integers(1, 30)), max_size=6))
 @settings(max_examples=40, deadline=None)
 def test_remove_never_loses_an_unacked_reading(acks: list[set[int]]) -> None:
-    import tempfile
-
     with tempfile.TemporaryDirectory() as d:
         box = Outbox(Path(d) / "o.db")
         for i in range(30):
@@ -69,5 +88,137 @@ def test_remove_never_loses_an_unacked_reading(acks: list[set[int]]) -> None:
         for a in acks:
             box.remove({"m": sorted(a)})
             acked |= a
-        assert {r.seq for r in box.pending(1000)} == set(range(1, 31)) - acked
+        assert {r.seq for r in box.after({}, 1000)} == set(range(1, 31)) - acked
+        assert box.count() == 30 - len(acked)
         box.close()
+
+
+def _fill(box: Outbox, hours: float, step_s: int = 10) -> tuple[float, float]:
+    """Poll a meter importing 1.2 kW every ``step_s`` for ``hours``; returns first/last Wh."""
+    wh = 1000.0
+    first = wh
+    for i in range(int(hours * 3600 / step_s)):
+        box.add([Polled("grid-meter", Role.GRID, T0 + i * step_s * 1000,
+                        {"power_w": 1200.0, "energy_import_wh": wh, "energy_export_wh": 7.0,
+                         "voltage_v": 230.0})], "g1")  # fmt: skip
+        box.enforce_budget()
+        wh += 1200.0 * step_s / 3600
+    return first, wh - 1200.0 * step_s / 3600
+
+
+def test_a_full_outbox_compacts_old_readings_keeping_counters_exact(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", budget_bytes=400_000)
+    first_wh, last_wh = _fill(box, hours=12)
+    assert box.used_bytes() <= 400_000
+    compacted = box.counter("compacted")
+    assert compacted > 0
+    assert box.counter("lost") == 0
+    rows = box.after({}, 100_000)
+    assert box.count() == len(rows) == 12 * 360 - compacted
+    readings = [json.loads(r.body) for r in rows]
+    # Every kept counter is the meter's exact value at its time, aggregates included, so
+    # energy from counter differences is unchanged by compaction.
+    for r in readings:
+        expected = first_wh + 1200.0 * (r["ts_ms"] - T0) / 3_600_000
+        assert r["quantities"]["energy_import_wh"] == pytest.approx(expected)
+    assert readings[-1]["quantities"]["energy_import_wh"] == pytest.approx(last_wh)
+    aggregates = [r for r in readings if "period_ms" in r]
+    assert aggregates, "old readings became aggregates"
+    for a in aggregates:
+        assert a["quantities"]["power_w"] == pytest.approx(1200.0)
+        assert 0 < a["period_ms"] <= 15 * 60_000
+    assert [r["seq"] for r in readings] == sorted(r["seq"] for r in readings)
+
+
+def test_when_nothing_is_left_to_compact_the_oldest_are_dropped_and_counted(
+    tmp_path: Path,
+) -> None:
+    box = Outbox(tmp_path / "o.db", budget_bytes=60_000)
+    _fill(box, hours=48, step_s=300)  # one reading per 5 minutes: little to merge
+    assert box.used_bytes() <= 60_000
+    lost = box.counter("lost")
+    assert lost > 0
+    assert box.count() + lost + box.counter("compacted") == 48 * 12
+    box.close()
+    assert Outbox(tmp_path / "o.db").counter("lost") == lost  # persisted across restarts
+
+
+def test_merge_keeps_counters_and_derives_power_from_them() -> None:
+    samples = [
+        Sample(T0, {"power_w": 900.0, "energy_import_wh": 100.0, "energy_export_wh": 5.0,
+                    "voltage_v": 229.0}),
+        Sample(T0 + 600_000, {"power_w": 1500.0, "energy_import_wh": 300.0,
+                              "energy_export_wh": 5.0, "voltage_v": 231.0}),
+    ]  # fmt: skip
+    agg = merge(Role.GRID, samples)
+    assert agg.ts_ms == T0 + 600_000
+    assert agg.period_ms == 600_000
+    assert agg.quantities["energy_import_wh"] == 300.0
+    assert agg.quantities["power_w"] == pytest.approx(1200.0)  # 200 Wh over 10 minutes
+    assert agg.quantities["voltage_v"] == pytest.approx(230.0)
+    based = merge(Role.GRID, samples[1:], base=samples[0])
+    assert based.period_ms == 600_000
+    assert based.quantities["power_w"] == pytest.approx(1200.0)
+    one = merge(Role.PV, [Sample(T0, {"power_w": 5.0, "state": "mppt"})])
+    assert one.quantities == {"power_w": 5.0, "state": "mppt"}
+    with pytest.raises(ValueError, match="nothing"):
+        merge(Role.PV, [])
+
+
+class _Wire:
+    def __init__(self) -> None:
+        self.sent: list[ReadingBatch] = []
+
+    def publish(self, data: bytes) -> None:
+        self.sent.append(decode(ReadingBatch, data))
+
+    def keys(self, batch: int) -> list[tuple[str, int]]:
+        return [(r.device, r.seq) for r in self.sent[batch].readings]
+
+
+def _ack(batch: ReadingBatch) -> Ack:
+    by_device: dict[str, list[int]] = {}
+    for r in batch.readings:
+        by_device.setdefault(r.device, []).append(r.seq)
+    return Ack(batch.home, {d: seq_ranges(s) for d, s in by_device.items()})
+
+
+def test_delivery_sends_live_first_and_drains_the_backlog_within_a_window(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    for i in range(50):  # an outage's worth of backlog
+        box.add(_cycle(T0 + i * 10_000), "g1")
+    wire = _Wire()
+    now = [0.0]
+    d = Delivery(box, "home-1", ManualClock(T0), wire.publish, batch_size=20, window=40,
+                 monotonic=lambda: now[0])  # fmt: skip
+    live = box.add(_cycle(T0 + 500_000), "g1")
+    # Live readings go at once; the backlog follows in whole batches while the window has room.
+    assert d.send(live) == 2 + 20
+    assert wire.keys(0) == [("grid-meter", 51), ("pv-inverter", 51)]
+    assert len(d.inflight) == 22
+    assert d.send() == 0  # the window is full: wait for acks
+    assert wire.sent[1].readings[0].seq == 1  # the backlog starts with the oldest
+    d.acked([_ack(b) for b in wire.sent])
+    assert not d.inflight
+    while d.send():
+        d.acked([_ack(wire.sent[-1])] + [_ack(b) for b in wire.sent])
+    assert box.count() == 0
+    sent = [(r.device, r.seq) for b in wire.sent for r in b.readings]
+    assert len(set(sent)) == 102
+
+
+def test_delivery_resends_after_silence_and_after_restart(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    wire = _Wire()
+    now = [0.0]
+    d = Delivery(box, "home-1", ManualClock(T0), wire.publish, resend_after_s=30,
+                 monotonic=lambda: now[0])  # fmt: skip
+    d.send(box.add(_cycle(T0), "g1"))
+    assert d.send() == 0  # in flight: nothing to send again yet
+    now[0] = 31.0  # the hub restarted and lost what it had not committed
+    assert d.send() == 2
+    d.restart()  # a reconnect
+    assert d.send() == 2
+    assert len(wire.sent) == 3
+    d.acked([_ack(wire.sent[0])])
+    assert box.count() == 0

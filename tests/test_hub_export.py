@@ -32,7 +32,15 @@ def _store(tmp_path: Path) -> Store:
                     "home-a",
                     T0,
                     [
-                        Reading("pv", 3, T0 + 3, Role.PV, "g1", {"power_w": 10, "state": "mppt"}),
+                        Reading(
+                            "pv",
+                            3,
+                            T0 + 3,
+                            Role.PV,
+                            "g1",
+                            {"power_w": 10, "state": "mppt"},
+                            period_ms=900_000,
+                        ),
                         Reading("pv", 1, T0 + 1, Role.PV, "g1", {"power_w": 1.5, "energy_wh": 3.0}),
                         Reading(
                             "meter",
@@ -53,8 +61,9 @@ def _store(tmp_path: Path) -> Store:
 
 def test_header_is_fixed_then_glossary_order() -> None:
     assert CSV_HEADER[:5] == ("home", "device", "role", "seq", "ts_ms")
-    assert CSV_HEADER[5:] == tuple(GLOSSARY)
-    assert CSV_HEADER[5:] == (
+    assert CSV_HEADER[5:-1] == tuple(GLOSSARY)
+    assert CSV_HEADER[-1] == "period_ms"
+    assert CSV_HEADER[5:-1] == (
         "power_w",
         "energy_import_wh",
         "energy_export_wh",
@@ -76,11 +85,12 @@ def test_export_csv_content_and_order(tmp_path: Path) -> None:
     text = out.getvalue()
     assert text.splitlines() == [
         "home,device,role,seq,ts_ms,power_w,energy_import_wh,energy_export_wh,energy_wh,"
-        "voltage_v,current_a,frequency_hz,power_factor,temperature_c,wind_speed_m_s,state",
-        f"home-a,meter,grid,9,{T0 + 9},-200.0,,,,231.5,,50.01,,,,",
-        f"home-a,pv,pv,1,{T0 + 1},1.5,,,3.0,,,,,,,",
-        f"home-a,pv,pv,3,{T0 + 3},10.0,,,,,,,,,,mppt",
-        f"home-b,meter,grid,2,{T0 + 2},,7.25,,,,,,,,,",
+        "voltage_v,current_a,frequency_hz,power_factor,temperature_c,wind_speed_m_s,state,"
+        "period_ms",
+        f"home-a,meter,grid,9,{T0 + 9},-200.0,,,,231.5,,50.01,,,,,",
+        f"home-a,pv,pv,1,{T0 + 1},1.5,,,3.0,,,,,,,,",
+        f"home-a,pv,pv,3,{T0 + 3},10.0,,,,,,,,,,mppt,900000",
+        f"home-b,meter,grid,2,{T0 + 2},,7.25,,,,,,,,,,",
     ]
     assert "\r" not in text
     # Every row has every column, whatever it carried.

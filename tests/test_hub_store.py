@@ -24,6 +24,8 @@ from protocol.clock import ManualClock
 from protocol.payloads import Ack, HomeStatus, Reading, ReadingBatch
 from protocol.quantities import GLOSSARY, Role
 
+NEXT = LATEST_VERSION + 1  # a migration this hub does not ship
+
 T0 = 1_750_000_000_000  # 2025-06-15, UTC epoch ms
 
 
@@ -90,13 +92,13 @@ def test_reopen_applies_only_new_migrations(tmp_path: Path) -> None:
         calls.append("v2")
         db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
 
-    more = (*MIGRATIONS, (2, v2_add_notes))
-    assert migrate(db, T0, more) == [2]
+    more = (*MIGRATIONS, (NEXT, v2_add_notes))
+    assert migrate(db, T0, more) == [NEXT]
     assert migrate(db, T0, more) == []
     assert calls == ["v2"]
-    assert applied_versions(db) == {1, 2}
+    assert applied_versions(db) == {*range(1, NEXT + 1)}
     db.close()
-    # This hub knows only v1: a database made by a newer hub is refused, not downgraded.
+    # This hub does not know NEXT: a database made by a newer hub is refused, not downgraded.
     with pytest.raises(StoreError, match="newer"):
         Store.open(path, "coop-a")
 
@@ -111,9 +113,9 @@ def test_failed_migration_rolls_back(tmp_path: Path) -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        migrate(db, T0, (*MIGRATIONS, (2, v2_broken)))
+        migrate(db, T0, (*MIGRATIONS, (NEXT, v2_broken)))
     assert "half" not in db.table_names()
-    assert applied_versions(db) == {1}
+    assert applied_versions(db) == {*range(1, NEXT)}
     db.close()
 
 
