@@ -84,7 +84,12 @@ class Delivery:
                 break
             for r in page:
                 self._cursor[r.device] = max(self._cursor.get(r.device, 0), r.seq)
-            rows = [r for r in page if (r.device, r.seq) not in self.inflight]
+            rows = [
+                r
+                for r in page
+                if (r.device, r.seq) not in self.inflight
+                and not self.outbox.is_acked(r.device, r.seq)
+            ]
             if rows:
                 self._send(rows)
                 sent += len(rows)

@@ -70,7 +70,9 @@ class Row(NamedTuple):
 
 
 class Outbox:
-    def __init__(self, path: Path, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
+    def __init__(
+        self, path: Path, budget_bytes: int = DEFAULT_BUDGET_BYTES, *, durable: bool = True
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Opened by the thread that builds the agent, then used only by its poll loop.
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -84,11 +86,14 @@ class Outbox:
             raise OutboxError(f"{path} was written by a newer agent (schema {version})")
         self.db.enable_wal()
         # FULL: a reading is on disk before the poll cycle ends, even across a power cut.
-        conn.execute("PRAGMA synchronous=FULL")
+        # (durable=False is for tests of the logic, where fsync only costs time.)
+        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         conn.executescript(_SCHEMA)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         self._count = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        self._acked: set[tuple[str, int]] = set()  # acked, deleted with the next transaction
+        self.flush_every = 1000
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -115,6 +120,7 @@ class Outbox:
                 seq_updates,
             )
             conn.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", inserts)
+            self._delete_acked()
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -123,25 +129,53 @@ class Outbox:
         return rows
 
     def remove(self, acked: Mapping[str, Iterable[int]]) -> int:
-        """Delete acknowledged readings in one transaction; returns how many were deleted."""
-        pairs = [(device, seq) for device, seqs in acked.items() for seq in seqs]
-        if not pairs:
-            return 0
+        """Take acknowledged readings out of the outbox; returns how many were waiting.
+
+        They leave at once for every reader of this object, and leave the file with the next
+        poll cycle's transaction: one commit per cycle instead of two halves what the SD card
+        is written. A crash before that commit only means the hub acks them once more. A large
+        drain deletes every ``flush_every`` readings.
+        """
         conn = self.conn
-        before = conn.total_changes
+        waiting = 0
+        for device, seqs in acked.items():
+            for seq in seqs:
+                key = (device, seq)
+                if key in self._acked:
+                    continue
+                found = conn.execute(
+                    "SELECT 1 FROM outbox WHERE device = ? AND seq = ?", key
+                ).fetchone()
+                if found:
+                    self._acked.add(key)
+                    waiting += 1
+        self._count -= waiting
+        if len(self._acked) >= self.flush_every:
+            self.flush()
+        return waiting
+
+    def flush(self) -> None:
+        """Delete acked readings from the file now."""
+        if not self._acked:
+            return
+        conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany("DELETE FROM outbox WHERE device = ? AND seq = ?", pairs)
+            self._delete_acked()
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        deleted = conn.total_changes - before
-        self._count -= deleted
-        return deleted
+
+    def _delete_acked(self) -> None:
+        """Within the caller's transaction."""
+        if self._acked:
+            self.conn.executemany("DELETE FROM outbox WHERE device = ? AND seq = ?", self._acked)
+            self._acked = set()
 
     # --- reading ----------------------------------------------------------------------------
     def after(self, cursor: Mapping[str, int], limit: int) -> list[Row]:
+        # Rows acked but not yet deleted are included (see is_acked), so a cursor moves past them.
         """Up to ``limit``, oldest first, of the readings past each device's ``cursor`` seq."""
         conn = self.conn
         rows: list[Row] = []
@@ -156,6 +190,10 @@ class Outbox:
             )
         rows.sort(key=lambda r: (r.ts_ms, r.device, r.seq))
         return rows[:limit]
+
+    def is_acked(self, device: str, seq: int) -> bool:
+        """Acked but still in the file until the next transaction: not to be sent again."""
+        return (device, seq) in self._acked
 
     def count(self) -> int:
         """Readings waiting for an ack."""
@@ -193,6 +231,7 @@ class Outbox:
         """
         if self.used_bytes() <= self.budget_bytes:
             return
+        self.flush()
         while self.used_bytes() > self.budget_bytes * 0.8 and self._compact_oldest(keep):
             pass
         while self.used_bytes() > self.budget_bytes and self._drop_oldest(keep):
@@ -273,4 +312,5 @@ class Outbox:
         return True
 
     def close(self) -> None:
+        self.flush()
         self.conn.close()

@@ -43,6 +43,8 @@ STAT_NAMES: Final = (
     "acks_sent",  # ack messages published
     "errors",  # groups the store failed to write (not acked; agents resend)
     "dropped",  # messages that arrived while stopping (not acked; agents resend)
+    "lost_at_homes",  # readings homes report they could not keep (outbox over its budget)
+    "compacted_at_homes",  # raw readings homes merged into aggregates to stay in budget
 )
 
 
@@ -81,6 +83,7 @@ class Ingest:
         self._cond = threading.Condition()
         self._stats = dict.fromkeys(STAT_NAMES, 0)
         self._pending = 0  # messages enqueued and not yet fully processed
+        self._outbox_losses: dict[str, tuple[int, int]] = {}  # home -> (lost, compacted)
         self._closing = False
         self._worker: threading.Thread | None = None
         self.session = MqttSession(
@@ -221,6 +224,7 @@ class Ingest:
                 log.warning("rejected message on %r: the hub does not take %s", topic, address.kind)
         self._bump(received=len(group), rejected=rejected)
 
+        self._note_outbox_losses(statuses)
         now_ms = self.clock.now_ms()
         if statuses:
             try:
@@ -267,6 +271,25 @@ class Ingest:
         self._bump(acks_sent=sent)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _note_outbox_losses(self, statuses: list[HomeStatus]) -> None:
+        """A home that had to compact or drop readings says so in its status: never silent."""
+        for s in statuses:
+            if s.lost is None and s.compacted is None:
+                continue  # a last will says nothing about the outbox
+            lost, compacted = s.lost or 0, s.compacted or 0
+            old_lost, old_compacted = self._outbox_losses.get(s.home, (0, 0))
+            if lost > old_lost:
+                log.warning("home=%s lost %d readings: its outbox was over budget", s.home,
+                            lost - old_lost)  # fmt: skip
+            if compacted > old_compacted:
+                log.info("home=%s merged %d raw readings into 15-minute aggregates", s.home,
+                         compacted - old_compacted)  # fmt: skip
+            self._outbox_losses[s.home] = (lost, compacted)
+        totals = [sum(v) for v in zip(*self._outbox_losses.values(), strict=True)]
+        if totals:
+            with self._cond:
+                self._stats["lost_at_homes"], self._stats["compacted_at_homes"] = totals
 
     def _bump(self, **counts: int) -> None:
         with self._cond:

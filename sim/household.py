@@ -222,6 +222,17 @@ class SimHome:
             self._advance(t_ms)
             return self._energy.as_wh()
 
+    def counters_at(self, t_ms: int) -> dict[str, float]:
+        """The counters (Wh) at any ``t_ms`` since creation, recomputed from the profiles.
+
+        Unlike :meth:`counters` it neither moves the integration forward nor clamps to it, so a
+        test can check a reading taken long ago (by an agent in another process, say).
+        """
+        with self._lock:
+            energy = self._initial.copy()
+            energy.add(self._integral(self.created_ms, max(t_ms, self.created_ms)))
+        return energy.as_wh()
+
     def values(self, device: str, t_ms: int) -> dict[str, float | str]:
         """What ``device`` shows at ``t_ms``, in glossary names and units.
 

@@ -28,7 +28,7 @@ def _cycle(t: int, import_wh: float = 5.0) -> list[Polled]:
             Role.GRID,
             t,
             {"power_w": 100.0, "energy_import_wh": import_wh, "energy_export_wh": 0.0},
-        ),  # fmt: skip
+        ),
         Polled("pv-inverter", Role.PV, t, {"power_w": 50.0, "state": "mppt"}),
     ]
 
@@ -45,6 +45,10 @@ def test_seq_survives_restart_and_acked_rows_leave(tmp_path: Path) -> None:
     third = box.add(_cycle(T0 + 20_000), "g1")
     assert [r.seq for r in third] == [3, 3]
     assert box.remove({"grid-meter": [1, 2], "pv-inverter": [2, 99]}) == 3
+    assert box.count() == 3
+    assert box.is_acked("grid-meter", 1)  # gone for senders; from the file with the next cycle
+    assert len(box.after({}, 100)) == 6
+    box.flush()
     left = box.after({}, 100)
     assert [(r.device, r.seq) for r in left] == [
         ("pv-inverter", 1), ("grid-meter", 3), ("pv-inverter", 3),
@@ -81,13 +85,16 @@ def test_a_newer_or_foreign_file_is_refused(tmp_path: Path) -> None:
 @settings(max_examples=40, deadline=None)
 def test_remove_never_loses_an_unacked_reading(acks: list[set[int]]) -> None:
     with tempfile.TemporaryDirectory() as d:
-        box = Outbox(Path(d) / "o.db")
+        box = Outbox(Path(d) / "o.db", durable=False)
         for i in range(30):
             box.add([Polled("m", Role.GRID, T0 + i, {"power_w": float(i)})], "g1")
         acked: set[int] = set()
         for a in acks:
             box.remove({"m": sorted(a)})
             acked |= a
+        assert box.count() == 30 - len(acked)
+        box.close()  # acked rows leave the file by the time it is closed
+        box = Outbox(Path(d) / "o.db")
         assert {r.seq for r in box.after({}, 1000)} == set(range(1, 31)) - acked
         assert box.count() == 30 - len(acked)
         box.close()
@@ -107,7 +114,7 @@ def _fill(box: Outbox, hours: float, step_s: int = 10) -> tuple[float, float]:
 
 
 def test_a_full_outbox_compacts_old_readings_keeping_counters_exact(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "o.db", budget_bytes=400_000)
+    box = Outbox(tmp_path / "o.db", budget_bytes=400_000, durable=False)
     first_wh, last_wh = _fill(box, hours=12)
     assert box.used_bytes() <= 400_000
     compacted = box.counter("compacted")
@@ -133,7 +140,7 @@ def test_a_full_outbox_compacts_old_readings_keeping_counters_exact(tmp_path: Pa
 def test_when_nothing_is_left_to_compact_the_oldest_are_dropped_and_counted(
     tmp_path: Path,
 ) -> None:
-    box = Outbox(tmp_path / "o.db", budget_bytes=60_000)
+    box = Outbox(tmp_path / "o.db", budget_bytes=60_000, durable=False)
     _fill(box, hours=48, step_s=300)  # one reading per 5 minutes: little to merge
     assert box.used_bytes() <= 60_000
     lost = box.counter("lost")
@@ -222,3 +229,19 @@ def test_delivery_resends_after_silence_and_after_restart(tmp_path: Path) -> Non
     assert len(wire.sent) == 3
     d.acked([_ack(wire.sent[0])])
     assert box.count() == 0
+
+
+def test_acked_readings_leave_the_file_with_the_next_cycle_not_in_a_commit_of_their_own(
+    tmp_path: Path,
+) -> None:
+    box = Outbox(tmp_path / "o.db")
+    box.add(_cycle(T0), "g1")
+    commits = box.conn.total_changes
+    box.remove({"grid-meter": [1], "pv-inverter": [1]})
+    assert box.conn.total_changes == commits  # nothing written yet
+    box.add(_cycle(T0 + 10_000), "g1")
+    rows = box.conn.execute("SELECT device, seq FROM outbox ORDER BY device, seq").fetchall()
+    assert rows == [("grid-meter", 2), ("pv-inverter", 2)]
+    box.flush_every = 2
+    box.remove({"grid-meter": [2], "pv-inverter": [2]})  # a drain deletes as it goes
+    assert box.conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0

@@ -230,6 +230,21 @@ def test_home_status_is_recorded(mosquitto: Broker, tmp_path: Path, coop: str) -
         probe.publish(home_topic(coop, "home-1", HomeTopic.STATUS), b"", retain=True)
 
 
+def test_readings_a_home_could_not_keep_are_counted_on_the_hub(
+    mosquitto: Broker, tmp_path: Path, coop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running_hub(mosquitto, tmp_path / "hub.db", coop) as (ingest, probe):
+        topic = home_topic(coop, "home-1", HomeTopic.STATUS)
+        for lost, compacted in ((0, 90), (7, 180)):
+            status = HomeStatus("home-1", "online", ts_ms=T0, lost=lost, compacted=compacted)
+            probe.publish(topic, encode(status))
+        probe.publish(topic, encode(HomeStatus("home-1", "offline")))  # a will says nothing
+        assert ingest.wait_until(lambda s: s["statuses"] == 3, WAIT_S)
+        stats = ingest.stats()
+        assert (stats["lost_at_homes"], stats["compacted_at_homes"]) == (7, 180)
+    assert "home=home-1 lost 7 readings" in caplog.text
+
+
 def test_store_failure_is_not_acked_and_the_resend_is(
     mosquitto: Broker, tmp_path: Path, coop: str
 ) -> None:

@@ -243,3 +243,17 @@ def test_fast_enough_for_five_homes_at_speed_600() -> None:
         for device in home.devices:
             home.values(device, clock.now_ms())
     assert time.perf_counter() - began < 1.0  # budget: 1800 steps well within a second
+
+
+def test_counters_at_recomputes_any_past_time() -> None:
+    from protocol.clock import ManualClock
+    from sim.household import SimHome
+
+    clock = ManualClock(1_782_900_000_000)
+    home = SimHome("h", 3, clock)
+    seen = {}
+    for _ in range(100):
+        clock.advance(37_000)
+        seen[clock.now_ms()] = home.counters(clock.now_ms())
+    for t, counters in seen.items():
+        assert home.counters_at(t) == counters

@@ -1,0 +1,288 @@
+"""Real processes to break: a Mosquitto that can be stopped, killed or frozen, the agent and the
+hub as installed commands, a TCP proxy that drops, delays or blackholes, and the check that every
+reading a device produced reached the hub's database exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from protocol.clock import SystemClock
+from sim.broker import find_mosquitto, free_port, mosquitto_config
+from sim.household import SimHome
+from sim.modbus_server import SimModbusServers
+
+BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str = "") -> None:
+    """Wait for other processes to get somewhere (never for clock time to pass)."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.0005  # short at first: most waits are for a thread that is nearly done
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+
+
+class Mosquitto:
+    """A Mosquitto process on a fixed port that tests stop, kill, freeze and start again."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        exe = find_mosquitto()
+        if exe is None:
+            pytest.fail("mosquitto is not installed: run `make test`")
+        self.exe = exe
+        self.port = port or free_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(mosquitto_config(self.port))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = (self.workdir / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket_to(self.port):
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("mosquitto did not start")
+            time.sleep(0.02)
+
+    def send(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+        self.proc = None
+
+
+def socket_to(port: int) -> contextlib.AbstractContextManager[object]:
+    import socket
+
+    return socket.create_connection(("127.0.0.1", port), 0.2)
+
+
+class TcpProxy:
+    """Loopback TCP proxy between agent and broker; ``mode`` is pass, drop, delay or blackhole.
+
+    drop: close every connection and refuse new ones. delay: forward each chunk ``delay_s``
+    late. blackhole: keep connections open but silently discard what arrives, both ways.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.mode: Literal["pass", "drop", "delay", "blackhole"] = "pass"
+        self.delay_s = 0.2
+        self._loop = asyncio.new_event_loop()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="tcp-proxy")
+        self._thread.start()
+        self._ready.wait(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._client, "127.0.0.1", self.port)
+        )
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if self.mode == "blackhole":
+                    continue
+                if self.mode == "delay":
+                    await asyncio.sleep(self.delay_s)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "drop":
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    def set_mode(self, mode: Literal["pass", "drop", "delay", "blackhole"]) -> None:
+        self.mode = mode
+        if mode == "drop":
+
+            def close_all() -> None:
+                for w in list(self._writers):
+                    w.close()
+
+            self._loop.call_soon_threadsafe(close_all)
+
+    def close(self) -> None:
+        self.set_mode("drop")
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+@dataclass
+class Home:
+    """One simulated home whose agent runs as ``coopwatt-agent run`` in its own process."""
+
+    sim: SimHome
+    servers: SimModbusServers
+    config: Path
+    outbox: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.config.parent / "agent.log").open("ab")
+        self.proc = subprocess.Popen(
+            [str(BIN / "coopwatt-agent"), "run", "--config", str(self.config)],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+        log.close()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(30)
+        self.proc = None
+        return code
+
+    def last_seqs(self) -> dict[str, int]:
+        """What the agent numbered: every reading its devices produced, per device."""
+        with contextlib.closing(sqlite3.connect(self.outbox)) as db:
+            return dict(db.execute("SELECT device, last_seq FROM device_seq").fetchall())
+
+    def log(self) -> str:
+        return (self.config.parent / "agent.log").read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def simulated_home(
+    tmp: Path, coop: str, broker_url: str, *, poll_s: float = 0.1, extra: str = ""
+) -> Iterator[Home]:
+    """Devices served from this process on the wall clock, an agent config pointing at them."""
+    sim = SimHome("home-1", 11, SystemClock(), step_s=1)
+    with SimModbusServers([sim]) as servers:
+        devices = "".join(
+            f'[[devices]]\nname = "{name}"\nprofile = "{ep.profile}"\n'
+            f'modbus = "tcp://{ep.host}:{ep.port}"\nunit = {ep.unit}\n\n'
+            for name, ep in servers.endpoints()["home-1"].items()
+        )
+        folder = tmp / "home-1"
+        folder.mkdir(parents=True)
+        config = folder / "agent.toml"
+        config.write_text(
+            f'coop = "{coop}"\nhome = "home-1"\ngrant = "g-1"\npoll_interval_s = {poll_s}\n'
+            f'data_dir = "state"\n{extra}\n[broker]\nurl = "{broker_url}"\nkeepalive_s = 5\n\n'
+            + devices
+        )
+        home = Home(sim, servers, config, folder / "state" / "outbox.db")
+        try:
+            yield home
+        finally:
+            if home.proc is not None:
+                home.proc.kill()
+                home.proc.wait()
+
+
+class Hub:
+    """The hub as ``coopwatt-hub run`` in its own process."""
+
+    def __init__(self, tmp: Path, coop: str, broker_url: str) -> None:
+        self.folder = tmp / "hub"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.db = self.folder / "hub.db"
+        self.config = self.folder / "hub.toml"
+        self.config.write_text(
+            f'coop = "{coop}"\ndb = "hub.db"\n[broker]\nurl = "{broker_url}"\nkeepalive_s = 5\n'
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.folder / "hub.log").open("ab")
+        self.proc = subprocess.Popen(
+            [str(BIN / "coopwatt-hub"), "run", "--config", str(self.config)],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+        log.close()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+        self.proc = None
+
+    def count(self) -> int:
+        if not self.db.exists():
+            return 0
+        with contextlib.closing(sqlite3.connect(self.db, timeout=10)) as db:
+            try:
+                return int(db.execute("SELECT count(*) FROM readings").fetchone()[0])
+            except sqlite3.OperationalError:  # not migrated yet
+                return 0
+
+
+def assert_exactly_once(hub_db: Path, home: Home) -> int:
+    """Every (device, seq) the agent numbered is in the hub's database once; counters match the
+    simulated meters; the database is intact. Returns the number of readings checked."""
+    expected = home.last_seqs()
+    assert expected, "the agent produced no readings"
+    with contextlib.closing(sqlite3.connect(hub_db)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = db.execute(
+            "SELECT d.device, r.seq, r.ts_ms, r.energy_import_wh, r.energy_export_wh, r.energy_wh "
+            "FROM readings r JOIN devices d ON d.id = r.device_id WHERE d.home = 'home-1' "
+            "ORDER BY d.device, r.seq"
+        ).fetchall()
+    by_device: dict[str, list[tuple[int, int, float | None, float | None, float | None]]] = {}
+    for device, seq, ts, imp, exp, e in rows:
+        by_device.setdefault(device, []).append((seq, ts, imp, exp, e))
+    assert set(by_device) == set(expected)
+    for device, last in expected.items():
+        seqs = [r[0] for r in by_device[device]]
+        assert seqs == list(range(1, last + 1)), f"{device}: lost or extra readings"
+    # The meter's counters as stored are the simulator's at the time of each reading, to the
+    # register's resolution (float32 kWh: well under 1 Wh) plus the read's own latency.
+    sim = home.sim
+    for seq, ts, imp, exp, _ in (by_device["grid-meter"][0], by_device["grid-meter"][-1]):
+        truth = sim.counters_at(ts)
+        assert imp is not None and exp is not None
+        assert abs(imp - truth["energy_import_wh"]) < 2.0, (seq, imp, truth)
+        assert abs(exp - truth["energy_export_wh"]) < 2.0, (seq, exp, truth)
+    return len(rows)

@@ -1,0 +1,270 @@
+"""Long outages in simulated time, and a state machine that interleaves every failure.
+
+Agent and hub run in this process on a ManualClock, so a day without a broker takes seconds; the
+broker is a real Mosquitto process that is stopped and started again.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from agent.config import AgentConfig, DeviceConfig
+from agent.service import Agent
+from hub.ingest import Ingest
+from hub.store import Store
+from protocol.clock import ManualClock
+from protocol.session import BrokerSettings
+from sim.household import SimHome
+from sim.modbus_server import SimModbusServers
+from tests.harness import Mosquitto, TcpProxy, wait_for
+
+T0 = 1_782_864_000_000  # midnight UTC
+DAY_MS = 86_400_000
+
+
+@dataclass
+class InProcess:
+    """Devices, agent and hub in this process on one ManualClock; the broker in its own."""
+
+    tmp: Path
+    broker: Mosquitto
+    poll_ms: int = 60_000
+    budget_bytes: int = 256 * 1024 * 1024
+    proxy: TcpProxy | None = None
+    clock: ManualClock = field(default_factory=lambda: ManualClock(T0))
+
+    def __post_init__(self) -> None:
+        self.coop = f"o-{uuid.uuid4().hex[:10]}"
+        self.sim = SimHome("home-1", 5, self.clock)
+        self.servers = SimModbusServers([self.sim])
+        self.servers.start()
+        self.store = Store.open(self.tmp / "hub.db", self.coop, clock=self.clock)
+        self.hub: Ingest | None = None
+        self.agent: Agent | None = None
+        self.thread: threading.Thread | None = None
+        self.start_hub()
+        self.start_agent()
+
+    def start_hub(self) -> None:
+        self.hub = Ingest(
+            self.store, BrokerSettings(self.broker.url, f"hub-{self.coop}"), self.coop, self.clock
+        )
+        self.hub.start()
+
+    def stop_hub(self) -> None:
+        assert self.hub is not None
+        self.hub.stop()
+        self.hub = None
+
+    def start_agent(self) -> None:
+        eps = self.servers.endpoints()["home-1"]
+        port = self.proxy.port if self.proxy else self.broker.port
+        config = AgentConfig(
+            coop=self.coop,
+            home="home-1",
+            grant="g-1",
+            broker=BrokerSettings(f"mqtt://127.0.0.1:{port}", f"agent-{self.coop}"),
+            data_dir=self.tmp / "agent",
+            devices=tuple(
+                DeviceConfig(n, e.profile, f"tcp://{e.host}:{e.port}", e.unit, self.poll_ms / 1000)
+                for n, e in eps.items()
+            ),
+            outbox_budget_bytes=self.budget_bytes,
+        )
+        # Fast wall-clock timers: a hub that loses what it had not acked is retried in 2 s.
+        self.agent = Agent(config, self.clock, resend_after_s=2.0, housekeeping_s=0.5)
+        self.thread = threading.Thread(target=self.agent.run, kwargs={"drain_timeout_s": 0.5})
+        self.thread.start()
+        wait_for(lambda: self.agent is not None and self.agent.polls >= 1, 10)
+
+    def stop_agent(self) -> None:
+        assert self.agent is not None and self.thread is not None
+        self.agent.stop()
+        self.thread.join(30)
+        self.agent = None
+
+    def poll(self, steps: int = 1) -> None:
+        """Move the clock on one poll interval at a time, waiting for each poll."""
+        for _ in range(steps):
+            assert self.agent is not None
+            agent, polls = self.agent, self.agent.polls
+            self.clock.advance(self.poll_ms)
+            wait_for(lambda: agent.polls > polls, 10)  # noqa: B023 - waited for in this pass
+
+    def drained(self, timeout_s: float = 60.0) -> None:
+        wait_for(lambda: self.agent is not None and self.agent.backlog == 0, timeout_s, "drain")
+
+    def seqs(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for r in self.store.iter_readings():
+            out.setdefault(r.device, []).append(r.seq)
+        return out
+
+    def close(self) -> None:
+        if self.agent is not None:
+            self.stop_agent()
+        if self.hub is not None:
+            self.stop_hub()
+        self.store.close()
+        self.servers.stop()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    b = Mosquitto(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+def test_a_day_without_the_broker_then_recovery(tmp_path: Path, broker: Mosquitto) -> None:
+    rig = InProcess(tmp_path, broker)
+    try:
+        rig.drained()
+        broker.stop()
+        rig.poll(24 * 60)  # a simulated day at one poll a minute: 4,320 readings queue up
+        assert rig.agent is not None
+        assert rig.agent.backlog >= 3 * 24 * 60
+        broker.start()
+        rig.drained()
+        assert rig.agent.outbox.counter("lost") == 0
+        seqs = rig.seqs()
+        for device, stored in seqs.items():
+            assert stored == list(range(1, rig.agent.outbox.last_seq(device) + 1)), device
+        grid = [r for r in rig.store.iter_readings() if r.device == "grid-meter"]
+        for r in (grid[0], grid[-1]):
+            truth = rig.sim.counters_at(r.ts_ms)
+            assert r.quantities["energy_import_wh"] == pytest.approx(
+                truth["energy_import_wh"], abs=1.0
+            )
+    finally:
+        rig.close()
+    with Store.open_existing(tmp_path / "hub.db") as s:
+        assert s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_an_outage_longer_than_the_budget_compacts_and_keeps_energy_exact(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    rig = InProcess(tmp_path, broker, budget_bytes=300_000)
+    try:
+        rig.drained()
+        first = next(r for r in rig.store.iter_readings() if r.device == "grid-meter")
+        broker.stop()
+        rig.poll(24 * 60)
+        assert rig.agent is not None
+        compacted = rig.agent.outbox.counter("compacted")
+        assert compacted > 0
+        broker.start()
+        rig.drained()
+        produced = {d: rig.agent.outbox.last_seq(d) for d in rig.seqs()}
+        stored = sum(len(s) for s in rig.seqs().values())
+        lost = rig.agent.outbox.counter("lost")
+        assert stored + compacted + lost == sum(produced.values())  # every reading accounted for
+        grid = [r for r in rig.store.iter_readings() if r.device == "grid-meter"]
+        assert any(r.period_ms for r in grid), "aggregates reached the hub"
+        # Energy over the day, from the stored counters, is the simulator's to the Wh.
+        last = grid[-1]
+        truth = rig.sim.counters_at(last.ts_ms)
+        assert float(last.quantities["energy_import_wh"]) - float(
+            first.quantities["energy_import_wh"]
+        ) == pytest.approx(
+            truth["energy_import_wh"] - rig.sim.counters_at(first.ts_ms)["energy_import_wh"],
+            abs=2.0,
+        )
+    finally:
+        rig.close()
+
+
+class DeliveryMachine(RuleBasedStateMachine):
+    """Polls interleaved with broker restarts, hub and agent restarts and dropped connections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rig: InProcess | None = None
+
+    @initialize()
+    def start(self) -> None:
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory()
+        tmp = Path(self._tmp.name)
+        self.broker = Mosquitto(tmp / "broker")
+        self.broker.start()
+        proxy = TcpProxy(self.broker.port)
+        self.rig = InProcess(tmp, self.broker, poll_ms=10_000, proxy=proxy)
+
+    @rule()
+    def poll(self) -> None:
+        assert self.rig is not None
+        self.rig.poll(3)
+
+    @rule()
+    def restart_broker(self) -> None:
+        self.broker.stop()
+        self.poll()
+        self.broker.start()
+
+    @rule()
+    def restart_hub(self) -> None:
+        assert self.rig is not None
+        self.rig.stop_hub()
+        self.poll()
+        self.rig.start_hub()
+
+    @rule()
+    def restart_agent(self) -> None:
+        assert self.rig is not None
+        self.rig.stop_agent()
+        self.rig.start_agent()
+
+    @rule()
+    def drop_connection(self) -> None:
+        assert self.rig is not None and self.rig.proxy is not None
+        self.rig.proxy.set_mode("drop")
+        self.poll()
+        self.rig.proxy.set_mode("pass")
+
+    @invariant()
+    def never_more_than_produced(self) -> None:
+        if self.rig is None or self.rig.agent is None:
+            return
+        for device, seqs in self.rig.seqs().items():
+            assert len(seqs) == len(set(seqs))
+            assert max(seqs) <= self.rig.agent.outbox.last_seq(device)
+
+    def teardown(self) -> None:
+        rig = self.rig
+        if rig is None:
+            return
+        try:
+            assert rig.agent is not None
+            rig.poll()
+            rig.drained()
+            for device, seqs in rig.seqs().items():
+                assert seqs == list(range(1, rig.agent.outbox.last_seq(device) + 1)), device
+        finally:
+            rig.close()
+            assert rig.proxy is not None
+            rig.proxy.close()
+            self.broker.stop()
+            self._tmp.cleanup()
+
+
+DeliveryMachine.TestCase.settings = settings(
+    max_examples=10,
+    stateful_step_count=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    # Each step restarts real processes: a failure is reported as found, not shrunk for minutes.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
+test_delivery_state_machine = DeliveryMachine.TestCase
