@@ -53,7 +53,14 @@ def main() -> None:
     default="info",
     show_default=True,
 )
-def run(config_path: Path, log_level: str) -> None:
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(0, 600),
+    default=10.0,
+    show_default=True,
+    help="On stop, seconds to wait for the hub to ack what is in flight (the rest stays queued).",
+)
+def run(config_path: Path, log_level: str, drain_timeout: float) -> None:
     """Run the agent until stopped (SIGTERM or Ctrl-C); readings are kept on disk meanwhile."""
     _setup_logging(log_level)
     from agent.service import Agent  # noqa: PLC0415 - keeps --help fast on a Pi Zero
@@ -70,4 +77,166 @@ def run(config_path: Path, log_level: str) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    agent.run()
+    agent.run(drain_timeout_s=drain_timeout)
+
+
+# --- installer commands ---------------------------------------------------------------------
+
+_BUS_HELP = "The bus: tcp://HOST[:PORT] or rtu:///dev/ttyUSB0?baud=9600&parity=N."
+
+
+def _echo_json(data: object) -> None:
+    import json  # noqa: PLC0415
+
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+@main.command()
+@click.option("--modbus", "url", required=True, help=_BUS_HELP)
+@click.option(
+    "--units", default="1-247", show_default=True, help="Unit ids to ask: 1-247, or 1,2,10-20."
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0.05, 30),
+    default=0.5,
+    show_default=True,
+    help="Seconds to wait for each unit to answer.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def scan(url: str, units: str, timeout_s: float, as_json: bool) -> None:
+    """List what answers on a Modbus bus and what it is: a SunSpec device's maker, model and
+    serial, or the device profiles that fit it."""
+    from agent import installer  # noqa: PLC0415
+    from agent.modbus_io import parse_bus_url  # noqa: PLC0415
+
+    try:
+        unit_list = installer.parse_units(units)
+        parse_bus_url(url)  # a typo fails now, not after the scan
+    except ValueError as exc:
+        raise AgentCliError(str(exc)) from None
+    interactive = sys.stderr.isatty()
+
+    def progress(unit: int, index: int, total: int) -> None:
+        if interactive:
+            click.echo(f"\rasking unit {unit:3d} ({index + 1}/{total})", nl=False, err=True)
+
+    def found(hit: installer.Found) -> None:
+        if interactive:
+            click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
+        if not as_json:
+            click.echo(f"unit {hit.unit:3d}: {hit.describe()}")
+
+    try:
+        hits = installer.scan(url, unit_list, timeout_s=timeout_s, progress=progress, found=found)
+    except (ValueError, ProfileError) as exc:
+        raise AgentCliError(str(exc)) from None
+    if interactive:
+        click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
+    if as_json:
+        from dataclasses import asdict  # noqa: PLC0415
+
+        _echo_json({"bus": url, "found": [asdict(h) for h in hits]})
+    elif not hits:
+        click.echo(f"nothing answered on {url} (units {units})")
+
+
+@main.command()
+@click.option("--modbus", "url", required=True, help=_BUS_HELP)
+@click.option("--unit", type=click.IntRange(0, 247), required=True, help="The device's unit id.")
+@click.option("--profile", default=None, help="Device profile name; without it, SunSpec discovery.")
+@click.option(
+    "--role",
+    type=click.Choice(["grid", "pv", "wind", "battery", "load"]),
+    default=None,
+    help="Read as this role instead of the profile's (a meter used as a sub-meter).",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0.05, 30),
+    default=1.5,
+    show_default=True,
+    help="Seconds to wait for each answer.",
+)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the registers read and the values decoded from them as a test fixture.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def read(
+    url: str,
+    unit: int,
+    profile: str | None,
+    role: str | None,
+    timeout_s: float,
+    record: Path | None,
+    as_json: bool,
+) -> None:
+    """Read one device once and print its values in glossary units."""
+    from agent import installer  # noqa: PLC0415
+    from agent.modbus_io import DeviceError  # noqa: PLC0415
+    from protocol.quantities import Role  # noqa: PLC0415
+
+    try:
+        result = installer.read_device(
+            url,
+            unit,
+            profile,
+            role=Role(role) if role else None,
+            timeout_s=timeout_s,
+            record=record,
+        )
+    except (ValueError, ProfileError, DeviceError, OSError) as exc:
+        raise AgentCliError(str(exc)) from None
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"{result['device']} ({result['profile']}, role {result['role']})")
+    for line in installer.format_quantities(result["quantities"]):
+        click.echo(f"  {line}")
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="Agent config file (TOML).",
+)
+@click.option(
+    "--broker-timeout",
+    "broker_timeout_s",
+    type=click.FloatRange(0.5, 120),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the broker.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def check(config_path: Path, broker_timeout_s: float, as_json: bool) -> None:
+    """Commissioning check: read every configured device once, log in to the broker, and check
+    that the clock is synchronised. Exits non-zero naming what failed."""
+    from agent import installer  # noqa: PLC0415
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise AgentCliError(str(exc)) from None
+    rows = installer.check(config, broker_timeout_s=broker_timeout_s)
+    failed = [r.what for r in rows if r.ok is False]
+    if as_json:
+        from dataclasses import asdict  # noqa: PLC0415
+
+        _echo_json({"ok": not failed, "checks": [asdict(r) for r in rows]})
+    else:
+        width = max(len(r.what) for r in rows)
+        marks = {True: "ok", False: "FAIL", None: "?"}
+        for r in rows:
+            click.echo(f"{r.what:<{width}}  {marks[r.ok]:<4}  {r.detail}")
+    if failed:
+        raise AgentCliError(f"check failed: {', '.join(failed)}")

@@ -1,8 +1,13 @@
 """The Modbus edge: one pymodbus client per bus, with errors sorted into what to do about them.
 
 A bus is ``tcp://host[:502]`` or ``rtu:///dev/ttyUSB0?baud=9600&parity=N``. Modbus exception codes
-1-3 (illegal function, address, value) mean the configuration is wrong, and retrying cannot help;
-everything else (timeouts, broken frames, a busy device) is transient.
+1-3 (illegal function, address, value) mean the configuration is wrong (wrong unit id, wrong
+profile), and retrying cannot help. Everything else is transient: timeouts, broken frames (an RTU
+frame with a bad CRC is dropped and shows up as a timeout), a busy or failing device (codes 4, 5,
+6) and a gateway that cannot reach the device behind it (0x0A, 0x0B).
+
+One lock per bus keeps one request in flight, as RS-485 and most TCP gateways need; devices that
+share a bus URL (or, for RTU, a serial port) share its :class:`ModbusBus`.
 """
 
 from __future__ import annotations
@@ -18,13 +23,19 @@ from pymodbus.exceptions import ModbusException
 
 log = logging.getLogger(__name__)
 
+# pymodbus logs every timeout and refused connection at ERROR, once per request. The supervisor
+# (agent.devices) logs one line per outage and reports it in the status instead.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+DEFAULT_TIMEOUT_S: Final = 1.5
 CONFIG_EXCEPTION_CODES: Final = frozenset({1, 2, 3})
+GATEWAY_CODES: Final = frozenset({10, 11})  # the gateway answered; the device behind it did not
 EXCEPTION_NAMES: Final = {
     1: "illegal function",
     2: "illegal data address",
     3: "illegal data value",
     4: "device failure",
-    5: "acknowledge",
+    5: "acknowledge (busy with a long command)",
     6: "device busy",
     10: "gateway path unavailable",
     11: "gateway target did not respond",
@@ -32,12 +43,18 @@ EXCEPTION_NAMES: Final = {
 
 
 class DeviceError(OSError):
-    """A read that failed. ``transient`` says whether a later retry may succeed."""
+    """A read that failed. ``transient`` says whether a later retry may succeed; ``code`` is the
+    Modbus exception code when the device (or a gateway) answered with one."""
 
     def __init__(self, message: str, *, transient: bool, code: int | None = None) -> None:
         super().__init__(message)
         self.transient = transient
         self.code = code
+
+    @property
+    def answered(self) -> bool:
+        """True when a device at this unit id answered (with an exception): it is there."""
+        return self.code is not None and self.code not in GATEWAY_CODES
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +66,11 @@ class BusAddress:
     baud: int = 9600
     parity: Literal["N", "E", "O"] = "N"
     stopbits: int = 1
+
+    @property
+    def key(self) -> str:
+        """What identifies the physical bus: a TCP endpoint, or a serial port."""
+        return f"tcp://{self.host}:{self.port}" if self.kind == "tcp" else f"rtu://{self.device}"
 
 
 def parse_bus_url(url: str) -> BusAddress:
@@ -79,6 +101,8 @@ def parse_bus_url(url: str) -> BusAddress:
             stopbits = int(query.get("stopbits", "1"))
         except ValueError:
             raise ValueError(f"Modbus URL {url!r}: baud and stopbits are numbers") from None
+        if not 300 <= baud <= 921600 or stopbits not in (1, 2):
+            raise ValueError(f"Modbus URL {url!r}: baud 300-921600, stopbits 1 or 2")
         return BusAddress("rtu", device=parts.path, baud=baud, parity=parity, stopbits=stopbits)  # type: ignore[arg-type]
     raise ValueError(f"Modbus URL {url!r} must start with tcp:// or rtu://")
 
@@ -86,9 +110,10 @@ def parse_bus_url(url: str) -> BusAddress:
 class ModbusBus:
     """One physical bus. A lock keeps one request in flight, as RS-485 and most gateways need."""
 
-    def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.url = url
         self.address = parse_bus_url(url)
+        self.timeout_s = timeout_s
         self._lock = threading.Lock()
         a = self.address
         self._client: ModbusTcpClient | ModbusSerialClient
@@ -104,38 +129,65 @@ class ModbusBus:
                 retries=0,
             )
 
+    @property
+    def key(self) -> str:
+        return self.address.key
+
     def read(
-        self, table: Literal["holding", "input"], address: int, count: int, unit: int
+        self,
+        table: Literal["holding", "input"],
+        address: int,
+        count: int,
+        unit: int,
+        *,
+        timeout_s: float | None = None,
     ) -> list[int]:
+        """``count`` registers from ``address``; raises :class:`DeviceError`."""
+        where = f"unit {unit} on {self.url}"
         with self._lock:
+            self._client.comm_params.timeout_connect = timeout_s or self.timeout_s
             if not self._client.connected and not self._client.connect():
+                if self.address.kind == "rtu":
+                    raise DeviceError(
+                        f"cannot open {self.address.device}: missing, or in use by another "
+                        "program (a running agent holds its serial port)",
+                        transient=True,
+                    )
                 raise DeviceError(f"cannot connect to {self.url}", transient=True)
             try:
                 if table == "holding":
                     rr = self._client.read_holding_registers(address, count=count, device_id=unit)
                 else:
                     rr = self._client.read_input_registers(address, count=count, device_id=unit)
-            except ModbusException as exc:
-                # The client drops the connection after an I/O error; the next read reconnects.
-                self._client.close()  # type: ignore[no-untyped-call]
+            except (ModbusException, OSError) as exc:
+                if self.address.kind == "tcp":
+                    # A late answer must not be taken for the next request's: start afresh.
+                    # (On RTU the client drops stale bytes before each request instead.)
+                    self._client.close()  # type: ignore[no-untyped-call]
                 raise DeviceError(
-                    f"no answer from unit {unit} on {self.url}: {exc}", transient=True
+                    f"no answer from {where}: {_short(exc)}", transient=True
                 ) from None
         if rr.isError():
             code = int(getattr(rr, "exception_code", 0))
             name = EXCEPTION_NAMES.get(code, f"exception {code}")
-            raise DeviceError(
-                f"unit {unit} on {self.url} answered {name} for {table} {address}+{count}",
-                transient=code not in CONFIG_EXCEPTION_CODES,
-                code=code,
-            )
+            message = f"{where} answered {name} for {table} registers {address}+{count}"
+            if code in CONFIG_EXCEPTION_CODES:
+                message += ": check the unit id and the device profile"
+            raise DeviceError(message, transient=code not in CONFIG_EXCEPTION_CODES, code=code)
         registers: list[int] = list(rr.registers[:count])
         if len(registers) != count:
             raise DeviceError(
-                f"unit {unit} returned {len(registers)} of {count} registers", transient=True
+                f"{where} returned {len(registers)} of {count} registers", transient=True
             )
         return registers
 
     def close(self) -> None:
         with self._lock:
             self._client.close()  # type: ignore[no-untyped-call]
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).replace("Modbus Error: ", "").strip()
+    if "No response received" in text or not text:
+        return "timed out"
+    return text[:120]

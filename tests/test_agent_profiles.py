@@ -16,10 +16,13 @@ from agent.profiles import (
     ReadBlock,
     decode,
     default_profile_dirs,
+    list_profiles,
     load_profile,
+    matches_identity,
     parse_profile,
     plan_reads,
     raw_value,
+    retarget,
 )
 from protocol.quantities import Role
 
@@ -34,11 +37,29 @@ def f32_words(x: float) -> list[int]:
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_every_shipped_profile_loads(name: str) -> None:
+def test_every_shipped_profile_loads_and_cites_its_source(name: str) -> None:
     profile = load_profile(name)
+    path = Path(profile.source)
+    assert any(line.startswith("# Source: ") for line in path.read_text().splitlines())
+    if profile.kind == "s0":
+        assert profile.impulses_per_kwh > 0 and not profile.points
+        return
     assert profile.points
     for block in plan_reads(profile):
-        assert block.count <= profile.max_registers_per_read
+        assert block.count <= profile.max_registers_per_read <= 125
+
+
+def test_the_required_models_are_shipped() -> None:
+    assert {
+        "eastron-sdm120",
+        "eastron-sdm630",
+        "eastron-sdm72d-m",
+        "growatt-tl-x",
+        "huawei-sun2000",
+        "coopwatt-wind-generic",
+        "s0-pulse-1000",
+    } <= set(SHIPPED)
+    assert list_profiles() == sorted(set(list_profiles()))
 
 
 def test_sdm630_registers_decode_to_glossary_units() -> None:
@@ -181,3 +202,153 @@ def test_profile_loader_never_crashes_on_hostile_input(top: dict[str, Any], poin
         return
     assert profile.role in Role
     plan_reads(profile)
+
+
+# --- word order, combined registers, states, identity -------------------------------------------
+
+
+@pytest.mark.parametrize("value", [231.5, -2500.25, 0.97, 1e-3, 12345.678])
+def test_float_word_order(value: float) -> None:
+    hi, lo = f32_words(value)
+    big = _profile([{"quantity": "power_w", "table": "input", "address": 0, "type": "float32"}])
+    little = _profile(
+        [{"quantity": "power_w", "table": "input", "address": 0, "type": "float32"}],
+        word_order="little",
+    )
+    (block,) = plan_reads(big)
+    assert decode(big, {block: [hi, lo]})["power_w"] == pytest.approx(value, rel=1e-6)
+    assert decode(little, {block: [lo, hi]})["power_w"] == pytest.approx(value, rel=1e-6)
+    # Read with the wrong order, the same words make a different number: the profile matters.
+    assert decode(little, {block: [hi, lo]}).get("power_w") != pytest.approx(value, rel=1e-3)
+
+
+def test_point_word_order_overrides_the_profile() -> None:
+    p = _profile(
+        [
+            {"quantity": "power_w", "table": "input", "address": 0, "type": "int32"},
+            {
+                "quantity": "energy_import_wh",
+                "table": "input",
+                "address": 2,
+                "type": "uint32",
+                "word_order": "little",
+            },
+        ]
+    )
+    (block,) = plan_reads(p)
+    q = decode(p, {block: [0xFFFF, 0xFF38, 0x0002, 0x0001]})
+    assert q == {"power_w": -200.0, "energy_import_wh": float(0x00010002)}
+
+
+def test_phases_summed_and_averaged_skipping_unused_ones() -> None:
+    p = _profile(
+        [
+            {
+                "quantity": "voltage_v",
+                "table": "holding",
+                "addresses": [10, 11, 12],
+                "combine": "mean",
+                "type": "uint16",
+                "scale": 0.1,
+                "not_implemented": [0],
+            },
+            {
+                "quantity": "current_a",
+                "table": "holding",
+                "addresses": [20, 22, 24],
+                "type": "int32",
+                "scale": 0.001,
+            },
+        ]
+    )
+    assert plan_reads(p) == [ReadBlock("holding", 10, 16)]
+    words = [0] * 16
+    words[0:3] = [2300, 2320, 0]  # phase C unused: left out of the mean
+    words[10:16] = [0, 1500, 0, 2500, 0xFFFF, 0xFC18]  # 1.5 + 2.5 - 1.0 A
+    q = decode(p, {ReadBlock("holding", 10, 16): words})
+    assert q["voltage_v"] == pytest.approx(231.0)
+    assert q["current_a"] == pytest.approx(3.0)
+    words[0:3] = [0, 0, 0]
+    assert "voltage_v" not in decode(p, {ReadBlock("holding", 10, 16): words})
+
+
+def test_states_accept_hex_keys_and_only_glossary_words() -> None:
+    point = {"quantity": "state", "table": "holding", "address": 0, "type": "uint16"}
+    p = _profile([{**point, "states": {"0x0200": "running", "0x0A00": "sleeping"}}], role="pv")
+    (block,) = plan_reads(p)
+    assert decode(p, {block: [0x0A00]}) == {"state": "sleeping"}
+    assert decode(p, {block: [0x0999]}) == {"state": "unknown"}
+    with pytest.raises(ProfileError, match="not one of the glossary's"):
+        _profile([{**point, "states": {"1": "on-grid"}}], role="pv")
+
+
+def test_identify_by_model_text_or_value() -> None:
+    p = parse_profile(
+        "h",
+        {
+            "model": "H",
+            "role": "pv",
+            "identify": {"table": "holding", "address": 30000, "count": 4, "text_prefix": "SUN"},
+            "points": [{"quantity": "power_w", "table": "holding", "address": 0, "type": "int32"}],
+        },
+    )
+    assert p.identify is not None
+    assert matches_identity(p.identify, [0x5355, 0x4E32, 0x3030, 0x3000])  # "SUN2000"
+    assert not matches_identity(p.identify, [0x4142, 0, 0, 0])
+    with pytest.raises(ProfileError, match="text_prefix or values"):
+        parse_profile(
+            "h",
+            {
+                "model": "H",
+                "role": "pv",
+                "identify": {"table": "holding", "address": 0},
+                "points": [
+                    {"quantity": "power_w", "table": "holding", "address": 0, "type": "int32"}
+                ],
+            },
+        )
+
+
+def test_s0_profiles_carry_impulses_not_points() -> None:
+    p = parse_profile("s", {"model": "S0", "role": "load", "kind": "s0", "impulses_per_kwh": 800})
+    assert (p.kind, p.impulses_per_kwh, p.debounce_ms) == ("s0", 800.0, 20.0)
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"impulses_per_kwh": 0}, "impulses_per_kwh"),
+        ({"impulses_per_kwh": 1000, "points": []}, "only for Modbus"),
+        ({"impulses_per_kwh": 1000, "debounce_ms": -1}, "debounce_ms"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ProfileError, match=message):
+            parse_profile("s", {"model": "S0", "role": "load", "kind": "s0", **bad})
+    with pytest.raises(ProfileError, match='only for kind = "s0"'):
+        _profile(
+            [{"quantity": "power_w", "table": "input", "address": 0, "type": "float32"}],
+            impulses_per_kwh=1000,
+        )
+
+
+def test_retarget_a_grid_meter_to_other_roles() -> None:
+    meter: dict[str, float | str] = {
+        "power_w": 500.0,
+        "energy_import_wh": 10.0,
+        "energy_export_wh": 3.0,
+        "voltage_v": 230.0,
+    }
+    assert retarget(meter, Role.GRID, Role.GRID) == meter
+    assert retarget(meter, Role.GRID, Role.LOAD) == {
+        "power_w": 500.0,
+        "energy_wh": 10.0,
+        "voltage_v": 230.0,
+    }
+    assert retarget(meter, Role.GRID, Role.PV) == {
+        "power_w": -500.0,
+        "energy_wh": 3.0,
+        "voltage_v": 230.0,
+    }
+    inverter: dict[str, float | str] = {"power_w": 800.0, "energy_wh": 7.0, "state": "mppt"}
+    assert retarget(inverter, Role.PV, Role.GRID) == {
+        "power_w": -800.0,
+        "energy_export_wh": 7.0,
+        "state": "mppt",
+    }
+    assert retarget({"wind_speed_m_s": 5.0}, Role.WIND, Role.GRID) == {"wind_speed_m_s": 5.0}
