@@ -19,6 +19,12 @@ profile = "eastron-sdm630"    # a file in firmware-configs/devices, or "sunspec"
 modbus = "tcp://192.168.1.50:502"
 unit = 1
 poll_interval_s = 5           # optional, per device
+
+[[devices]]
+name = "heat-pump"
+profile = "s0-pulse-1000"     # an S0 pulse meter: impulses/kWh come from the profile
+gpio = 17                     # BCM pin number; S0+ to the pin, S0- to ground
+role = "load"                 # optional: overrides the profile's role
 ```
 """
 
@@ -27,8 +33,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.modbus_io import parse_bus_url
+from agent.modbus_io import BusAddress, parse_bus_url
 from protocol.config_tables import ConfigError, Table, broker_settings, load
+from protocol.quantities import Role
 from protocol.session import BrokerSettings
 
 __all__ = ["AgentConfig", "ConfigError", "DeviceConfig", "load_config", "parse_config"]
@@ -40,16 +47,20 @@ SUNSPEC = "sunspec"
 class DeviceConfig:
     name: str
     profile: str  # profile file name, or "sunspec"
-    modbus: str  # bus URL
+    modbus: str  # bus URL; empty for an S0 pulse meter
     unit: int
     poll_interval_s: float
+    gpio: int | None = None  # BCM pin of an S0 pulse meter
+    role: Role | None = None  # overrides the profile's role (a meter used as a sub-meter)
 
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     coop: str
     home: str
-    grant: str
+    # Ignored: consent now lives in the household's ledger (``coopwatt-agent consent``).
+    # Accepted while configs written for the first release are around; to be removed.
+    grant: str | None
     broker: BrokerSettings
     data_dir: Path
     devices: tuple[DeviceConfig, ...]
@@ -60,33 +71,60 @@ class AgentConfig:
     def outbox_path(self) -> Path:
         return self.data_dir / "outbox.db"
 
+    @property
+    def consent_path(self) -> Path:
+        return self.data_dir / "consent.jsonl"
+
 
 def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfig:
     root = Table(data)
     coop = root.ident("coop")
     home = root.ident("home")
-    grant = root.ident("grant")
+    grant = root.text("grant")
     poll_s = root.number("poll_interval_s", 10.0, lo=0.1, hi=86400.0)
     data_dir = root.path("data_dir", base_dir, ".")
     assert data_dir is not None
     budget_mb = root.number("outbox_budget_mb", 256.0, lo=1.0, hi=1024.0 * 1024)
     broker = broker_settings(root.table("broker"), f"coopwatt-agent-{coop}-{home}", base_dir)
     devices = []
+    buses: dict[str, BusAddress] = {}
     for t in root.tables("devices"):
         name = t.ident("name")
         profile = t.ident("profile")
-        bus = t.required_text("modbus")
-        try:
-            parse_bus_url(bus)
-        except ValueError as exc:
-            raise ConfigError(f"{t.prefix}modbus: {exc}") from None
+        bus = t.text("modbus") or ""
+        gpio = t.integer("gpio", -1, lo=0, hi=53)
+        if bool(bus) == (gpio >= 0):
+            raise ConfigError(
+                f"{t.prefix[:-1]} needs modbus (a Modbus device) or gpio (an S0 pulse meter)"
+            )
+        if bus:
+            try:
+                address = parse_bus_url(bus)
+            except ValueError as exc:
+                raise ConfigError(f"{t.prefix}modbus: {exc}") from None
+            if buses.setdefault(address.key, address) != address:
+                raise ConfigError(f"{t.prefix}modbus: {address.device} is set up twice, unalike")
         unit = t.integer("unit", 1, lo=0, hi=247)
         interval = t.number("poll_interval_s", poll_s, lo=0.1, hi=86400.0)
+        role_name = t.choice("role", "", tuple(r.value for r in Role))
         t.done()
-        devices.append(DeviceConfig(name, profile, bus, unit, interval))
+        devices.append(
+            DeviceConfig(
+                name,
+                profile,
+                bus,
+                unit,
+                interval,
+                gpio if gpio >= 0 else None,
+                Role(role_name) if role_name else None,
+            )
+        )
     names = [d.name for d in devices]
     if len(set(names)) != len(names):
         raise ConfigError("two [[devices]] share a name")
+    places = [(parse_bus_url(d.modbus).key, d.unit) if d.modbus else d.gpio for d in devices]
+    if len(set(places)) != len(places):
+        raise ConfigError("two [[devices]] are at the same unit id on one bus, or one GPIO pin")
     if not devices:
         raise ConfigError("no [[devices]] configured")
     root.done()

@@ -22,7 +22,7 @@ from typing import Final, NamedTuple
 
 import sqlite_utils
 
-from agent.aggregate import Sample, merge
+from protocol.aggregate import Sample, merge
 from protocol.codec import encode_reading
 from protocol.payloads import Reading
 from protocol.quantities import Role
@@ -52,12 +52,13 @@ class OutboxError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Polled:
-    """A device's quantities from one poll, before it is numbered."""
+    """A device's quantities from one poll (or an aggregate of polls), before it is numbered."""
 
     device: str
     role: Role
     ts_ms: int
     quantities: dict[str, float | str]
+    period_ms: int | None = None  # for an aggregate: the span it covers, ending at ts_ms
 
 
 class Row(NamedTuple):
@@ -110,9 +111,12 @@ class Outbox:
             inserts = []
             for p in polled:
                 seq = self.last_seq(p.device) + 1
-                body = encode_reading(Reading(p.device, seq, p.ts_ms, p.role, grant, p.quantities))
+                body = encode_reading(
+                    Reading(p.device, seq, p.ts_ms, p.role, grant, p.quantities, p.period_ms)
+                )
                 seq_updates.append((p.device, seq))
-                inserts.append((p.device, seq, p.ts_ms, p.role.value, 1, body))
+                raw = 1 if p.period_ms is None else 0
+                inserts.append((p.device, seq, p.ts_ms, p.role.value, raw, body))
                 rows.append(Row(p.device, seq, p.ts_ms, body))
             conn.executemany(
                 "INSERT INTO device_seq (device, last_seq) VALUES (?, ?) "

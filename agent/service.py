@@ -12,20 +12,21 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Literal
 
 from agent.clocksync import clock_synced
 from agent.config import AgentConfig
-from agent.delivery import Delivery
-from agent.devices import Device, close_devices, open_devices
-from agent.modbus_io import DeviceError
+from agent.consent_ledger import ConsentLedger, LedgerError
+from agent.delivery import RESEND_AFTER_S, Delivery
+from agent.devices import DeviceSupervisor, close_devices, open_devices
 from agent.outbox import Outbox, Polled, Row
+from agent.release import Releaser
 from protocol.clock import Clock
 from protocol.codec import CodecError, decode, encode
-from protocol.payloads import Ack, DeviceHealth, HomeStatus
+from protocol.consent import ConsentGrant, describe, nothing_shared
+from protocol.payloads import Ack, HomeStatus
 from protocol.session import MqttSession
 from protocol.topics import HomeTopic, home_topic
 
@@ -41,13 +42,6 @@ def agent_version() -> str:
         return "unknown"
 
 
-@dataclass
-class _DeviceState:
-    device: Device
-    next_due_ms: int
-    health: DeviceHealth
-
-
 class Agent:
     def __init__(
         self,
@@ -56,16 +50,24 @@ class Agent:
         *,
         profile_dirs: list[Path] | None = None,
         status_interval_s: float = 300.0,
+        resend_after_s: float = RESEND_AFTER_S,
+        housekeeping_s: float = 5.0,
     ) -> None:
         self.config = config
         self.clock = clock
         self.status_interval_ms = int(status_interval_s * 1000)
         self.outbox = Outbox(config.outbox_path, config.outbox_budget_bytes)
-        now = clock.now_ms()
-        self._devices = [
-            _DeviceState(d, now, DeviceHealth(online=False, error="not read yet"))
-            for d in open_devices(config.devices, profile_dirs)
-        ]
+        # Retries, backoff, offline marking and device health live in the supervisor.
+        self._supervisor = DeviceSupervisor(
+            open_devices(config.devices, profile_dirs, data_dir=config.data_dir), clock
+        )
+        self._devices = self._supervisor.slots  # each has .device, .next_due_ms, .health
+        # Nothing leaves the home but what the household's current grant covers.
+        self.consent = ConsentLedger(config.consent_path, config.home)
+        self._grant = self._read_grant()
+        self._releaser = Releaser()
+        self._consent_due = threading.Event()  # publish the grant (on connect, on change)
+        self._consent_due.set()
         self._acks: queue.SimpleQueue[Ack] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -81,6 +83,7 @@ class Agent:
         self._status_topic = home_topic(c.coop, c.home, HomeTopic.STATUS)
         self._readings_topic = home_topic(c.coop, c.home, HomeTopic.READINGS)
         self._ack_topic = home_topic(c.coop, c.home, HomeTopic.ACK)
+        self._consent_topic = home_topic(c.coop, c.home, HomeTopic.CONSENT)
         offline = encode(HomeStatus(c.home, "offline"))
         self.session = MqttSession(
             c.broker,
@@ -93,12 +96,15 @@ class Agent:
             c.home,
             clock,
             lambda data: self.session.publish(self._readings_topic, data, qos=1),
+            resend_after_s=resend_after_s,
         )
+        self.housekeeping_s = housekeeping_s
 
     # --- paho's thread -------------------------------------------------------------------
     def _on_connect(self) -> None:
         self.session.subscribe(self._ack_topic)
         self._reconnected.set()  # whatever was in flight on the old connection is sent again
+        self._consent_due.set()
         self._last_status_ms = 0  # and the retained status is refreshed
         self._wake.set()
 
@@ -120,8 +126,11 @@ class Agent:
     def run(self, drain_timeout_s: float = 10.0) -> None:
         """Poll, store, send and take acks until :meth:`stop`; then drain and say offline."""
         self.session.start()
+        ticker = threading.Thread(target=self._tick, name="agent-housekeeping", daemon=True)
+        ticker.start()
         try:
             while not self._stop.is_set():
+                self._follow_consent()
                 self._poll_due()
                 self._take_acks()
                 self._send()
@@ -135,35 +144,47 @@ class Agent:
             close_devices(s.device for s in self._devices)
             self.outbox.close()
 
+    def _tick(self) -> None:
+        """Wake the loop now and then by the wall clock, whatever the simulated clock does: the
+        resend timer and drain status run on wall time, as networks do."""
+        while not self._stop.wait(self.housekeeping_s):
+            self._wake.set()
+
     def _poll_due(self) -> None:
-        now = self.clock.now_ms()
-        polled: list[Polled] = []
-        for s in self._devices:
-            if s.next_due_ms > now:
-                continue
-            interval_ms = max(1, int(s.device.config.poll_interval_s * 1000))
-            s.next_due_ms = (now // interval_ms + 1) * interval_ms
-            try:
-                quantities = s.device.read()
-            except DeviceError as exc:
-                if s.health.online or s.health.error != str(exc):
-                    log.warning("%s: %s", s.device.name, exc)
-                s.health = DeviceHealth(
-                    online=False, error=str(exc)[:200], last_ok_ms=s.health.last_ok_ms
-                )
-                continue
-            ts = self.clock.now_ms()
-            if not s.health.online:
-                log.info("%s: reading", s.device.name)
-            s.health = DeviceHealth(online=True, last_ok_ms=ts)
-            if quantities:
-                polled.append(Polled(s.device.name, s.device.role, ts, quantities))
+        polled = [
+            Polled(r.device.name, r.device.role, r.ts_ms, r.quantities)
+            for r in self._supervisor.poll_due()
+            if r.quantities
+        ]
         if polled:
-            self._live += self.outbox.add(polled, self.config.grant)
+            self.last_poll_ms = max(p.ts_ms for p in polled)
+        released = self._releaser.release(polled, self._grant)
+        if released:
+            self._live += self.outbox.add(released, self._grant.grant)
             self.outbox.enforce_budget(keep=frozenset(self.delivery.inflight))
             self.backlog = self.outbox.count()
-            self.last_poll_ms = max(p.ts_ms for p in polled)
         self.polls += 1
+
+    def _read_grant(self) -> ConsentGrant:
+        try:
+            return self.consent.current()
+        except LedgerError as exc:
+            # A damaged ledger shares nothing until the household grants again.
+            log.error("consent ledger unusable, sharing nothing: %s", exc)
+            return nothing_shared(self.config.home)
+
+    def _follow_consent(self) -> None:
+        """Take up a grant recorded by ``coopwatt-agent consent`` while running."""
+        if self.consent.changed():
+            grant = self._read_grant()
+            if grant != self._grant:
+                log.info("consent version %d in force: %s", grant.version,
+                         "; ".join(describe(grant)))  # fmt: skip
+                self._grant = grant
+                self._consent_due.set()
+        if self._consent_due.is_set() and self.session.connected.is_set():
+            self._consent_due.clear()
+            self.session.publish(self._consent_topic, encode(self._grant), retain=True)
 
     def _take_acks(self) -> None:
         acks: list[Ack] = []

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from agent.config import AgentConfig, DeviceConfig
+from agent.consent_ledger import ConsentLedger
 from agent.outbox import Outbox, Polled
 from agent.service import Agent
 from protocol.clock import ManualClock
@@ -109,13 +110,14 @@ def main() -> None:
                 with SimModbusServers([sim]) as servers:
                     eps = servers.endpoints()["home-1"]
                     config = AgentConfig(
-                        coop="bench", home="home-1", grant="g-1",
+                        coop="bench", home="home-1", grant=None,
                         broker=BrokerSettings(broker.url, "agent-bench"),
                         data_dir=tmp / "agent",
                         devices=tuple(DeviceConfig(k, e.profile, f"tcp://{e.host}:{e.port}",
                                                    e.unit, args.poll_s) for k, e in eps.items()),
                     )  # fmt: skip
                     time.sleep(1.0)  # let the hub subscribe before the agent connects
+                    ConsentLedger(config.consent_path, "home-1").share_everything(T0)
                     agent = Agent(config, clock)
                     thread = threading.Thread(target=agent.run)
                     start = time.perf_counter()

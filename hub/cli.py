@@ -20,6 +20,8 @@ from typing import TextIO
 import click
 
 import hub
+from hub.cli_forecast import COMMANDS as FORECAST_COMMANDS
+from hub.cli_settlement import COMMANDS as SETTLEMENT_COMMANDS
 from hub.config import ConfigError, HubConfig, load_config
 from hub.export import export_csv
 from hub.ingest import Ingest
@@ -240,6 +242,14 @@ def summary(db_path: Path) -> None:
             f"{s.home:<32} {s.readings:>10} {s.imported_wh:>14.1f} {s.exported_wh:>14.1f} "
             f"{s.generated_wh:>14.1f}"
         )
+
+
+for _command in SETTLEMENT_COMMANDS:
+    main.add_command(_command)
+
+
+for _command in FORECAST_COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

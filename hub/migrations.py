@@ -85,9 +85,183 @@ def _v2_reading_period(db: Database) -> None:
     db.execute("ALTER TABLE readings ADD COLUMN period_ms INTEGER")
 
 
+def _v3_settlement_ledger(db: Database) -> None:
+    """Settlement (hub.settlement): settled intervals and the double-entry ledger.
+
+    Energy in integer mWh, money in integer micro-units (10^-6 of the currency). Each transaction
+    balances (its postings add up to zero energy and zero money). A closed period is immutable:
+    triggers refuse any insert, update or delete of its transactions, postings and intervals, and
+    the reopening of the period itself; corrections are adjustments in a later open period.
+    """
+    closed = (
+        "EXISTS (SELECT 1 FROM ledger_periods p WHERE p.period = {} AND p.closed_ms IS NOT NULL)"
+    )
+    txn_closed = (
+        "EXISTS (SELECT 1 FROM ledger_transactions t JOIN ledger_periods p ON p.period = t.period "
+        "WHERE t.id = {} AND p.closed_ms IS NOT NULL)"
+    )
+    guarded = {
+        "ledger_transactions": closed,
+        "settlement_intervals": closed,
+        "settlement_member_intervals": closed,
+    }
+    triggers = []
+    for table, test in guarded.items():
+        for op, row in (("INSERT", "NEW"), ("UPDATE", "OLD"), ("DELETE", "OLD")):
+            triggers.append(
+                f"CREATE TRIGGER {table}_closed_{op.lower()} BEFORE {op} ON {table} "
+                f"WHEN {test.format(row + '.period')} "
+                "BEGIN SELECT RAISE(ABORT, 'ledger period is closed'); END;"
+            )
+    for op, row in (("INSERT", "NEW"), ("UPDATE", "OLD"), ("DELETE", "OLD")):
+        triggers.append(
+            f"CREATE TRIGGER ledger_postings_closed_{op.lower()} BEFORE {op} ON ledger_postings "
+            f"WHEN {txn_closed.format(row + '.txn_id')} "
+            "BEGIN SELECT RAISE(ABORT, 'ledger period is closed'); END;"
+        )
+    triggers.append(
+        "CREATE TRIGGER ledger_periods_closed_update BEFORE UPDATE ON ledger_periods "
+        "WHEN OLD.closed_ms IS NOT NULL "
+        "BEGIN SELECT RAISE(ABORT, 'ledger period is closed'); END;"
+    )
+    triggers.append(
+        "CREATE TRIGGER ledger_periods_closed_delete BEFORE DELETE ON ledger_periods "
+        "WHEN OLD.closed_ms IS NOT NULL "
+        "BEGIN SELECT RAISE(ABORT, 'ledger period is closed'); END;"
+    )
+    tables = (
+        """
+        CREATE TABLE settlement_schemes (
+            id INTEGER PRIMARY KEY,
+            scheme TEXT NOT NULL UNIQUE,
+            created_ms INTEGER NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE ledger_periods (
+            period TEXT PRIMARY KEY,
+            closed_ms INTEGER
+        )
+        """,
+        """
+        CREATE TABLE settlement_intervals (
+            start_ms INTEGER PRIMARY KEY,
+            period TEXT NOT NULL,
+            day TEXT NOT NULL,
+            scheme_id INTEGER NOT NULL REFERENCES settlement_schemes(id),
+            members INTEGER NOT NULL,
+            missing INTEGER NOT NULL,
+            estimated INTEGER NOT NULL,
+            supply_mwh INTEGER NOT NULL,
+            demand_mwh INTEGER NOT NULL,
+            matched_mwh INTEGER NOT NULL,
+            import_price TEXT NOT NULL,
+            export_price TEXT NOT NULL,
+            internal_price TEXT NOT NULL
+        )
+        """,
+        """
+        CREATE INDEX settlement_intervals_day ON settlement_intervals (day)
+        """,
+        """
+        CREATE TABLE settlement_member_intervals (
+            home TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            period TEXT NOT NULL,
+            day TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('ok', 'estimated', 'reset', 'missing')),
+            import_mwh INTEGER NOT NULL,
+            export_mwh INTEGER NOT NULL,
+            import_neighbours_mwh INTEGER NOT NULL,
+            export_neighbours_mwh INTEGER NOT NULL,
+            PRIMARY KEY (home, start_ms)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE INDEX settlement_member_intervals_day ON settlement_member_intervals (day)
+        """,
+        """
+        CREATE TABLE ledger_transactions (
+            id INTEGER PRIMARY KEY,
+            period TEXT NOT NULL REFERENCES ledger_periods(period),
+            kind TEXT NOT NULL CHECK (kind IN ('settlement', 'adjustment', 'rounding')),
+            day TEXT,
+            provisional INTEGER NOT NULL DEFAULT 0,
+            created_ms INTEGER NOT NULL,
+            memo TEXT NOT NULL
+        )
+        """,
+        """
+        CREATE UNIQUE INDEX ledger_transactions_settled_day
+            ON ledger_transactions (day) WHERE kind = 'settlement'
+        """,
+        """
+        CREATE INDEX ledger_transactions_period ON ledger_transactions (period)
+        """,
+        """
+        CREATE TABLE ledger_postings (
+            txn_id INTEGER NOT NULL REFERENCES ledger_transactions(id),
+            account TEXT NOT NULL,
+            leg TEXT NOT NULL,
+            energy_mwh INTEGER NOT NULL,
+            amount_micro INTEGER NOT NULL,
+            PRIMARY KEY (txn_id, account, leg)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE INDEX ledger_postings_account ON ledger_postings (account)
+        """,
+    )
+    # One statement at a time: executescript would commit, and a migration is one transaction.
+    for statement in (*tables, *triggers):
+        db.execute(statement)
+
+
+def _v4_forecast(db: Database) -> None:
+    """Forecast (hub.forecast_service): imported weather, and the community's 15-minute power.
+
+    ``weather``: Open-Meteo hourly rows by their UTC timestamp (radiation is the mean over the
+    hour ending there), the newest import winning. ``forecast_power_15min``: per device and
+    15-minute slot, the sum and count of its ``power_w`` readings, kept up to date incrementally
+    from ``forecast_cursor`` (the highest seq folded in per device), so a forecast never scans
+    the readings table.
+    """
+    for statement in (
+        """
+        CREATE TABLE weather (
+            ts_ms INTEGER PRIMARY KEY,
+            shortwave_radiation_w_m2 REAL,
+            temperature_c REAL,
+            wind_speed_m_s REAL,
+            cloud_cover_pct REAL,
+            imported_ms INTEGER NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE forecast_power_15min (
+            device_id INTEGER NOT NULL REFERENCES devices(id),
+            slot_ms INTEGER NOT NULL,
+            power_sum_w REAL NOT NULL,
+            samples REAL NOT NULL,
+            PRIMARY KEY (device_id, slot_ms)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX forecast_power_15min_slot ON forecast_power_15min (slot_ms)",
+        """
+        CREATE TABLE forecast_cursor (
+            device_id INTEGER PRIMARY KEY REFERENCES devices(id),
+            seq INTEGER NOT NULL
+        )
+        """,
+    ):
+        db.execute(statement)
+
+
 MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
     (1, _v1_initial),
     (2, _v2_reading_period),
+    (3, _v3_settlement_ledger),
+    (4, _v4_forecast),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 

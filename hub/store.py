@@ -56,6 +56,32 @@ _INSERT_READING: Final = _sql(
 )
 
 
+_CARRIES_COUNTER: Final = (
+    "(energy_import_wh IS NOT NULL OR energy_export_wh IS NOT NULL OR energy_wh IS NOT NULL)"
+)
+_COUNTER_COLUMNS: Final = (
+    "SELECT ts_ms, energy_import_wh, energy_export_wh, energy_wh FROM readings"
+)
+_COUNTERS_BEFORE: Final = _sql(
+    _COUNTER_COLUMNS,
+    "WHERE device_id = ? AND ts_ms < ? AND",
+    _CARRIES_COUNTER,
+    "ORDER BY ts_ms DESC LIMIT 1",
+)
+_COUNTERS_INSIDE: Final = _sql(
+    _COUNTER_COLUMNS,
+    "WHERE device_id = ? AND ts_ms BETWEEN ? AND ? AND",
+    _CARRIES_COUNTER,
+    "ORDER BY ts_ms",
+)
+_COUNTERS_AFTER: Final = _sql(
+    _COUNTER_COLUMNS,
+    "WHERE device_id = ? AND ts_ms > ? AND",
+    _CARRIES_COUNTER,
+    "ORDER BY ts_ms LIMIT 1",
+)
+
+
 class StoreError(Exception):
     """The database cannot be opened or used as this cooperative's hub store."""
 
@@ -141,6 +167,19 @@ class DeviceCounters:
     readings: int
     first: dict[str, float]
     last: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSample:
+    """One stored reading's energy counters (Wh; None when it did not carry one), at ``ts_ms``."""
+
+    home: str
+    device: str
+    role: Role
+    ts_ms: int
+    energy_import_wh: float | None
+    energy_export_wh: float | None
+    energy_wh: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,3 +617,169 @@ class Store:
                 "ORDER BY home"
             )
         }
+
+    def counter_samples(
+        self, start_ms: int, end_ms: int, roles: Iterable[Role]
+    ) -> Iterator[CounterSample]:
+        """Counter readings of devices with ``roles``, by home, device and time.
+
+        Every reading with ``start_ms <= ts_ms <= end_ms`` that carries a counter, plus each
+        device's last such reading before ``start_ms`` and first after ``end_ms`` however far
+        away, so a caller can interpolate the counters at both ends. For settlement and
+        community statistics; consent scoping is the caller's (:mod:`hub.settlement.source`).
+        """
+        wanted = sorted({Role(r).value for r in roles})
+        conn = self._reader()
+        devices = conn.execute(
+            "SELECT id, home, device, role FROM devices ORDER BY home, device"
+        ).fetchall()
+        for device_id, home, device, role in devices:
+            if role not in wanted:
+                continue
+            rows = [
+                *conn.execute(_COUNTERS_BEFORE, (device_id, start_ms)),
+                *conn.execute(_COUNTERS_INSIDE, (device_id, start_ms, end_ms)),
+                *conn.execute(_COUNTERS_AFTER, (device_id, end_ms)),
+            ]
+            for ts_ms, imp, exp, energy in rows:
+                yield CounterSample(home, device, Role(role), ts_ms, imp, exp, energy)
+
+    # -- forecast (hub.forecast_service) -----------------------------------------------------
+
+    def upsert_weather(
+        self,
+        rows: Iterable[tuple[int, float | None, float | None, float | None, float | None]],
+        imported_ms: int,
+    ) -> int:
+        """Store hourly weather rows ``(ts_ms, shortwave_radiation_w_m2, temperature_c,
+        wind_speed_m_s, cloud_cover_pct)``; a newer import replaces an hour's row whole."""
+        data = [(*row, imported_ms) for row in rows]
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO weather (ts_ms, shortwave_radiation_w_m2, "
+                    "temperature_c, wind_speed_m_s, cloud_cover_pct, imported_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    data,
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return len(data)
+
+    def weather_rows(
+        self, start_ms: int, end_ms: int
+    ) -> list[tuple[int, float | None, float | None, float | None, float | None]]:
+        """Hourly weather rows with ``start_ms <= ts_ms < end_ms``, by time."""
+        return [
+            (int(r[0]), r[1], r[2], r[3], r[4])
+            for r in self._reader().execute(
+                "SELECT ts_ms, shortwave_radiation_w_m2, temperature_c, wind_speed_m_s, "
+                "cloud_cover_pct FROM weather WHERE ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms",
+                (start_ms, end_ms),
+            )
+        ]
+
+    def weather_imported_ms(self) -> int | None:
+        """When weather was last imported (UTC ms), or None if never."""
+        row = self._reader().execute("SELECT max(imported_ms) FROM weather").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def refresh_power_slots(self, slot_ms: int = 900_000, devices_per_commit: int = 200) -> int:
+        """Fold readings stored since the last call into per-device 15-minute power sums.
+
+        Incremental: per device, only readings above its ``forecast_cursor`` seq are read, by
+        primary key. A raw reading counts in the slot holding its ``ts_ms``; an aggregate
+        (``period_ms`` set) is spread over the slots its period covers, weighted by overlap.
+        Commits every ``devices_per_commit`` devices so ingest is never held up for long.
+        Returns the number of readings folded in.
+        """
+        conn = self._conn
+        with self._lock:
+            ids = [int(r[0]) for r in conn.execute("SELECT id FROM devices ORDER BY id")]
+            cursors = {int(d): int(s) for d, s in conn.execute("SELECT * FROM forecast_cursor")}
+        folded = 0
+        for first in range(0, len(ids), devices_per_commit):
+            with self._lock:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for device_id in ids[first : first + devices_per_commit]:
+                        folded += self._fold_device(
+                            conn, device_id, cursors.get(device_id, 0), slot_ms
+                        )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+        return folded
+
+    @staticmethod
+    def _fold_device(conn: sqlite3.Connection, device_id: int, after_seq: int, slot_ms: int) -> int:
+        rows = conn.execute(
+            "SELECT seq, ts_ms, period_ms, power_w FROM readings "
+            "WHERE device_id = ? AND seq > ? ORDER BY seq",
+            (device_id, after_seq),
+        ).fetchall()
+        if not rows:
+            return 0
+        sums: dict[int, list[float]] = {}
+        for _, ts_ms, period_ms, power_w in rows:
+            if power_w is None:
+                continue
+            if not period_ms or period_ms <= 0:
+                acc = sums.setdefault(ts_ms - ts_ms % slot_ms, [0.0, 0.0])
+                acc[0] += power_w
+                acc[1] += 1.0
+                continue
+            start = ts_ms - period_ms
+            slot = start - start % slot_ms
+            while slot < ts_ms:
+                overlap = min(ts_ms, slot + slot_ms) - max(start, slot)
+                if overlap > 0:
+                    weight = overlap / slot_ms
+                    acc = sums.setdefault(slot, [0.0, 0.0])
+                    acc[0] += power_w * weight
+                    acc[1] += weight
+                slot += slot_ms
+        conn.executemany(
+            "INSERT INTO forecast_power_15min (device_id, slot_ms, power_sum_w, samples) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (device_id, slot_ms) DO UPDATE SET "
+            "power_sum_w = power_sum_w + excluded.power_sum_w, "
+            "samples = samples + excluded.samples",
+            [(device_id, slot, s, n) for slot, (s, n) in sums.items() if n > 0],
+        )
+        conn.execute(
+            "INSERT INTO forecast_cursor (device_id, seq) VALUES (?, ?) "
+            "ON CONFLICT (device_id) DO UPDATE SET seq = excluded.seq",
+            (device_id, int(rows[-1][0])),
+        )
+        return len(rows)
+
+    def power_slots(self, start_ms: int, end_ms: int) -> list[tuple[int, str, float]]:
+        """Per 15-minute slot and role, the sum over devices of each device's mean ``power_w``
+        in that slot (W), for slots ``start_ms <= slot_ms < end_ms``. Call
+        :meth:`refresh_power_slots` first to include the latest readings."""
+        return [
+            (int(slot), str(role), float(power))
+            for slot, role, power in self._reader().execute(
+                "SELECT f.slot_ms, d.role, SUM(f.power_sum_w / f.samples) "
+                "FROM forecast_power_15min f JOIN devices d ON d.id = f.device_id "
+                "WHERE f.slot_ms >= ? AND f.slot_ms < ? GROUP BY f.slot_ms, d.role "
+                "ORDER BY f.slot_ms",
+                (start_ms, end_ms),
+            )
+        ]
+
+    def prune_power_slots(self, before_ms: int) -> int:
+        """Drop 15-minute power sums of slots before ``before_ms``; returns how many."""
+        with self._lock:
+            cur = self._conn.execute(
+                "DELETE FROM forecast_power_15min WHERE slot_ms < ?", (before_ms,)
+            )
+            self._conn.commit()
+            return cur.rowcount

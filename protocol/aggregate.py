@@ -1,7 +1,9 @@
 """Merging consecutive readings of one device into one, keeping energy counters exact.
 
-Used when the outbox runs out of its disk budget (old raw readings become 15-minute aggregates)
-and when a consent grant asks for a coarser resolution than the devices are polled at. A lifetime
+Both ends aggregate the same way, so it lives in the contract: the agent when its outbox runs
+out of disk budget (old raw readings become 15-minute aggregates) and when a consent grant asks
+for a coarser resolution than the devices are polled at; the hub when a purpose may only see a
+coarser resolution than it stores. A lifetime
 counter's last value is exact whatever is merged, so energy computed from counter differences is
 unchanged; power is the counters' mean over the span when the device has counters (mean of
 samples otherwise), and ``state`` is the last one seen.

@@ -23,12 +23,16 @@ from functools import cache
 from typing import Any, Final, TypeVar
 
 from protocol import WIRE_VERSION
+from protocol.consent import ConsentGrant
 from protocol.payloads import (
     Ack,
+    Forecast,
     HomeStatus,
     HubStatus,
     Reading,
     ReadingBatch,
+    Receipt,
+    Statement,
     check_batch_envelope,
 )
 from protocol.topics import HomeTopic, HubTopic, TopicAddress, TopicError, parse_topic
@@ -49,11 +53,17 @@ class _TypeMismatch(CodecError):
 
 # Payload class per topic kind; kinds not listed here are not part of v1 yet.
 HOME_PAYLOADS: Final[dict[HomeTopic, type]] = {
+    HomeTopic.CONSENT: ConsentGrant,
+    HomeTopic.RECEIPTS: Receipt,
     HomeTopic.READINGS: ReadingBatch,
     HomeTopic.ACK: Ack,
     HomeTopic.STATUS: HomeStatus,
+    HomeTopic.STATEMENT: Statement,
 }
-HUB_PAYLOADS: Final[dict[HubTopic, type]] = {HubTopic.STATUS: HubStatus}
+HUB_PAYLOADS: Final[dict[HubTopic, type]] = {
+    HubTopic.STATUS: HubStatus,
+    HubTopic.FORECAST: Forecast,
+}
 
 
 def _reject_constant(name: str) -> Any:

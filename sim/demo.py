@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from agent.config import AgentConfig, DeviceConfig
+from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
 from hub.ingest import Ingest
 from hub.store import Store
@@ -29,7 +30,7 @@ from protocol.clock import SimClock
 from protocol.session import BrokerSettings
 from sim.broker import RunningBroker, run_broker
 from sim.household import SimHome
-from sim.modbus_server import SimModbusServers
+from sim.modbus_server import Endpoint, SimModbusServers
 
 log = logging.getLogger(__name__)
 
@@ -122,26 +123,30 @@ def _sim_home(i: int, seed: int, clock: SimClock) -> SimHome:
     )
 
 
-def _agent_config(
+def _agent(
     home: SimHome,
-    endpoints: dict[str, object],
+    endpoints: dict[str, Endpoint],
     broker: RunningBroker,
     data_dir: Path,
     interval_s: int,
-) -> AgentConfig:
+    clock: SimClock,
+) -> Agent:
+    """The home's agent, its household having agreed to share every stream, as polled."""
     devices = tuple(
-        DeviceConfig(name, ep.profile, f"tcp://{ep.host}:{ep.port}", ep.unit, float(interval_s))  # type: ignore[attr-defined]
+        DeviceConfig(name, ep.profile, f"tcp://{ep.host}:{ep.port}", ep.unit, float(interval_s))
         for name, ep in endpoints.items()
     )
-    return AgentConfig(
+    config = AgentConfig(
         coop=COOP,
         home=home.home,
-        grant="demo-all",
+        grant=None,
         broker=BrokerSettings(broker.url, f"agent-{home.home}", protocol=broker.protocol),
         data_dir=data_dir / home.home,
         devices=devices,
         poll_interval_s=float(interval_s),
     )
+    ConsentLedger(config.consent_path, home.home).share_everything(clock.now_ms())
+    return Agent(config, clock)
 
 
 def run_demo(
@@ -175,12 +180,7 @@ def run_demo(
             with SimModbusServers(homes) as servers:
                 endpoints = servers.endpoints()
                 agents = [
-                    Agent(
-                        _agent_config(
-                            h, dict(endpoints[h.home]), broker, workdir / "agents", interval_s
-                        ),
-                        clock,
-                    )
+                    _agent(h, endpoints[h.home], broker, workdir / "agents", interval_s, clock)
                     for h in homes
                 ]
                 threads = [

@@ -19,6 +19,7 @@ from typing import Literal
 
 import pytest
 
+from agent.consent_ledger import ConsentLedger
 from protocol.clock import SystemClock
 from sim.broker import find_mosquitto, free_port, mosquitto_config
 from sim.household import SimHome
@@ -208,9 +209,12 @@ def simulated_home(
         folder.mkdir(parents=True)
         config = folder / "agent.toml"
         config.write_text(
-            f'coop = "{coop}"\nhome = "home-1"\ngrant = "g-1"\npoll_interval_s = {poll_s}\n'
+            f'coop = "{coop}"\nhome = "home-1"\npoll_interval_s = {poll_s}\n'
             f'data_dir = "state"\n{extra}\n[broker]\nurl = "{broker_url}"\nkeepalive_s = 5\n\n'
             + devices
+        )
+        ConsentLedger(folder / "state" / "consent.jsonl", "home-1").share_everything(
+            SystemClock().now_ms()
         )
         home = Home(sim, servers, config, folder / "state" / "outbox.db")
         try:

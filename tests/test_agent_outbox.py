@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.aggregate import Sample, merge
 from agent.delivery import Delivery
 from agent.outbox import Outbox, OutboxError, Polled
+from protocol.aggregate import Sample, merge
 from protocol.clock import ManualClock
 from protocol.codec import decode
 from protocol.payloads import Ack, ReadingBatch, seq_ranges

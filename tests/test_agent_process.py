@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.cli import main as agent_cli
+from agent.consent_ledger import ConsentLedger
 from protocol.clock import SystemClock
 from protocol.codec import decode_message
 from protocol.payloads import HomeStatus, ReadingBatch
@@ -67,8 +68,11 @@ def home_config(tmp_path: Path, mosquitto: RunningBroker) -> Iterator[Path]:
             for name, ep in servers.endpoints()["home-1"].items()
         )
         (tmp_path / "agent.toml").write_text(
-            f'coop = "{COOP}"\nhome = "home-1"\ngrant = "g-1"\npoll_interval_s = 0.5\n'
+            f'coop = "{COOP}"\nhome = "home-1"\npoll_interval_s = 0.5\n'
             f'data_dir = "state"\n\n[broker]\nurl = "{mosquitto.url}"\n\n{devices}'
+        )
+        ConsentLedger(tmp_path / "state" / "consent.jsonl", "home-1").share_everything(
+            SystemClock().now_ms()
         )
         yield tmp_path / "agent.toml"
 
@@ -76,7 +80,9 @@ def home_config(tmp_path: Path, mosquitto: RunningBroker) -> Iterator[Path]:
 def _start_agent(config: Path) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).parent / "coopwatt-agent"
     return subprocess.Popen(
-        [str(exe), "run", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [str(exe), "run", "--config", str(config), "--drain-timeout", "0.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 

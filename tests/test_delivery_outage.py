@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from agent.config import AgentConfig, DeviceConfig
+from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
 from hub.ingest import Ingest
 from hub.store import Store
@@ -70,7 +71,7 @@ class InProcess:
         config = AgentConfig(
             coop=self.coop,
             home="home-1",
-            grant="g-1",
+            grant=None,
             broker=BrokerSettings(f"mqtt://127.0.0.1:{port}", f"agent-{self.coop}"),
             data_dir=self.tmp / "agent",
             devices=tuple(
@@ -79,6 +80,7 @@ class InProcess:
             ),
             outbox_budget_bytes=self.budget_bytes,
         )
+        ConsentLedger(config.consent_path, "home-1").share_everything(T0)
         # Fast wall-clock timers: a hub that loses what it had not acked is retried in 2 s.
         self.agent = Agent(config, self.clock, resend_after_s=2.0, housekeeping_s=0.5)
         self.thread = threading.Thread(target=self.agent.run, kwargs={"drain_timeout_s": 0.5})

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from agent.config import AgentConfig, DeviceConfig
+from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
 from hub.cli import main as hub_cli
 from hub.ingest import Ingest
@@ -69,7 +70,7 @@ class Rig:
         config = AgentConfig(
             coop=coop,
             home="home-1",
-            grant="g-test",
+            grant=None,
             broker=BrokerSettings(broker.url, f"agent-{coop}"),
             data_dir=tmp / "agent",
             devices=tuple(
@@ -82,6 +83,7 @@ class Rig:
         self.store = Store.open(tmp / "hub.db", coop, clock=self.clock)
         self.hub = Ingest(self.store, BrokerSettings(broker.url, f"hub-{coop}"), coop, self.clock)
         self.hub.start()
+        ConsentLedger(config.consent_path, "home-1").share_everything(START_MS)
         self.agent = Agent(config, self.clock)
         self.thread = threading.Thread(target=self.agent.run)
         self.thread.start()
@@ -129,7 +131,7 @@ def test_stored_values_match_what_the_devices_served(rig: Rig) -> None:
     for r in stored:
         served = rig.served[r.ts_ms][r.device]
         assert r.ts_ms == START_MS + (r.seq - 1) * STEP_MS
-        assert r.grant == "g-test"
+        assert r.grant == "g1"  # released under the household's first grant
         assert set(r.quantities) <= set(served)
         for name, value in r.quantities.items():
             if name == "state":

@@ -33,8 +33,8 @@ T0 = 1_782_900_000_000
 
 def _topic_for(file: Path) -> str:
     kind = file.name.split("__")[0]
-    if kind == "hub-status":
-        return hub_topic(COOP, HubTopic.STATUS)
+    if kind.startswith("hub-"):
+        return hub_topic(COOP, HubTopic(kind.removeprefix("hub-")))
     return home_topic(COOP, HOME, HomeTopic(kind))
 
 

@@ -1,0 +1,369 @@
+"""``coopwatt-hub weather import``, ``forecast``, ``backtest`` and ``train``: the forecast's
+command line, a thin layer over :mod:`hub.forecast`, :mod:`hub.backtest` and ``models.train``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hub.backtest import backtest, default_issues
+from hub.features import DAY_MS, History
+from hub.forecast import (
+    DEFAULT_HOURS,
+    ForecastModel,
+    ModelError,
+    Site,
+    load_model,
+    make_forecast,
+)
+from hub.forecast_service import (
+    HistoryError,
+    import_weather,
+    load_history_csv,
+    read_community_history,
+    read_weather,
+)
+from hub.store import Store, StoreError
+from hub.weather import WeatherError, WeatherSeries, load_weather_file
+from protocol.clock import SystemClock
+
+
+class ForecastCliError(click.ClickException):
+    """A problem the operator can fix: printed as ``Error: ...``, exit code 2."""
+
+    exit_code = 2
+
+
+def _parse_start(text: str) -> int:
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ForecastCliError(f"--start {text!r} is not ISO 8601 (2026-07-01T00:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return round(dt.timestamp() * 1000)
+
+
+def _site(
+    lat: float, lon: float, pv_capacity_w: float | None, wind_capacity_w: float | None
+) -> Site:
+    try:
+        return Site(lat, lon, pv_capacity_w, wind_capacity_w)
+    except ValueError as exc:
+        raise ForecastCliError(str(exc)) from None
+
+
+def _model(path: Path | None) -> ForecastModel:
+    try:
+        return load_model(path)
+    except ModelError as exc:
+        raise ForecastCliError(str(exc)) from None
+
+
+def _history(path: Path) -> History:
+    try:
+        return load_history_csv(path)
+    except HistoryError as exc:
+        raise ForecastCliError(str(exc)) from None
+
+
+def _weather(path: Path | None) -> WeatherSeries:
+    if path is None:
+        return WeatherSeries.empty()
+    try:
+        return load_weather_file(path)
+    except WeatherError as exc:
+        raise ForecastCliError(str(exc)) from None
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, separators=(",", ":")))
+
+
+_lat = click.option("--lat", type=float, required=True, help="Latitude of the cooperative (°N).")
+_lon = click.option("--lon", type=float, required=True, help="Longitude of the cooperative (°E).")
+_pv_cap = click.option(
+    "--pv-capacity-w",
+    type=float,
+    default=None,
+    help="Installed PV, W (AC). Estimated from history when left out.",
+)
+_wind_cap = click.option(
+    "--wind-capacity-w",
+    type=float,
+    default=None,
+    help="Installed wind, W. Estimated from history when left out (configure it if you can).",
+)
+_model_opt = click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="ONNX model to use; default: the model shipped with coopwatt.",
+)
+_weather_opt = click.option(
+    "--weather",
+    "weather_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Open-Meteo JSON or CSV (time, shortwave_radiation, temperature_2m, wind_speed_10m, "
+    "cloud_cover). Without it PV and wind fall back to history.",
+)
+
+
+@click.group("weather")
+def weather_group() -> None:
+    """Open weather data for the forecast (no network: you bring the file)."""
+
+
+@weather_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--db",
+    "db_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The hub database to store the weather in.",
+)
+def weather_import(file: Path, db_path: Path) -> None:
+    """Import an Open-Meteo forecast (JSON response or CSV) into the hub database.
+
+    FILE holds Open-Meteo's hourly variables by their API names: time, shortwave_radiation
+    (W/m², mean of the preceding hour), temperature_2m (°C), wind_speed_10m (km/h unless the
+    file says m/s, mph or kn) and cloud_cover (%); any may be missing. A newer import replaces
+    the hours it covers. A running hub notices the import and forecasts again.
+
+    \b
+    Example (fetched elsewhere, then copied to the hub):
+      https://api.open-meteo.com/v1/forecast?latitude=52.52&longitude=13.41&hourly=
+        shortwave_radiation,temperature_2m,wind_speed_10m,cloud_cover&forecast_days=3
+    """
+    weather = _weather(file)
+    try:
+        with Store.open_existing(db_path) as store:
+            n = import_weather(store, weather, SystemClock().now_ms())
+    except StoreError as exc:
+        raise ForecastCliError(str(exc)) from None
+    first, last = (
+        datetime.fromtimestamp(int(t) / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
+        for t in (weather.ts_ms[0], weather.ts_ms[-1])
+    )
+    click.echo(f"imported {n} hours of weather, {first} to {last}", err=True)
+
+
+@click.command("forecast")
+@click.option(
+    "--history",
+    "history_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV ts,demand_w,pv_w,wind_w (UTC, 15-minute means, W). Or use --db.",
+)
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Read history and imported weather from this hub database instead.",
+)
+@_weather_opt
+@_lat
+@_lon
+@click.option(
+    "--start",
+    default=None,
+    help="First step, ISO 8601 (UTC unless an offset is given); rounded down to 15 minutes. "
+    "Only history before it is used. Default: now.",
+)
+@click.option("--hours", type=click.IntRange(1, 168), default=DEFAULT_HOURS, show_default=True)
+@_pv_cap
+@_wind_cap
+@_model_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
+def forecast_cmd(
+    history_path: Path | None,
+    db_path: Path | None,
+    weather_path: Path | None,
+    lat: float,
+    lon: float,
+    start: str | None,
+    hours: int,
+    pv_capacity_w: float | None,
+    wind_capacity_w: float | None,
+    model_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Forecast community demand, PV and wind in 15-minute steps with P10/P50/P90.
+
+    Prints {"start", "step_s": 900, "demand_w", "pv_w", "wind_w"} (P50, W) plus
+    "demand_w_p10", "demand_w_p90" and the same for pv and wind, "methods" (model, fallback,
+    mixed or absent per target), "notes" (why a target fell back) and "model".
+    """
+    del as_json  # JSON is the only output; the flag keeps scripts explicit
+    site = _site(lat, lon, pv_capacity_w, wind_capacity_w)
+    issue_ms = _parse_start(start) if start else SystemClock().now_ms()
+    if (history_path is None) == (db_path is None):
+        raise ForecastCliError("give either --history FILE or --db DATABASE")
+    weather = _weather(weather_path)
+    if history_path is not None:
+        history = _history(history_path)
+    else:
+        assert db_path is not None
+        try:
+            with Store.open_existing(db_path) as store:
+                history = read_community_history(store, issue_ms - 28 * DAY_MS, issue_ms)
+                if weather_path is None:
+                    weather = read_weather(
+                        store, issue_ms - 3_600_000, issue_ms + (hours + 2) * 3_600_000
+                    )
+        except StoreError as exc:
+            raise ForecastCliError(str(exc)) from None
+    result = make_forecast(_model(model_path), history, weather, site, issue_ms, hours)
+    _echo_json(result.to_json_obj())
+
+
+@click.command("backtest")
+@click.option(
+    "--history",
+    "history_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV ts,demand_w,pv_w,wind_w (UTC, 15-minute means, W).",
+)
+@_weather_opt
+@_lat
+@_lon
+@click.option(
+    "--every-hours",
+    type=click.IntRange(1, 168),
+    default=6,
+    show_default=True,
+    help="Hours between issue times.",
+)
+@click.option(
+    "--from",
+    "from_",
+    default=None,
+    help="First issue time, ISO 8601 (default: 8 days into the history).",
+)
+@click.option(
+    "--to", default=None, help="Last issue time, ISO 8601 (default: the end of the history)."
+)
+@_pv_cap
+@_wind_cap
+@_model_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
+def backtest_cmd(
+    history_path: Path,
+    weather_path: Path | None,
+    lat: float,
+    lon: float,
+    every_hours: int,
+    from_: str | None,
+    to: str | None,
+    pv_capacity_w: float | None,
+    wind_capacity_w: float | None,
+    model_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Replay 48-hour forecasts over the history and score them.
+
+    Per target and horizon band (0-6h, 6-24h, 24-48h, all): MAE and RMSE (W) of the P50, of
+    24-hour persistence and of same-time-last-week; skill against each (1 − model/baseline, on
+    MAE and on RMSE); and P10–P90 coverage. Each forecast sees only history before its issue
+    time; the weather file serves as the forecast for every issue.
+    """
+    del as_json
+    site = _site(lat, lon, pv_capacity_w, wind_capacity_w)
+    history = _history(history_path)
+    weather = _weather(weather_path)
+    issues = default_issues(history, every_hours)
+    if from_:
+        first = _parse_start(from_)
+        issues = [t for t in issues if t >= first]
+    if to:
+        last = _parse_start(to)
+        issues = [t for t in issues if t <= last]
+    if not issues:
+        raise ForecastCliError("no issue times: the history must cover more than 8 days")
+    model = _model(model_path)
+    # Long work shows progress, on stderr so that stdout stays clean JSON.
+    with click.progressbar(length=len(issues), label="backtest", file=sys.stderr) as bar:
+        report = backtest(model, history, weather, site, issues, progress=bar.update)
+    _echo_json(report)
+
+
+@click.command("train")
+@click.option(
+    "--from-db",
+    "db_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The hub database whose history and imported weather to train on.",
+)
+@_lat
+@_lon
+@_pv_cap
+@_wind_cap
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The current model, replaced only if the new one wins the backtest. "
+    "Default: forecast.onnx beside the database (created from the shipped model's score).",
+)
+@click.option(
+    "--holdout-days",
+    type=click.IntRange(3, 120),
+    default=14,
+    show_default=True,
+    help="The most recent days, kept out of training and used for the backtest.",
+)
+def train_cmd(
+    db_path: Path,
+    lat: float,
+    lon: float,
+    pv_capacity_w: float | None,
+    wind_capacity_w: float | None,
+    model_path: Path | None,
+    holdout_days: int,
+) -> None:
+    """Retrain the forecast on this cooperative's own history and imported weather.
+
+    Trains on everything but the last --holdout-days, then backtests the new model and the
+    current one on those days. The new model replaces the current one only if it wins (a
+    higher mean RMSE skill against 24-hour persistence); otherwise it is discarded. Needs the
+    training extra: pip install 'coopwatt[train]'.
+    """
+    try:
+        from models.train import retrain_from_history  # noqa: PLC0415  # the train extra
+    except ImportError as exc:
+        raise ForecastCliError(
+            f"training needs the train extra (pip install 'coopwatt[train]'): {exc}"
+        ) from None
+    site = _site(lat, lon, pv_capacity_w, wind_capacity_w)
+    target = model_path or db_path.parent / "forecast.onnx"
+    try:
+        with Store.open_existing(db_path) as store:
+            now = SystemClock().now_ms()
+            history = read_community_history(store, 0, now - now % 900_000)
+            weather = read_weather(store, 0, 2**62)
+    except StoreError as exc:
+        raise ForecastCliError(str(exc)) from None
+    try:
+        outcome = retrain_from_history(history, weather, site, target, holdout_days)
+    except ValueError as exc:
+        raise ForecastCliError(str(exc)) from None
+    click.echo(outcome.message, err=True)
+    _echo_json(outcome.as_json())
+
+
+COMMANDS: tuple[click.Command, ...] = (weather_group, forecast_cmd, backtest_cmd, train_cmd)
+"""Registered on ``coopwatt-hub`` by :mod:`hub.cli`."""

@@ -1,0 +1,326 @@
+"""The community forecast: demand, PV and wind for the next 48 hours in 15-minute steps, each
+with P10/P50/P90, from the ONNX model, the stored history and imported weather.
+
+Pure apart from onnxruntime: :func:`make_forecast` takes history, weather and the site as data
+and returns a :class:`ForecastResult`. Whatever is missing degrades, per target, to a labelled
+fallback (``method`` says which and ``note`` says why), never to an exception:
+
+- ``model``: the ONNX model on full inputs;
+- ``fallback``: a simple rule from history (demand with under a day of history: its flat mean;
+  PV without an irradiance forecast: the last 7 days' profile; wind without a wind forecast: the
+  last day's mean), or zeros when there is nothing to go on;
+- ``mixed``: the model where the weather file reaches, the fallback after it ends;
+- ``absent``: the cooperative has no such generation (none in history and none configured).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import numpy as np
+
+from hub.features import (
+    FEATURES,
+    STEP_MS,
+    STEP_S,
+    STEPS_PER_DAY,
+    TARGETS,
+    History,
+    demand_features,
+    demand_level_w,
+    estimate_capacity_w,
+    pv_features,
+    step_starts,
+    wind_features,
+)
+from hub.solar import FloatArray
+from hub.weather import StepWeather, WeatherSeries, to_steps
+
+log = logging.getLogger(__name__)
+
+QUANTILES: Final = (0.1, 0.5, 0.9)
+DEFAULT_HOURS: Final = 48
+SHIPPED_MODEL: Final = Path(__file__).resolve().parent.parent / "models" / "forecast.onnx"
+MODEL_FORMAT: Final = "coopwatt-forecast-1"
+
+Method = Literal["model", "fallback", "mixed", "absent"]
+
+
+class ModelError(Exception):
+    """The ONNX file cannot be used as a coopwatt forecast model."""
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where the cooperative is (degrees, north and east positive) and its generation capacity
+    (W, AC nameplate), when configured; an unconfigured capacity is estimated from history."""
+
+    lat: float
+    lon: float
+    pv_capacity_w: float | None = None
+    wind_capacity_w: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (-90 <= self.lat <= 90 and -180 <= self.lon <= 180):
+            raise ValueError(f"location {self.lat}, {self.lon} is not a latitude and longitude")
+        for name in ("pv_capacity_w", "wind_capacity_w"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive")
+
+
+@dataclass(frozen=True)
+class TargetForecast:
+    """One target's quantiles (W), one value per step."""
+
+    p10: FloatArray
+    p50: FloatArray
+    p90: FloatArray
+    method: Method
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ForecastResult:
+    issue_ms: int  # the first step's start, UTC ms, on a 15-minute boundary
+    steps: int
+    targets: dict[str, TargetForecast]
+    model: str  # the model's id, or "none" when none could be loaded
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json_obj(self) -> dict[str, Any]:
+        """The evaluation interface: ``start``, ``step_s``, ``{target}_w`` and its quantiles."""
+        out: dict[str, Any] = {
+            "start": datetime.fromtimestamp(self.issue_ms / 1000, UTC)
+            .isoformat()
+            .replace("+00:00", "Z"),
+            "step_s": STEP_S,
+        }
+        for name in TARGETS:
+            t = self.targets[name]
+            out[f"{name}_w"] = _rounded(t.p50)
+            out[f"{name}_w_p10"] = _rounded(t.p10)
+            out[f"{name}_w_p90"] = _rounded(t.p90)
+        out["methods"] = {name: self.targets[name].method for name in TARGETS}
+        notes = {name: self.targets[name].note for name in TARGETS if self.targets[name].note}
+        if notes:
+            out["notes"] = notes
+        out["model"] = self.model
+        return out
+
+
+def _rounded(values: FloatArray) -> list[float]:
+    return [round(float(v), 1) for v in values]
+
+
+class ForecastModel:
+    """The ONNX forecast model: one input and one (N, 3) quantile output per target."""
+
+    def __init__(self, path: str | Path) -> None:
+        import onnxruntime as ort  # noqa: PLC0415  # heavy: only when a model is loaded
+
+        self.path = Path(path)
+        try:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1  # a Pi; the batches are small
+            options.log_severity_level = 3
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own, undocumented exception types
+            raise ModelError(f"{self.path}: cannot load the forecast model: {exc}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("coopwatt.format") != MODEL_FORMAT:
+            raise ModelError(f"{self.path}: not a {MODEL_FORMAT} model")
+        for target in TARGETS:
+            names = json.loads(meta.get(f"coopwatt.features.{target}", "[]"))
+            if tuple(names) != FEATURES[target]:
+                raise ModelError(
+                    f"{self.path}: the {target} features differ from this hub's; retrain the model"
+                )
+        self.id = meta.get("coopwatt.id", self.path.name)
+        # Calibration: P10 and P90 sit this many times their fitted distance from the P50.
+        self.interval_scale = {
+            t: float(meta.get(f"coopwatt.interval_scale.{t}", "1.0")) for t in TARGETS
+        }
+        self.metadata = dict(meta)
+
+    def predict(self, target: str, x: np.ndarray) -> FloatArray:
+        """Normalised quantiles, shape (N, 3), sorted so P10 <= P50 <= P90."""
+        # Every input must be fed: the other targets get zero rows, which cost nothing.
+        feed = {
+            f"{t}_features": x if t == target else np.zeros((0, len(FEATURES[t])), np.float32)
+            for t in TARGETS
+        }
+        (out,) = self.session.run([f"{target}_quantiles"], feed)
+        q = np.sort(np.asarray(out, dtype=np.float64).reshape(-1, 3), axis=1)
+        k = self.interval_scale[target]
+        mid = q[:, 1]
+        result: FloatArray = np.column_stack(
+            [mid - k * (mid - q[:, 0]), mid, mid + k * (q[:, 2] - mid)]
+        )
+        return result
+
+
+def load_model(path: str | Path | None = None) -> ForecastModel:
+    """Load ``path``, or the model shipped in ``models/forecast.onnx``."""
+    return ForecastModel(path or SHIPPED_MODEL)
+
+
+# -- building model inputs -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Model rows for one target and how to scale its output back to watts."""
+
+    x: np.ndarray
+    scale_w: float
+    covered: np.ndarray  # bool per step: the weather this target needs reaches the step
+
+
+def has_stream(history: History, target: str, site: Site) -> bool:
+    """Whether the cooperative has this generation at all (demand always exists)."""
+    if target == "demand":
+        return True
+    configured = site.pv_capacity_w if target == "pv" else site.wind_capacity_w
+    if configured is not None:
+        return True
+    series = history.series(target)
+    return bool(np.isfinite(series).any())
+
+
+def capacity_w(history: History, target: str, site: Site) -> float | None:
+    configured = site.pv_capacity_w if target == "pv" else site.wind_capacity_w
+    return configured if configured is not None else estimate_capacity_w(history.series(target))
+
+
+def model_inputs(
+    target: str,
+    history: History,
+    weather: StepWeather,
+    site: Site,
+    issue_ms: int,
+    steps: int,
+) -> Inputs | str:
+    """The model's rows for ``target``, or the reason (a sentence) the model cannot run."""
+    all_steps = np.ones(steps, dtype=bool)
+    if target == "demand":
+        level = demand_level_w(history)
+        if level is None:
+            return "under a day of demand history"
+        x = demand_features(history, issue_ms, steps, site.lat, site.lon, level)
+        return Inputs(x, level, all_steps)
+    cap = capacity_w(history, target, site)
+    if cap is None:
+        return f"{target} capacity unknown: not configured and under a day of {target} history"
+    if target == "pv":
+        covered = np.isfinite(weather.ghi_w_m2)
+        if not covered.any():
+            return "no irradiance or cloud forecast for these hours"
+        x = pv_features(history, issue_ms, steps, site.lat, site.lon, weather, cap)
+        return Inputs(x, cap, covered)
+    covered = np.isfinite(weather.wind_speed_m_s)
+    if not covered.any():
+        return "no wind speed forecast for these hours"
+    x = wind_features(history, issue_ms, steps, site.lon, weather, cap)
+    return Inputs(x, cap, covered)
+
+
+def _fallback(target: str, history: History, issue_ms: int, steps: int) -> TargetForecast:
+    series = history.series(target)
+    valid = series[np.isfinite(series)]
+    zeros = np.zeros(steps)
+    if valid.size == 0:
+        return TargetForecast(zeros, zeros, zeros, "fallback", f"no {target} history")
+    if target == "pv" and series.size >= STEPS_PER_DAY:
+        t = step_starts(issue_ms, steps)
+        back = np.maximum(np.ceil((t - issue_ms + 1) / 86_400_000).astype(np.int64), 1)
+        days = t[:, None] - (back[:, None] + np.arange(7)[None, :]) * 86_400_000
+        idx = (days - history.start_ms) // STEP_MS
+        ok = (idx >= 0) & (idx < series.size)
+        values = np.where(ok, series[np.clip(idx, 0, max(series.size - 1, 0))], np.nan)
+        if np.isfinite(values).any(axis=1).all():
+            vmin, vmax = np.nanmin(values, axis=1), np.nanmax(values, axis=1)
+            return TargetForecast(vmin, np.nanmean(values, axis=1), vmax, "fallback")
+    recent = valid[-STEPS_PER_DAY:]
+    mean = float(recent.mean())
+    if target == "demand":
+        low, high = 0.6 * mean, 1.6 * mean
+    else:
+        low, high = 0.0, 2.0 * mean
+    return TargetForecast(
+        np.full(steps, low), np.full(steps, mean), np.full(steps, high), "fallback"
+    )
+
+
+def forecast_target(
+    model: ForecastModel | None,
+    target: str,
+    history: History,
+    weather: StepWeather,
+    site: Site,
+    issue_ms: int,
+    steps: int,
+) -> TargetForecast:
+    """One target's forecast, falling back (and saying why) when the model cannot run."""
+    zeros = np.zeros(steps)
+    if not has_stream(history, target, site):
+        return TargetForecast(zeros, zeros, zeros, "absent", f"no {target} in history or config")
+    inputs = model_inputs(target, history, weather, site, issue_ms, steps)
+    if model is None:
+        reason = "no forecast model loaded"
+    elif isinstance(inputs, str):
+        reason = inputs
+    else:
+        q = np.clip(model.predict(target, inputs.x), 0.0, None) * inputs.scale_w
+        if inputs.covered.all():
+            return TargetForecast(q[:, 0], q[:, 1], q[:, 2], "model")
+        fb = _fallback(target, history, issue_ms, steps)
+        c = inputs.covered
+        end = int(np.nonzero(c)[0].max()) if c.any() else 0
+        until = datetime.fromtimestamp((issue_ms + (end + 1) * STEP_MS) / 1000, UTC)
+        return TargetForecast(
+            np.where(c, q[:, 0], fb.p10),
+            np.where(c, q[:, 1], fb.p50),
+            np.where(c, q[:, 2], fb.p90),
+            "mixed",
+            "weather forecast covers only part of the horizon "
+            f"(model until {until:%Y-%m-%dT%H:%MZ})",
+        )
+    fb = _fallback(target, history, issue_ms, steps)
+    note = reason if not fb.note else f"{reason}; {fb.note}"
+    return TargetForecast(fb.p10, fb.p50, fb.p90, "fallback", note)
+
+
+def align_issue_ms(t_ms: int) -> int:
+    """The 15-minute boundary at or before ``t_ms``: history before it is complete steps only."""
+    return t_ms - t_ms % STEP_MS
+
+
+def make_forecast(
+    model: ForecastModel | None,
+    history: History,
+    weather: WeatherSeries,
+    site: Site,
+    issue_ms: int,
+    hours: int = DEFAULT_HOURS,
+) -> ForecastResult:
+    """Forecast ``hours`` ahead from ``issue_ms`` (aligned down to 15 minutes), using only history
+    before it. ``weather`` may be empty: PV and wind then fall back."""
+    if not 1 <= hours <= 168:
+        raise ValueError("hours must be between 1 and 168")
+    issue_ms = align_issue_ms(issue_ms)
+    steps = hours * 4
+    past = history.before(issue_ms)
+    step_weather = to_steps(weather, step_starts(issue_ms, steps), STEP_MS, site.lat, site.lon)
+    targets = {
+        target: forecast_target(model, target, past, step_weather, site, issue_ms, steps)
+        for target in TARGETS
+    }
+    return ForecastResult(issue_ms, steps, targets, model.id if model is not None else "none")

@@ -1,0 +1,25 @@
+"""Settlement: what neighbours owe each other for the energy they share.
+
+Per 15-minute interval, each member's grid-meter import and export (from its lifetime counters,
+interpolated at the interval boundaries) make the community's internal demand and supply; the
+energy matched inside the community is priced by the cooperative's mechanism (SDR, MMR or bill
+sharing) between the grid's export and import tariffs, and the rest is traded with the grid.
+Each settled day becomes one balanced transaction in a double-entry ledger in the hub database;
+a closed month is immutable and later corrections are adjustments in the next open month.
+
+Modules, pure core first:
+
+- :mod:`.scheme`: the cooperative's scheme (mechanism, tariffs, time zone, currency), from TOML;
+- :mod:`.intervals`: counter samples -> per-interval energy per member, with gap flags;
+- :mod:`.pricing`: one interval's matching and prices (SDR, MMR, bill sharing);
+- :mod:`.source`: THE reads of meter data, each by consent purpose;
+- :mod:`.ledger`: the double-entry ledger tables (energy in mWh, money in micro-units);
+- :mod:`.engine`: settle a range of days: read, price, post;
+- :mod:`.statements`: a member's monthly statement, its formats and its publication;
+- :mod:`.metrics` and :mod:`.report`: community figures, charts and the HTML summary.
+
+Units: energy in integer milliwatt-hours (``_mwh``) inside, watt-hours on statements; money as
+:class:`decimal.Decimal` while computing, integer micro-units (10^-6 of the currency,
+``_micro``) in the ledger and integer minor units (``_minor``, cents) on statements. No floats
+ever hold money.
+"""

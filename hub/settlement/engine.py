@@ -1,0 +1,158 @@
+"""Settle a range of local days: read the meters, cut into intervals, price, post to the ledger.
+
+The I/O shell around the pure core (:mod:`.intervals`, :mod:`.pricing`): one read of grid-meter
+counters per day (through :func:`hub.settlement.source.read_settlement_counters`), one ledger
+transaction per day. Settling is deterministic, so running it again over the same data changes
+nothing, and running it after late data arrived settles the affected days again (or posts
+adjustments for days of closed periods).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from hub.settlement.intervals import (
+    ESTIMATED,
+    MISSING,
+    RESET,
+    MemberInterval,
+    home_intervals,
+    interval_boundaries,
+)
+from hub.settlement.ledger import (
+    DaySettlement,
+    IntervalRow,
+    Ledger,
+    MemberIntervalRow,
+    day_postings,
+)
+from hub.settlement.pricing import IntervalSettlement, MemberFlow, settle_interval
+from hub.settlement.scheme import INTERVAL_MS, Scheme
+from hub.settlement.source import read_settlement_counters
+from hub.store import Store
+
+
+@dataclass(slots=True)
+class SettleResult:
+    """What :func:`settle` did, per outcome, and the data gaps it met."""
+
+    days: dict[str, list[date]] = field(default_factory=dict)  # outcome -> days
+    intervals: int = 0
+    provisional_intervals: int = 0
+    missing_member_intervals: int = 0
+    estimated_member_intervals: int = 0
+
+    def count(self, outcome: str) -> int:
+        return len(self.days.get(outcome, []))
+
+
+def day_range(first: date, last: date) -> list[date]:
+    if last < first:
+        raise ValueError(f"--to {last} is before --from {first}")
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def settle_day(store: Store, scheme: Scheme, day: date) -> tuple[DaySettlement, int, int]:
+    """Settle one local day from the store's readings; pure apart from the one read.
+
+    Returns the day and its counts of missing and estimated member intervals.
+    """
+    start_ms = scheme.day_start_ms(day)
+    end_ms = scheme.day_start_ms(day + timedelta(days=1))
+    boundaries = interval_boundaries(start_ms, end_ms, INTERVAL_MS)
+    homes = read_settlement_counters(store, start_ms, end_ms)
+    per_home = {
+        home: home_intervals(home, counters.grid, boundaries, scheme.max_gap_ms)
+        for home, counters in homes.items()
+        if counters.grid
+    }
+    return settle_intervals(scheme, day, boundaries, per_home)
+
+
+def settle_intervals(
+    scheme: Scheme,
+    day: date,
+    boundaries: list[int],
+    per_home: dict[str, list[MemberInterval | None]],
+) -> tuple[DaySettlement, int, int]:
+    """Price each interval of ``day`` among the members with data (pure)."""
+    interval_rows: list[IntervalRow] = []
+    member_rows: list[MemberIntervalRow] = []
+    settled: list[IntervalSettlement] = []
+    missing_total = estimated_total = 0
+    for i, start in enumerate(boundaries[:-1]):
+        members = [m for _, ivs in sorted(per_home.items()) if (m := ivs[i]) is not None]
+        known = [m for m in members if m.status != MISSING]
+        missing = len(members) - len(known)
+        estimated = sum(m.status in (ESTIMATED, RESET) for m in known)
+        missing_total += missing
+        estimated_total += estimated
+        import_price, export_price = scheme.prices_at(start)
+        result = settle_interval(
+            [MemberFlow(m.home, m.import_mwh, m.export_mwh) for m in known],
+            import_price,
+            export_price,
+            scheme.mechanism,
+        )
+        settled.append(result)
+        shares = {s.home: s for s in result.members}
+        for m in members:
+            s = shares.get(m.home)
+            member_rows.append(
+                MemberIntervalRow(
+                    m.home,
+                    start,
+                    m.status,
+                    m.import_mwh,
+                    m.export_mwh,
+                    0 if s is None else s.import_neighbours_mwh,
+                    0 if s is None else s.export_neighbours_mwh,
+                )
+            )
+        interval_rows.append(
+            IntervalRow(
+                start,
+                len(known),
+                missing,
+                estimated,
+                result.supply_mwh,
+                result.demand_mwh,
+                result.matched_mwh,
+                import_price,
+                export_price,
+                result.internal_price,
+            )
+        )
+    day_settlement = DaySettlement(
+        day=day,
+        intervals=tuple(interval_rows),
+        members=tuple(sorted(member_rows, key=lambda r: (r.start_ms, r.home))),
+        postings=tuple(day_postings(settled)),
+    )
+    return day_settlement, missing_total, estimated_total
+
+
+def settle(
+    store: Store,
+    scheme: Scheme,
+    days: Iterable[date],
+    now_ms: int,
+    progress: Callable[[date, str], None] | None = None,
+) -> SettleResult:
+    """Settle each local day in ``days`` and record it in the ledger (one transaction a day)."""
+    ledger = Ledger(store)
+    scheme_id = ledger.scheme_id(scheme, now_ms)
+    result = SettleResult()
+    for day in days:
+        settled, missing, estimated = settle_day(store, scheme, day)
+        outcome = ledger.record_day(settled, scheme_id, now_ms)
+        result.days.setdefault(outcome, []).append(day)
+        result.intervals += len(settled.intervals)
+        result.provisional_intervals += sum(1 for iv in settled.intervals if iv.missing)
+        result.missing_member_intervals += missing
+        result.estimated_member_intervals += estimated
+        if progress is not None:
+            progress(day, outcome)
+    return result

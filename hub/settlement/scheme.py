@@ -1,0 +1,296 @@
+"""The cooperative's settlement scheme: mechanism, tariffs, calendar, currency; read from TOML.
+
+Example ``settlement.toml``::
+
+    timezone = "Europe/Amsterdam"   # months, days and time-of-use windows are local time
+    currency = "EUR"                # ISO 4217; minor_unit = 2 means cents
+    minor_unit = 2
+    mechanism = "sdr"               # sdr (default), mmr or bill-sharing
+    min_group = 5                   # k: community figures only over at least k homes
+    max_gap_minutes = 15            # counter samples further apart make an interval "estimated"
+
+    [import_tariff]                 # what the grid charges per kWh
+    price_per_kwh = "0.30"          # strings keep prices exactly as written; numbers work too
+
+    [[import_tariff.windows]]       # optional time-of-use windows override the base price
+    days = ["mon", "tue", "wed", "thu", "fri"]
+    from = "17:00"                  # local time, on a quarter hour
+    to = "21:00"                    # "24:00" is the end of the day
+    price_per_kwh = "0.38"
+
+    [export_tariff]                 # what the grid pays per kWh; windows work the same way
+    price_per_kwh = "0.08"
+
+Prices are per kWh in the currency's major unit, with at most 6 decimals, and the export price
+may never exceed the import price at the same time (every mechanism prices shared energy
+between the two). Every mistake is a :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from protocol.config_tables import ConfigError, Table, load, toml_type
+
+INTERVAL_MS: Final = 15 * 60 * 1000
+DAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CURRENCY_RE: Final = re.compile(r"[A-Z]{3}")
+_TIME_RE: Final = re.compile(r"([01]\d|2[0-4]):([0-5]\d)")
+_MAX_PRICE: Final = Decimal(1000)
+PRICE_PLACES: Final = 6
+
+
+class Mechanism(StrEnum):
+    """How energy matched inside the community is priced (see :mod:`hub.settlement.pricing`)."""
+
+    SDR = "sdr"
+    MMR = "mmr"
+    BILL_SHARING = "bill-sharing"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A time-of-use window: on ``days`` (0 = Monday), local minutes [start, end) of the day."""
+
+    days: frozenset[int]
+    start_min: int
+    end_min: int
+    price_per_kwh: Decimal
+
+    def covers(self, weekday: int, minute: int) -> bool:
+        return weekday in self.days and self.start_min <= minute < self.end_min
+
+
+@dataclass(frozen=True, slots=True)
+class Tariff:
+    """A grid tariff per kWh: a base price, overridden by the first window that covers a time."""
+
+    price_per_kwh: Decimal
+    windows: tuple[Window, ...] = ()
+
+    def price_at(self, weekday: int, minute: int) -> Decimal:
+        """Price per kWh at local ``weekday`` (0 = Monday) and ``minute`` of the day."""
+        for w in self.windows:
+            if w.covers(weekday, minute):
+                return w.price_per_kwh
+        return self.price_per_kwh
+
+    @property
+    def flat(self) -> bool:
+        return not self.windows
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "price_per_kwh": str(self.price_per_kwh),
+            "windows": [
+                {
+                    "days": [DAYS[d] for d in sorted(w.days)],
+                    "from": _hhmm(w.start_min),
+                    "to": _hhmm(w.end_min),
+                    "price_per_kwh": str(w.price_per_kwh),
+                }
+                for w in self.windows
+            ],
+        }
+
+
+def _hhmm(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A checked settlement scheme. Build with :func:`parse_scheme` or :func:`load_scheme`."""
+
+    timezone: str
+    currency: str
+    minor_unit: int
+    mechanism: Mechanism
+    import_tariff: Tariff
+    export_tariff: Tariff
+    min_group: int = 5
+    max_gap_minutes: int = 15
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def max_gap_ms(self) -> int:
+        return self.max_gap_minutes * 60_000
+
+    def local(self, ts_ms: int) -> datetime:
+        return datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(self.tz)
+
+    def prices_at(self, ts_ms: int) -> tuple[Decimal, Decimal]:
+        """(import, export) price per kWh for the interval starting at ``ts_ms``."""
+        t = self.local(ts_ms)
+        weekday, minute = t.weekday(), t.hour * 60 + t.minute
+        return (
+            self.import_tariff.price_at(weekday, minute),
+            self.export_tariff.price_at(weekday, minute),
+        )
+
+    def day_start_ms(self, day: date) -> int:
+        """UTC epoch ms of local midnight starting ``day`` (DST days are 23 or 25 hours)."""
+        return int(datetime(day.year, day.month, day.day, tzinfo=self.tz).timestamp() * 1000)
+
+    def day_of(self, ts_ms: int) -> date:
+        return self.local(ts_ms).date()
+
+    def month_days(self, period: str) -> list[date]:
+        """Local days of month ``period`` (``YYYY-MM``)."""
+        first = parse_period(period)
+        nxt = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+        return [first + timedelta(days=i) for i in range((nxt - first).days)]
+
+    def month_bounds_ms(self, period: str) -> tuple[int, int]:
+        days = self.month_days(period)
+        return self.day_start_ms(days[0]), self.day_start_ms(days[-1] + timedelta(days=1))
+
+    @property
+    def minor_per_unit(self) -> int:
+        return int(10**self.minor_unit)
+
+    def to_json(self) -> str:
+        """A canonical JSON form, stored with every settlement so statements are reproducible."""
+        return json.dumps(
+            {
+                "timezone": self.timezone,
+                "currency": self.currency,
+                "minor_unit": self.minor_unit,
+                "mechanism": self.mechanism.value,
+                "min_group": self.min_group,
+                "max_gap_minutes": self.max_gap_minutes,
+                "import_tariff": self.import_tariff.to_json(),
+                "export_tariff": self.export_tariff.to_json(),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Scheme:
+        """The inverse of :meth:`to_json` (the stored form uses the TOML keys)."""
+        data = json.loads(text)
+        for key in ("import_tariff", "export_tariff"):
+            t = data[key]
+            t["windows"] = [dict(w) for w in t["windows"]]
+        return parse_scheme(data)
+
+
+def parse_period(period: str) -> date:
+    """``YYYY-MM`` -> the first day of that month; ValueError with a plain message otherwise."""
+    m = re.fullmatch(r"(\d{4})-(\d{2})", period)
+    if m is None or not 1 <= int(m.group(2)) <= 12 or int(m.group(1)) < 2000:
+        raise ValueError(f"month {period!r} is not YYYY-MM")
+    return date(int(m.group(1)), int(m.group(2)), 1)
+
+
+def period_of(day: date) -> str:
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def _price(table: Table, key: str) -> Decimal:
+    raw = table._value(key, True)  # Table has no public accessor for a raw value
+    where = f"{table.prefix}{key}"
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ConfigError(f'{where} must be a price such as "0.30", got {toml_type(raw)}')
+    try:
+        price = Decimal(str(raw).strip())
+    except InvalidOperation:
+        raise ConfigError(f'{where} must be a price such as "0.30"') from None
+    if not price.is_finite() or not 0 <= price <= _MAX_PRICE:
+        raise ConfigError(f"{where} must be from 0 to {_MAX_PRICE} per kWh")
+    exponent = price.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent > PRICE_PLACES:
+        raise ConfigError(f"{where} has more than {PRICE_PLACES} decimals")
+    return price
+
+
+def _minute(table: Table, key: str) -> int:
+    text = table.required_text(key)
+    m = _TIME_RE.fullmatch(text)
+    minute = -1 if m is None else int(m.group(1)) * 60 + int(m.group(2))
+    if m is None or minute > 24 * 60:
+        raise ConfigError(f"{table.prefix}{key} must be a time HH:MM from 00:00 to 24:00")
+    if minute % 15:
+        raise ConfigError(f"{table.prefix}{key} must be on a quarter hour (:00, :15, :30, :45)")
+    return minute
+
+
+def _tariff(table: Table) -> Tariff:
+    base = _price(table, "price_per_kwh")
+    windows = []
+    for w in table.tables("windows"):
+        days_raw = w._value("days", True)
+        if not isinstance(days_raw, list) or not days_raw:
+            raise ConfigError(f'{w.prefix}days must be a list such as ["mon", "tue"]')
+        days = set()
+        for d in days_raw:
+            if d not in DAYS:
+                raise ConfigError(f"{w.prefix}days: {d!r} is not one of {', '.join(DAYS)}")
+            days.add(DAYS.index(d))
+        start, end = _minute(w, "from"), _minute(w, "to")
+        if start >= end:
+            raise ConfigError(f"{w.prefix}from must be before {w.prefix}to")
+        windows.append(Window(frozenset(days), start, end, _price(w, "price_per_kwh")))
+        w.done()
+    table.done()
+    return Tariff(base, tuple(windows))
+
+
+def parse_scheme(data: dict[str, Any]) -> Scheme:
+    """Check a parsed TOML document (or :meth:`Scheme.to_json`'s content)."""
+    root = Table(data)
+    tz_name = root.required_text("timezone")
+    try:
+        ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"timezone {tz_name!r} is not a known time zone") from None
+    currency = root.required_text("currency")
+    if not _CURRENCY_RE.fullmatch(currency):
+        raise ConfigError(f'currency {currency!r} must be an ISO 4217 code such as "EUR"')
+    minor_unit = root.integer("minor_unit", 2, lo=0, hi=4)
+    mechanism = Mechanism(
+        root.choice("mechanism", Mechanism.SDR.value, tuple(m.value for m in Mechanism))
+    )
+    min_group = root.integer("min_group", 5, lo=2, hi=10_000)
+    max_gap = root.integer("max_gap_minutes", 15, lo=1, hi=24 * 60)
+    import_tariff = _tariff(root.table("import_tariff"))
+    export_tariff = _tariff(root.table("export_tariff"))
+    root.done()
+    for weekday in range(7):
+        for minute in range(0, 24 * 60, 15):
+            imp = import_tariff.price_at(weekday, minute)
+            exp = export_tariff.price_at(weekday, minute)
+            if exp > imp:
+                raise ConfigError(
+                    f"export_tariff pays {exp} per kWh on {DAYS[weekday]} at {_hhmm(minute)}, "
+                    f"more than import_tariff charges ({imp}): shared energy could not be priced"
+                )
+    return Scheme(
+        timezone=tz_name,
+        currency=currency,
+        minor_unit=minor_unit,
+        mechanism=mechanism,
+        import_tariff=import_tariff,
+        export_tariff=export_tariff,
+        min_group=min_group,
+        max_gap_minutes=max_gap,
+    )
+
+
+def load_scheme(path: str | Path) -> Scheme:
+    """Read and check a settlement scheme TOML file; raises :class:`ConfigError`."""
+    return load(Path(path), lambda data, _base: parse_scheme(data))

@@ -1,0 +1,263 @@
+"""A member's monthly statement: built from the ledger, shown as text, JSON or CSV, published.
+
+The statement is the ledger's view of one member account over one month, in minor units:
+
+- one line per energy leg (from neighbours, from the grid, to neighbours, to the grid) with the
+  energy (Wh) and the amount (each rounded half to even from the ledger's micro-units);
+- ``adjustments``: corrections of earlier, closed months posted in this one;
+- ``rounding``: whatever makes the lines add up to the total.
+
+The total is the member's balance for the month rounded in the member's favour (after the month
+is closed, the ledger itself holds that whole amount). The grid-only bill re-prices the member's
+own interval energy at the grid's tariffs and is rounded the same way, so under SDR and MMR the
+saving is never negative.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from typing import Final, cast
+
+from hub.settlement.intervals import ESTIMATED, MISSING, RESET
+from hub.settlement.ledger import (
+    ENERGY_LEGS,
+    MICRO_PER_UNIT,
+    Ledger,
+    LedgerError,
+    member_account,
+)
+from hub.settlement.scheme import Scheme, parse_period
+from hub.store import Store
+from protocol.codec import encode
+from protocol.payloads import Statement, StatementItem, StatementLine
+from protocol.topics import HomeTopic, home_topic
+
+LABELS: Final[dict[str, str]] = {
+    "import-neighbours": "energy from neighbours",
+    "import-grid": "energy from the grid",
+    "export-neighbours": "energy to neighbours",
+    "export-grid": "energy to the grid",
+    "adjustments": "corrections of earlier months",
+    "rounding": "rounding",
+}
+
+
+class StatementError(Exception):
+    """No statement can be made (unknown home, month not settled); the message says which."""
+
+
+def _round(value: Decimal, rounding: str) -> int:
+    return int(value.to_integral_value(rounding=rounding))
+
+
+def members(store: Store, period: str) -> list[str]:
+    """Homes settled in ``period``, in order."""
+    parse_period(period)
+    return [
+        row[0]
+        for row in store.db.conn.execute(
+            "SELECT DISTINCT home FROM settlement_member_intervals WHERE period = ? ORDER BY home",
+            (period,),
+        )
+    ]
+
+
+def grid_only_owed(store: Store, home: str, period: str) -> tuple[Decimal, dict[str, int]]:
+    """The member's exact grid-only bill for ``period`` (major units) and its interval counts."""
+    owed = Decimal(0)
+    counts = {"intervals": 0, MISSING: 0, ESTIMATED: 0}
+    for status, imp, exp, imp_price, exp_price in store.db.conn.execute(
+        "SELECT m.status, m.import_mwh, m.export_mwh, i.import_price, i.export_price "
+        "FROM settlement_member_intervals m JOIN settlement_intervals i ON i.start_ms = m.start_ms "
+        "WHERE m.home = ? AND m.period = ?",
+        (home, period),
+    ):
+        counts["intervals"] += 1
+        if status == MISSING:
+            counts[MISSING] += 1
+            continue
+        if status in (ESTIMATED, RESET):
+            counts[ESTIMATED] += 1
+        owed += (Decimal(imp) * Decimal(imp_price) - Decimal(exp) * Decimal(exp_price)) / 1_000_000
+    return owed, counts
+
+
+def build_statement(store: Store, home: str, period: str, now_ms: int) -> Statement:
+    """The statement of ``home`` for month ``period`` (``YYYY-MM``) as the ledger holds it now."""
+    try:
+        parse_period(period)
+    except ValueError as exc:
+        raise StatementError(str(exc)) from None
+    ledger = Ledger(store)
+    scheme = ledger.scheme_for(period)
+    if scheme is None:
+        raise StatementError(f"{period} has not been settled: run coopwatt-hub settle first")
+    postings = ledger.period_postings(period, member_account(home))
+    grid_only, counts = grid_only_owed(store, home, period)
+    if not postings and not counts["intervals"]:
+        raise StatementError(f"home {home!r} has no settlement in {period}")
+    unit = MICRO_PER_UNIT // scheme.minor_per_unit
+    legs: dict[str, list[int]] = {leg: [0, 0] for leg in (*ENERGY_LEGS, "adjustments")}
+    settled_micro = balance_micro = 0
+    for kind, p in postings:
+        balance_micro += p.amount_micro
+        if kind == "settlement":
+            legs[p.leg][0] += p.energy_mwh
+            legs[p.leg][1] += p.amount_micro
+            settled_micro += p.amount_micro
+        elif kind == "adjustment":
+            legs["adjustments"][0] += p.energy_mwh
+            legs["adjustments"][1] += p.amount_micro
+    # Owed amounts are minus balances; rounding the balance up is rounding in the member's favour.
+    total = -_round(Decimal(balance_micro) / unit, ROUND_CEILING)
+    charges = -_round(Decimal(settled_micro) / unit, ROUND_CEILING)
+    grid_only_minor = _round(grid_only * scheme.minor_per_unit, ROUND_FLOOR)
+    lines = [
+        StatementLine(
+            cast(StatementItem, leg),
+            _round(Decimal(energy) / 1000, ROUND_HALF_EVEN),
+            -_round(Decimal(amount) / unit, ROUND_HALF_EVEN),
+        )
+        for leg, (energy, amount) in legs.items()
+        if energy or amount or leg in ENERGY_LEGS
+    ]
+    rest = total - sum(line.amount_minor for line in lines)
+    if rest:
+        lines.append(StatementLine("rounding", 0, rest))
+    return Statement(
+        home=home,
+        period=period,
+        issued_ms=now_ms,
+        final=ledger.is_closed(period),
+        currency=scheme.currency,
+        minor_unit=scheme.minor_unit,
+        mechanism=scheme.mechanism.value,
+        lines=lines,
+        total_minor=total,
+        grid_only_minor=grid_only_minor,
+        saving_minor=grid_only_minor - charges,
+        intervals=counts["intervals"],
+        provisional_intervals=counts[MISSING],
+        estimated_intervals=counts[ESTIMATED],
+    )
+
+
+def build_statements(store: Store, period: str, now_ms: int) -> list[Statement]:
+    """Every member's statement for ``period``."""
+    return [build_statement(store, home, period, now_ms) for home in members(store, period)]
+
+
+# -- formats ---------------------------------------------------------------------------------
+
+
+def money(minor: int, minor_unit: int) -> str:
+    """``1234`` with 2 decimals -> ``12.34``; exact, from integers."""
+    sign = "-" if minor < 0 else ""
+    whole, frac = divmod(abs(minor), 10**minor_unit)
+    return f"{sign}{whole}.{frac:0{minor_unit}d}" if minor_unit else f"{sign}{whole}"
+
+
+def kwh(wh: int) -> str:
+    return f"{Decimal(wh) / 1000:.3f}"
+
+
+def _pay_or_be_paid(minor: int, minor_unit: int) -> str:
+    return (
+        f"pay {money(minor, minor_unit)}" if minor >= 0 else f"be paid {money(-minor, minor_unit)}"
+    )
+
+
+def format_text(s: Statement) -> str:
+    """The statement as a member reads it."""
+    m = s.minor_unit
+    state = "final" if s.final else "provisional: may change as late meter data arrives"
+    out = [
+        f"coopwatt statement for {s.home}, {s.period} ({state})",
+        f"pricing: {s.mechanism.upper()}; amounts in {s.currency}, + you pay, - you are paid; "
+        "kWh: + received, - delivered",
+        "",
+        f"{'':32} {'kWh':>12} {s.currency:>12}",
+    ]
+    for line in s.lines:
+        energy = kwh(line.energy_wh) if line.item not in ("rounding", "adjustments") else ""
+        if line.item == "adjustments":
+            energy = kwh(line.energy_wh) if line.energy_wh else ""
+        out.append(f"{LABELS[line.item]:32} {energy:>12} {money(line.amount_minor, m):>12}")
+    out += [
+        f"{'total':32} {'':>12} {money(s.total_minor, m):>12}",
+        "",
+        f"on grid tariffs alone you would {_pay_or_be_paid(s.grid_only_minor, m)} {s.currency}; "
+        f"sharing with neighbours saved you {money(s.saving_minor, m)} {s.currency}",
+        f"{s.intervals} quarter-hours settled"
+        + (
+            f", {s.provisional_intervals} without your meter's data yet"
+            if s.provisional_intervals
+            else ""
+        )
+        + (
+            f", {s.estimated_intervals} estimated across a gap in readings"
+            if s.estimated_intervals
+            else ""
+        ),
+    ]
+    return "\n".join(out) + "\n"
+
+
+def format_json(s: Statement) -> str:
+    """The wire payload (``homes/{home}/statement``), indented for people."""
+    return json.dumps(json.loads(encode(s)), indent=2) + "\n"
+
+
+def format_csv(s: Statement) -> str:
+    """One row per line plus total, grid-only and saving rows: ``item,energy_wh,amount``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["home", "period", "item", "energy_wh", f"amount_{s.currency.lower()}", "final"])
+    rows: list[tuple[str, int | str, int]] = [
+        (line.item, line.energy_wh, line.amount_minor) for line in s.lines
+    ]
+    rows += [("total", "", s.total_minor), ("grid-only", "", s.grid_only_minor)]
+    rows.append(("saving", "", s.saving_minor))
+    for item, energy, amount in rows:
+        w.writerow(
+            [s.home, s.period, item, energy, money(amount, s.minor_unit), str(s.final).lower()]
+        )
+    return buf.getvalue()
+
+
+FORMATS: Final[dict[str, Callable[[Statement], str]]] = {
+    "text": format_text,
+    "json": format_json,
+    "csv": format_csv,
+}
+
+
+# -- publishing ------------------------------------------------------------------------------
+
+
+def publish_statements(
+    coop: str,
+    statements: Iterable[Statement],
+    publish: Callable[[str, bytes], None],
+) -> int:
+    """Publish each statement on its home's ``statement`` topic; returns how many.
+
+    ``publish(topic, payload)`` must publish retained at QoS 1 (the home reads its latest
+    statement whenever it connects), e.g. ``MqttSession.publish(..., qos=1, retain=True)``.
+    """
+    n = 0
+    for s in statements:
+        publish(home_topic(coop, s.home, HomeTopic.STATEMENT), encode(s))
+        n += 1
+    return n
+
+
+def scheme_or_error(ledger: Ledger, period: str) -> Scheme:
+    scheme = ledger.scheme_for(period)
+    if scheme is None:
+        raise LedgerError(f"{period} has not been settled: run coopwatt-hub settle first")
+    return scheme

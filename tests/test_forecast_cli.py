@@ -1,0 +1,225 @@
+"""The forecast's command line: the evaluation interface (forecast, backtest --json), weather
+import, retraining, and clean one-line errors."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hub.cli import main
+from hub.features import DAY_MS, STEP_MS, History
+from hub.store import Store
+from tests.test_forecast_features import LAT, LON, T0, sim_community
+
+FIXTURES = Path(__file__).parent / "fixtures" / "forecast"
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_history(
+    path: Path, history: History, columns: tuple[str, ...] = ("demand_w", "pv_w", "wind_w")
+) -> Path:
+    lines = ["ts," + ",".join(columns)]
+    for i in range(history.demand_w.size):
+        cells = []
+        for name in columns:
+            v = history.series(name.removesuffix("_w"))[i]
+            cells.append("" if np.isnan(v) else f"{v:.1f}")
+        lines.append(_iso(history.start_ms + i * STEP_MS) + "," + ",".join(cells))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_weather(path: Path) -> Path:
+    _, weather = sim_community()
+    lines = ["time,shortwave_radiation (W/m²),temperature_2m (°C),wind_speed_10m (m/s)"]
+    for i in range(len(weather)):
+        lines.append(
+            f"{_iso(int(weather.ts_ms[i]))},{weather.shortwave_radiation_w_m2[i]:.1f},"
+            f"{weather.temperature_c[i]:.1f},{weather.wind_speed_m_s[i]:.2f}"
+        )
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("forecast-cli")
+    history, _ = sim_community()
+    return write_history(folder / "h.csv", history), write_weather(folder / "w.csv")
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_forecast_json_is_the_evaluation_interface(files: tuple[Path, Path]) -> None:
+    h, w = files
+    code, out = _run(
+        "forecast", "--history", str(h), "--weather", str(w), "--lat", str(LAT), "--lon", str(LON),
+        "--start", "2026-07-01T00:00:00Z", "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    obj = json.loads(out)
+    assert obj["start"] == "2026-07-01T00:00:00Z"
+    assert obj["step_s"] == 900
+    for name in ("demand_w", "pv_w", "wind_w"):
+        for suffix in ("", "_p10", "_p90"):
+            assert len(obj[name + suffix]) == 192
+        assert all(
+            a <= b <= c
+            for a, b, c in zip(obj[f"{name}_p10"], obj[name], obj[f"{name}_p90"], strict=True)
+        )
+    assert obj["methods"] == {"demand": "model", "pv": "model", "wind": "model"}
+
+
+def test_forecast_uses_only_history_before_start(files: tuple[Path, Path], tmp_path: Path) -> None:
+    h, w = files
+    history, _ = sim_community()
+    cut = (T0 - history.start_ms) // STEP_MS
+    changed = History(
+        history.start_ms,
+        np.concatenate([history.demand_w[:cut], history.demand_w[cut:] * 3]),
+        np.concatenate([history.pv_w[:cut], np.zeros(history.pv_w.size - cut)]),
+        history.wind_w,
+    )
+    h2 = write_history(tmp_path / "h2.csv", changed)
+    args = [
+        "--weather",
+        str(w),
+        "--lat",
+        str(LAT),
+        "--lon",
+        str(LON),
+        "--start",
+        _iso(T0),
+        "--json",
+    ]
+    a = _run("forecast", "--history", str(h), *args)
+    b = _run("forecast", "--history", str(h2), *args)
+    assert a == b
+
+
+def test_forecast_hours_and_missing_columns(tmp_path: Path) -> None:
+    history, _ = sim_community()
+    h = write_history(tmp_path / "demand-only.csv", history, ("demand_w",))
+    code, out = _run(
+        "forecast", "--history", str(h), "--lat", str(LAT), "--lon", str(LON),
+        "--start", _iso(T0 + 3 * 60_000), "--hours", "6", "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    obj = json.loads(out)
+    assert obj["start"] == _iso(T0)
+    assert len(obj["pv_w"]) == 24 and not any(obj["pv_w"])
+    assert obj["methods"] == {"demand": "model", "pv": "absent", "wind": "absent"}
+
+
+def test_backtest_json_reports_skill_and_coverage(files: tuple[Path, Path]) -> None:
+    h, w = files
+    code, out = _run(
+        "backtest", "--history", str(h), "--weather", str(w), "--lat", str(LAT), "--lon", str(LON),
+        "--every-hours", "24", "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    report = json.loads(out[out.index("{") :])
+    assert report["issues"] >= 2
+    demand = report["targets"]["demand"]["bands"]
+    assert set(demand) == {"0-6h", "6-24h", "24-48h", "all"}
+    band = demand["all"]
+    for key in (
+        "mae_w", "rmse_w", "skill_mae_vs_persistence_24h", "skill_rmse_vs_persistence_24h",
+        "skill_mae_vs_last_week", "skill_rmse_vs_last_week", "coverage_p10_p90",
+    ):  # fmt: skip
+        assert key in band
+    assert 0 <= band["coverage_p10_p90"] <= 1
+    assert band["persistence_24h"]["mae_w"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["forecast", "--history", "nope.csv", "--lat", "1", "--lon", "2"], "cannot read"),
+        (["forecast", "--lat", "1", "--lon", "2"], "either --history"),
+        (["forecast", "--history", "{h}", "--lat", "95", "--lon", "2"], "latitude"),
+        (
+            ["forecast", "--history", "{h}", "--lat", "1", "--lon", "2", "--start", "soon"],
+            "ISO 8601",
+        ),
+        (
+            ["forecast", "--history", "{h}", "--weather", "{bad}", "--lat", "1", "--lon", "2"],
+            "line 2",
+        ),
+        (
+            ["forecast", "--history", "{h}", "--lat", "1", "--lon", "2", "--model", "{bad}"],
+            "cannot load",
+        ),
+        (["backtest", "--history", "{short}", "--lat", "1", "--lon", "2"], "more than 8 days"),
+    ],
+)
+def test_mistakes_are_one_line_errors(
+    args: list[str], needle: str, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,wind_speed_10m\n2026-07-01T00:00,fast\n", encoding="utf-8")
+    short = tmp_path / "short.csv"
+    short.write_text("ts,demand_w\n2026-07-01T00:00:00Z,5\n", encoding="utf-8")
+    args = [a.format(h=files[0], bad=bad, short=short) for a in args]
+    code, out = _run(*args)
+    assert code == 2, out
+    assert "Traceback" not in out
+    assert needle in out
+
+
+def test_history_csv_mistakes(tmp_path: Path) -> None:
+    for text, needle in (
+        ("when,demand_w\n", "first column"),
+        ("ts,load_w\n", "unknown column"),
+        ("ts,demand_w\n2026-07-01T00:07:00Z,1\n", "15-minute boundary"),
+        ("ts,demand_w\n2026-07-01T00:00:00Z,x\n", "not a number"),
+        ("ts,demand_w\n2026-07-01T00:00:00Z,1\n2026-07-01T00:00:00Z,2\n", "twice"),
+    ):
+        path = tmp_path / "h.csv"
+        path.write_text(text, encoding="utf-8")
+        code, out = _run("forecast", "--history", str(path), "--lat", "1", "--lon", "2")
+        assert code == 2 and needle in out, out
+
+
+def test_weather_import_into_the_hub_database(tmp_path: Path) -> None:
+    db = tmp_path / "hub.db"
+    Store.open(db, f"w-{uuid.uuid4().hex[:8]}").close()
+    for name in ("open-meteo.json", "open-meteo.csv"):
+        code, out = _run("weather", "import", str(FIXTURES / name), "--db", str(db))
+        assert code == 0, out
+        assert "imported 72 hours" in out
+    with Store.open_existing(db) as store:
+        assert len(store.weather_rows(0, 2**62)) == 72
+    code, out = _run("weather", "import", str(tmp_path / "none.json"), "--db", str(db))
+    assert code == 2 and "cannot read" in out
+
+
+def test_forecast_from_the_database(tmp_path: Path) -> None:
+    db = tmp_path / "hub.db"
+    Store.open(db, f"d-{uuid.uuid4().hex[:8]}").close()
+    code, out = _run("forecast", "--db", str(db), "--lat", "52", "--lon", "5", "--json")
+    assert code == 0, out
+    obj = json.loads(out)
+    assert obj["methods"]["demand"] == "fallback"  # an empty database: no history yet
+    assert obj["notes"]["demand"].startswith("under a day")
+
+
+def test_train_without_enough_history_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "hub.db"
+    Store.open(db, f"t-{uuid.uuid4().hex[:8]}").close()
+    code, out = _run("train", "--from-db", str(db), "--lat", "52", "--lon", "5")
+    assert code == 2, out
+    assert "retraining needs at least" in out
+    assert DAY_MS > 0

@@ -1,0 +1,212 @@
+"""Forecast features: solar geometry agrees with the simulator's, features never look ahead,
+never hold NaN, and are normalised so the community's size does not matter."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from hub.features import (
+    DAY_MS,
+    DEMAND_FEATURES,
+    PV_FEATURES,
+    STEP_MS,
+    WIND_FEATURES,
+    History,
+    demand_features,
+    demand_level_w,
+    estimate_capacity_w,
+    pv_features,
+    step_starts,
+    wind_features,
+)
+from hub.solar import clear_sky_ghi_at, local_day_of_week, solar_elevation_deg
+from hub.weather import WeatherSeries, to_steps
+from sim import profiles
+
+LAT, LON = 52.0, 5.0
+T0 = 1_782_864_000_000  # 2026-07-01T00:00Z, a Wednesday
+HOUR_MS = 3_600_000
+WEATHER_SEED = 7
+
+
+@lru_cache(maxsize=4)
+def sim_community(
+    days: int = 12, homes: int = 12, start_ms: int = T0 - 10 * DAY_MS
+) -> tuple[History, WeatherSeries]:
+    """The simulator's neighbourhood as 15-minute community series, and its weather as
+    Open-Meteo-style hourly rows (radiation averaged over the preceding hour)."""
+    n = days * 96
+    t = start_ms + np.arange(n, dtype=np.int64) * STEP_MS
+    demand = np.zeros(n)
+    pv = np.zeros(n)
+    wind = np.zeros(n)
+    for i, ts in enumerate(t.tolist()):
+        mid = ts + STEP_MS // 2
+        ghi = profiles.clear_sky_ghi_w_m2(profiles.solar_elevation_deg(mid, LAT, LON))
+        cloud = profiles.cloud_factor(WEATHER_SEED, mid)
+        speed = profiles.wind_speed_m_s(WEATHER_SEED, mid)
+        for home in range(homes):
+            demand[i] += profiles.household_demand_w(home + 100, mid, LON)
+        pv[i] = homes * 4000 * ghi / 1000 * profiles.PERFORMANCE_RATIO * cloud
+        wind[i] = (homes // 2) * profiles.wind_power_w(speed, 2500)
+    demand += pv + wind  # consumption does not depend on generation
+    hours = start_ms + np.arange(1, days * 24 + 49, dtype=np.int64) * HOUR_MS
+    radiation, speeds, temps = [], [], []
+    for end in hours.tolist():
+        samples = [end - HOUR_MS + k * 300_000 + 150_000 for k in range(12)]
+        radiation.append(
+            np.mean(
+                [
+                    profiles.clear_sky_ghi_w_m2(profiles.solar_elevation_deg(s, LAT, LON))
+                    * profiles.cloud_factor(WEATHER_SEED, s)
+                    for s in samples
+                ]
+            )
+        )
+        speeds.append(profiles.wind_speed_m_s(WEATHER_SEED, end) / 1.085)  # hub to 10 m
+        temps.append(profiles.ambient_temperature_c(WEATHER_SEED, end, LON))
+    cloud_pct = np.full(hours.size, np.nan)
+    weather = WeatherSeries(
+        hours, np.asarray(radiation), np.asarray(temps), np.asarray(speeds), cloud_pct
+    )
+    return History(start_ms, demand, pv, wind), weather
+
+
+@pytest.mark.parametrize("ts", [T0, T0 + 11 * HOUR_MS, T0 + 180 * DAY_MS + 7 * HOUR_MS])
+@pytest.mark.parametrize(("lat", "lon"), [(52.0, 5.0), (-33.9, 151.2), (64.1, -21.9)])
+def test_solar_geometry_matches_the_simulators(ts: int, lat: float, lon: float) -> None:
+    ours = solar_elevation_deg(np.asarray([ts]), lat, lon)[0]
+    assert ours == pytest.approx(profiles.solar_elevation_deg(ts, lat, lon), abs=1e-6)
+    expected = profiles.clear_sky_ghi_w_m2(profiles.solar_elevation_deg(ts, lat, lon))
+    assert clear_sky_ghi_at(np.asarray([ts]), lat, lon)[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_day_of_week_is_local_and_monday_is_zero() -> None:
+    assert local_day_of_week(np.asarray([T0]), 0.0)[0] == 2  # Wednesday
+    # 23:30 UTC on Wednesday is already Thursday at 150° E.
+    assert local_day_of_week(np.asarray([T0 + 23 * HOUR_MS + 1_800_000]), 150.0)[0] == 3
+
+
+def test_history_before_never_includes_the_issue_or_later() -> None:
+    history, _ = sim_community()
+    issue = T0 + 5 * HOUR_MS
+    past = history.before(issue)
+    assert past.end_ms == issue
+    assert past.start_ms == issue - 28 * DAY_MS or past.start_ms == history.start_ms
+
+
+def test_features_ignore_everything_from_the_issue_on() -> None:
+    history, weather = sim_community()
+    issue = T0 + 6 * HOUR_MS
+    t = step_starts(issue, 192)
+    sw = to_steps(weather, t, STEP_MS, LAT, LON)
+    past = history.before(issue)
+    poisoned = History(
+        history.start_ms,
+        history.demand_w.copy(),
+        history.pv_w.copy(),
+        history.wind_w.copy(),
+    )
+    cut = (issue - history.start_ms) // STEP_MS
+    for series in (poisoned.demand_w, poisoned.pv_w, poisoned.wind_w):
+        series[cut:] = 1e9
+    level = demand_level_w(past)
+    assert level is not None
+
+    def build(h: History) -> list[np.ndarray]:
+        return [
+            demand_features(h, issue, 192, LAT, LON, level),
+            pv_features(h, issue, 192, LAT, LON, sw, 48_000.0),
+            wind_features(h, issue, 192, LON, sw, 15_000.0),
+        ]
+
+    for a, b in zip(build(past), build(poisoned.before(issue)), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_features_are_finite_with_the_names_the_model_expects() -> None:
+    history, weather = sim_community()
+    issue = T0
+    t = step_starts(issue, 192)
+    sw = to_steps(weather, t, STEP_MS, LAT, LON)
+    past = history.before(issue)
+    level = demand_level_w(past)
+    assert level is not None
+    d = demand_features(past, issue, 192, LAT, LON, level)
+    p = pv_features(past, issue, 192, LAT, LON, sw, 48_000.0)
+    w = wind_features(past, issue, 192, LON, sw, 15_000.0)
+    assert d.shape == (192, len(DEMAND_FEATURES))
+    assert p.shape == (192, len(PV_FEATURES))
+    assert w.shape == (192, len(WIND_FEATURES))
+    for x in (d, p, w):
+        assert x.dtype == np.float32
+        assert np.isfinite(x).all()
+    # A gap in history is filled by a stand-in, never NaN.
+    gappy = History(past.start_ms, past.demand_w.copy(), past.pv_w.copy(), past.wind_w.copy())
+    gappy.demand_w[-300:] = np.nan
+    gappy.pv_w[::3] = np.nan
+    assert np.isfinite(demand_features(gappy, issue, 192, LAT, LON, level)).all()
+    assert np.isfinite(pv_features(gappy, issue, 192, LAT, LON, sw, 48_000.0)).all()
+
+
+def test_demand_features_do_not_depend_on_the_communitys_size() -> None:
+    history, _ = sim_community()
+    issue = T0
+    past = history.before(issue)
+    doubled = History(past.start_ms, past.demand_w * 2, past.pv_w, past.wind_w)
+    a = demand_features(past, issue, 96, LAT, LON, demand_level_w(past) or 1)
+    b = demand_features(doubled, issue, 96, LAT, LON, demand_level_w(doubled) or 1)
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_capacity_is_estimated_from_history_and_needs_a_day() -> None:
+    history, _ = sim_community()
+    cap = estimate_capacity_w(history.pv_w)
+    assert cap is not None
+    assert 0.5 * 12 * 4000 < cap <= 12 * 4000
+    assert estimate_capacity_w(history.pv_w[:50]) is None
+    assert estimate_capacity_w(np.zeros(500)) is None
+
+
+def test_weather_resampling_puts_radiation_inside_its_hour_and_the_sun() -> None:
+    _, weather = sim_community()
+    t = step_starts(T0, 96)
+    sw = to_steps(weather, t, STEP_MS, LAT, LON)
+    night = clear_sky_ghi_at(t + STEP_MS // 2, LAT, LON) == 0
+    assert (sw.ghi_w_m2[night] == 0).all()
+    # The mean of the four steps of an hour is that hour's value (energy is conserved) when the
+    # sun is up all hour.
+    noon_hour_end = T0 + 13 * HOUR_MS - int(LON / 15 * HOUR_MS)
+    noon_hour_end -= noon_hour_end % HOUR_MS
+    i = int(np.searchsorted(weather.ts_ms, noon_hour_end))
+    steps = (noon_hour_end - HOUR_MS - T0) // STEP_MS
+    assert sw.ghi_w_m2[steps : steps + 4].mean() == pytest.approx(
+        weather.shortwave_radiation_w_m2[i], rel=0.02
+    )
+    assert math.isfinite(sw.temperature_c[0]) and math.isfinite(sw.wind_speed_m_s[-1])
+
+
+def test_weather_beyond_the_file_is_missing_not_invented() -> None:
+    _, weather = sim_community()
+    short = weather.between(T0, T0 + 6 * HOUR_MS)
+    sw = to_steps(short, step_starts(T0, 96), STEP_MS, LAT, LON)
+    assert np.isfinite(sw.wind_speed_m_s[:20]).all()
+    assert np.isnan(sw.wind_speed_m_s[40:]).all()
+    assert np.isnan(sw.ghi_w_m2[40:]).all()
+
+
+def test_cloud_cover_stands_in_for_missing_radiation() -> None:
+    hours = T0 + np.arange(1, 25, dtype=np.int64) * HOUR_MS
+    nan = np.full(24, np.nan)
+    clear = WeatherSeries(hours, nan, nan, nan, np.zeros(24))
+    overcast = WeatherSeries(hours, nan, nan, nan, np.full(24, 100.0))
+    t = step_starts(T0, 96)
+    a = to_steps(clear, t, STEP_MS, LAT, LON).ghi_w_m2
+    b = to_steps(overcast, t, STEP_MS, LAT, LON).ghi_w_m2
+    assert np.isfinite(a).all() and np.isfinite(b).all()
+    assert a.max() > 700
+    np.testing.assert_allclose(b, 0.25 * a)
