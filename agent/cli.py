@@ -7,12 +7,18 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
-from agent.config import ConfigError, load_config
+from agent.cli_consent import consent
+from agent.config import AgentConfig, ConfigError, load_config
 from agent.profiles import ProfileError
 from protocol.clock import SystemClock
+from protocol.systemd import Notifier, configure_logging
+
+if TYPE_CHECKING:
+    from agent.ha_discovery import HomeAssistantBridge
 
 DEFAULT_CONFIG = Path("/etc/coopwatt/agent.toml")
 
@@ -24,11 +30,8 @@ class AgentCliError(click.ClickException):
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Text on a terminal, syslog priorities under systemd's journal, or COOPWATT_LOG_FORMAT=json.
+    configure_logging(level)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,24 +63,87 @@ def main() -> None:
     show_default=True,
     help="On stop, seconds to wait for the hub to ack what is in flight (the rest stays queued).",
 )
-def run(config_path: Path, log_level: str, drain_timeout: float) -> None:
-    """Run the agent until stopped (SIGTERM or Ctrl-C); readings are kept on disk meanwhile."""
+@click.option(
+    "--home-assistant",
+    "ha_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("/etc/coopwatt/home-assistant.toml"),
+    show_default=True,
+    help="Opt-in: also show live values on the household's own Home Assistant, if this exists.",
+)
+def run(config_path: Path, log_level: str, drain_timeout: float, ha_path: Path) -> None:
+    """Run the agent until stopped (SIGTERM or Ctrl-C); readings are kept on disk meanwhile.
+
+    SIGHUP (systemctl reload coopwatt-agent) rereads the config: when it loads, the agent
+    restarts on it (in-flight readings stay in the outbox); when it does not, the agent goes on
+    with the one it has and logs why.
+    """
     _setup_logging(log_level)
     from agent.service import Agent  # noqa: PLC0415 - keeps --help fast on a Pi Zero
 
+    log = logging.getLogger(__name__)
     try:
         config = load_config(config_path)
         agent = Agent(config, SystemClock())
     except (ConfigError, ProfileError) as exc:
         raise AgentCliError(str(exc)) from None
+    notifier = Notifier.from_env()
+    bridge = _home_assistant(ha_path, config.home)
+    terminating: list[bool] = []
+    reloaded: list[AgentConfig] = []
+    current = [agent]
 
     def _stop(signum: int, frame: FrameType | None) -> None:
-        logging.getLogger(__name__).info("stopping on signal %d", signum)
-        agent.stop()
+        log.info("stopping on signal %d", signum)
+        terminating.append(True)
+        current[0].stop()
+
+    def _reload(signum: int, frame: FrameType | None) -> None:
+        try:
+            reloaded[:] = [load_config(config_path)]
+        except ConfigError as exc:
+            log.error("SIGHUP: keeping the running config: %s", exc)
+            return
+        log.info("SIGHUP: config %s reread, restarting on it", config_path)
+        current[0].stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    agent.run(drain_timeout_s=drain_timeout)
+    signal.signal(signal.SIGHUP, _reload)
+    while not terminating:  # a stop that came while a reloaded agent was being built
+        current[0].watchdog = notifier
+        current[0].on_polled = bridge.publish if bridge is not None else None
+        notifier.ready(f"home {config.home}: polling {len(config.devices)} device(s)")
+        current[0].run(drain_timeout_s=drain_timeout)
+        if terminating or not reloaded:
+            break
+        notifier.reloading()
+        new = reloaded.pop()
+        try:
+            current[0] = Agent(new, SystemClock())
+            config = new
+        except (ConfigError, ProfileError, ValueError, OSError) as exc:
+            log.error("reloaded config cannot run (%s); going on with the previous one", exc)
+            current[0] = Agent(config, SystemClock())
+    notifier.stopping()
+    if bridge is not None:
+        bridge.stop()
+
+
+def _home_assistant(path: Path, home: str) -> HomeAssistantBridge | None:
+    """The household's opt-in Home Assistant bridge, when its config file exists."""
+    if not path.exists():
+        return None
+    from agent.ha_discovery import HomeAssistantBridge, load_ha_config  # noqa: PLC0415
+    from agent.service import agent_version  # noqa: PLC0415
+
+    try:
+        bridge = HomeAssistantBridge(load_ha_config(path, home), home, agent_version())
+    except ConfigError as exc:
+        raise AgentCliError(str(exc)) from None
+    bridge.start()
+    logging.getLogger(__name__).info("sharing live values with Home Assistant per %s", path)
+    return bridge
 
 
 # --- installer commands ---------------------------------------------------------------------
@@ -240,3 +306,6 @@ def check(config_path: Path, broker_timeout_s: float, as_json: bool) -> None:
             click.echo(f"{r.what:<{width}}  {marks[r.ok]:<4}  {r.detail}")
     if failed:
         raise AgentCliError(f"check failed: {', '.join(failed)}")
+
+
+main.add_command(consent)

@@ -26,6 +26,10 @@ profile = "s0-pulse-1000"     # an S0 pulse meter: impulses/kWh come from the pr
 gpio = 17                     # BCM pin number; S0+ to the pin, S0- to ground
 role = "load"                 # optional: overrides the profile's role
 ```
+
+Optional, for appliance-timing prompts: ``timezone``, ``[[appliances]]`` (see
+:mod:`agent.appliances`) and ``[indicator]``: the traffic light, button and displays (see
+:mod:`agent.indicator`).
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.appliances import parse_appliances
+from agent.indicator import IndicatorConfig, parse_indicator
 from agent.modbus_io import BusAddress, parse_bus_url
 from protocol.config_tables import ConfigError, Table, broker_settings, load
+from protocol.payloads import Appliance
 from protocol.quantities import Role
 from protocol.session import BrokerSettings
 
@@ -66,6 +73,10 @@ class AgentConfig:
     devices: tuple[DeviceConfig, ...]
     poll_interval_s: float = 10.0
     outbox_budget_bytes: int = 256 * 1024 * 1024
+    # Appliance-timing prompts (agent/appliances.py, agent/indicator.py): optional.
+    timezone: str | None = None
+    appliances: tuple[Appliance, ...] = ()
+    indicator: IndicatorConfig | None = None
 
     @property
     def outbox_path(self) -> Path:
@@ -127,10 +138,17 @@ def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfi
         raise ConfigError("two [[devices]] are at the same unit id on one bus, or one GPIO pin")
     if not devices:
         raise ConfigError("no [[devices]] configured")
+    timezone, appliances = parse_appliances(root)
+    indicator = parse_indicator(root)
+    if indicator is not None:
+        pins = {indicator.red, indicator.green, indicator.blue, indicator.amber, indicator.button}
+        if pins & {d.gpio for d in devices if d.gpio is not None}:
+            raise ConfigError("an [indicator] part is on the GPIO pin of an S0 meter")
     root.done()
     return AgentConfig(
-        coop, home, grant, broker, data_dir, tuple(devices), poll_s, int(budget_mb * 1024 * 1024)
-    )
+        coop, home, grant, broker, data_dir, tuple(devices), poll_s, int(budget_mb * 1024 * 1024),
+        timezone, appliances, indicator,
+    )  # fmt: skip
 
 
 def load_config(path: Path) -> AgentConfig:

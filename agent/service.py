@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -22,12 +22,15 @@ from agent.consent_ledger import ConsentLedger, LedgerError
 from agent.delivery import RESEND_AFTER_S, Delivery
 from agent.devices import DeviceSupervisor, close_devices, open_devices
 from agent.outbox import Outbox, Polled, Row
+from agent.prompts import HomePrompts
 from agent.release import Releaser
+from protocol import __version__
 from protocol.clock import Clock
 from protocol.codec import CodecError, decode, encode
 from protocol.consent import ConsentGrant, describe, nothing_shared
 from protocol.payloads import Ack, HomeStatus
 from protocol.session import MqttSession
+from protocol.systemd import Notifier
 from protocol.topics import HomeTopic, home_topic
 
 log = logging.getLogger(__name__)
@@ -36,13 +39,16 @@ DRAIN_STATUS_EVERY_S = 5.0  # wall seconds between status updates while a backlo
 
 
 def agent_version() -> str:
-    try:
-        return version("coopwatt")
-    except PackageNotFoundError:
-        return "unknown"
+    # A constant, not importlib.metadata: that import alone costs the agent 0.8 MiB.
+    return __version__
 
 
 class Agent:
+    # Set by the CLI: systemd's watchdog, fed while the poll loop turns; and a callback that sees
+    # every poll's values before consent filtering (the household's own Home Assistant, opt-in).
+    watchdog: Notifier | None = None
+    on_polled: Callable[[list[Polled]], None] | None = None
+
     def __init__(
         self,
         config: AgentConfig,
@@ -52,6 +58,7 @@ class Agent:
         status_interval_s: float = 300.0,
         resend_after_s: float = RESEND_AFTER_S,
         housekeeping_s: float = 5.0,
+        pin_factory: object | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -59,7 +66,10 @@ class Agent:
         self.outbox = Outbox(config.outbox_path, config.outbox_budget_bytes)
         # Retries, backoff, offline marking and device health live in the supervisor.
         self._supervisor = DeviceSupervisor(
-            open_devices(config.devices, profile_dirs, data_dir=config.data_dir), clock
+            open_devices(
+                config.devices, profile_dirs, data_dir=config.data_dir, pin_factory=pin_factory
+            ),
+            clock,
         )
         self._devices = self._supervisor.slots  # each has .device, .next_due_ms, .health
         # Nothing leaves the home but what the household's current grant covers.
@@ -99,16 +109,27 @@ class Agent:
             resend_after_s=resend_after_s,
         )
         self.housekeeping_s = housekeeping_s
+        # Appliance-timing prompts: the light, button and views, and what goes to the hub.
+        self.prompts = HomePrompts(
+            c.coop, c.home, clock,
+            lambda topic, data, retain: self.session.publish(topic, data, qos=1, retain=retain),
+            appliances=c.appliances, timezone=c.timezone, indicator=c.indicator,
+            data_dir=c.data_dir, pin_factory=pin_factory,
+        )  # fmt: skip
 
     # --- paho's thread -------------------------------------------------------------------
     def _on_connect(self) -> None:
         self.session.subscribe(self._ack_topic)
+        self.session.subscribe(self.prompts.topic)
         self._reconnected.set()  # whatever was in flight on the old connection is sent again
         self._consent_due.set()
         self._last_status_ms = 0  # and the retained status is refreshed
         self._wake.set()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic == self.prompts.topic:
+            self.prompts.receive(payload)
+            return
         try:
             ack = decode(Ack, payload)
         except CodecError as exc:
@@ -126,10 +147,13 @@ class Agent:
     def run(self, drain_timeout_s: float = 10.0) -> None:
         """Poll, store, send and take acks until :meth:`stop`; then drain and say offline."""
         self.session.start()
+        self.prompts.start()
         ticker = threading.Thread(target=self._tick, name="agent-housekeeping", daemon=True)
         ticker.start()
         try:
             while not self._stop.is_set():
+                if self.watchdog is not None:
+                    self.watchdog.ping()  # only while the loop turns: a hung poll gets a restart
                 self._follow_consent()
                 self._poll_due()
                 self._take_acks()
@@ -141,6 +165,7 @@ class Agent:
             self._drain(drain_timeout_s)
         finally:
             self.session.stop(final=(self._status_topic, encode(self._status("offline"))))
+            self.prompts.stop()
             close_devices(s.device for s in self._devices)
             self.outbox.close()
 
@@ -158,6 +183,8 @@ class Agent:
         ]
         if polled:
             self.last_poll_ms = max(p.ts_ms for p in polled)
+            if self.on_polled is not None:
+                self.on_polled(polled)
         released = self._releaser.release(polled, self._grant)
         if released:
             self._live += self.outbox.add(released, self._grant.grant)
@@ -185,6 +212,7 @@ class Agent:
         if self._consent_due.is_set() and self.session.connected.is_set():
             self._consent_due.clear()
             self.session.publish(self._consent_topic, encode(self._grant), retain=True)
+            self.prompts.publish_appliances(self._grant)  # or withdraws them, without prompts
 
     def _take_acks(self) -> None:
         acks: list[Ack] = []
@@ -204,6 +232,9 @@ class Agent:
         if self._reconnected.is_set():
             self._reconnected.clear()
             self.delivery.restart()
+        # The grant goes out before any reading released under it, even when the connection
+        # came up halfway through this pass of the loop.
+        self._follow_consent()
         self.delivery.send(live)
 
     def _status(self, state: Literal["online", "offline"]) -> HomeStatus:

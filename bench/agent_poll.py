@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.config import DeviceConfig  # noqa: E402
+from agent.consent_ledger import ConsentLedger  # noqa: E402
 from agent.devices import DeviceSupervisor, open_devices  # noqa: E402
 from protocol.clock import SystemClock  # noqa: E402
 from protocol.codec import decode_message, encode  # noqa: E402
@@ -123,9 +124,11 @@ def run_agent(
     state = workdir / ("state-no-numpy" if hide_numpy else "state")
     config = workdir / "agent.toml"
     config.write_text(
-        f'coop = "{COOP}"\nhome = "{HOME}"\ngrant = "g-1"\npoll_interval_s = 1\n'
+        f'coop = "{COOP}"\nhome = "{HOME}"\npoll_interval_s = 1\n'
         f'data_dir = "{state}"\n\n[broker]\nurl = "{broker_url}"\n\n{devices}'
     )
+    # The household shares every stream as polled, so every reading is sent and acked.
+    ConsentLedger(state / "consent.jsonl", HOME).share_everything(int(time.time() * 1000))
     python = Path(sys.executable)
     command = (
         [str(python), "-c", WITHOUT_NUMPY, "run", "--config", str(config)]

@@ -5,4 +5,6 @@ usable from Python; :mod:`hub.cli` (``coopwatt-hub``) is a thin shell over them.
 :mod:`protocol` only; it meets the household agent on the wire, never in code.
 """
 
-__version__ = "0.1.0"
+from protocol import __version__
+
+__all__ = ["__version__"]

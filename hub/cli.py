@@ -12,7 +12,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
@@ -20,14 +21,20 @@ from typing import TextIO
 import click
 
 import hub
+from hub import consent
 from hub.cli_forecast import COMMANDS as FORECAST_COMMANDS
+from hub.cli_ops import COMMANDS as OPS_COMMANDS
+from hub.cli_prompts import COMMANDS as PROMPTS_COMMANDS
 from hub.cli_settlement import COMMANDS as SETTLEMENT_COMMANDS
 from hub.config import ConfigError, HubConfig, load_config
 from hub.export import export_csv
+from hub.health import HealthService
 from hub.ingest import Ingest
+from hub.prompts_service import PromptsService
 from hub.store import Store, StoreError
 from hub.summary import home_summaries
 from protocol.clock import Clock, SystemClock
+from protocol.systemd import Notifier, configure_logging
 
 log = logging.getLogger("hub")
 
@@ -42,29 +49,99 @@ class HubCliError(click.ClickException):
 
 
 def serve(
-    config: HubConfig, stop: threading.Event, *, clock: Clock | None = None
+    config: HubConfig,
+    stop: threading.Event,
+    *,
+    clock: Clock | None = None,
+    notifier: Notifier | None = None,
+    worker: int | None = None,
 ) -> dict[str, int]:
     """Open the store, run ingest until ``stop`` is set, then stop cleanly; returns the stats.
 
-    Raises :class:`hub.store.StoreError` when the database cannot be used.
+    Also publishes the operator's metrics and alerts (:mod:`hub.health`), tells systemd when it
+    is ready and feeds its watchdog while the ingest worker lives. Raises
+    :class:`hub.store.StoreError` when the database cannot be used.
+
+    ``worker`` N runs an extra ingest worker instead (``config.shared_group`` must be set): it
+    stores and acks the readings the broker's shared subscription hands it, and follows consent.
     """
+    notifier = notifier or Notifier()
     clock = clock or SystemClock()
+    if worker is not None:
+        return _serve_worker(config, stop, worker, clock, notifier)
     store = Store.open(config.db_path, config.coop, clock=clock)
     try:
-        ingest = Ingest(store, config.broker, config.coop, clock)
+        ingest = Ingest(store, config.broker, config.coop, clock, shared_group=config.shared_group)
+        book = consent.attach(ingest, store)
+        # Appliance-timing prompts: appliances and feedback come through ingest's routes.
+        prompts = PromptsService(store, book, config.coop, clock)
+        prompts.attach(ingest, config.broker)
         log.info(
-            "hub starting version=%s coop=%s db=%s broker=%s client_id=%s protocol=%s",
+            "hub starting version=%s coop=%s db=%s broker=%s client_id=%s protocol=%s "
+            "shared_group=%s",
             hub.__version__,
             config.coop,
             config.db_path,
             config.broker.url,
             config.broker.client_id,
             config.broker.protocol,
+            config.shared_group,
         )
         ingest.start()
+        prompts.start()
+        health = HealthService(
+            config.db_path, config.coop, config.broker, clock, ingest.stats, ingest.mismatched_homes
+        )
+        health.start()
+        notifier.ready(f"ingesting for {config.coop}")
+        try:
+            next_retention = clock.now_ms()
+            while not stop.wait(1.0):
+                if ingest.alive():  # a dead worker stops the pings: systemd restarts the hub
+                    notifier.ping()
+                health.tick()
+                if clock.now_ms() >= next_retention:
+                    book.enforce_retention(clock.now_ms())
+                    next_retention = clock.now_ms() + consent.RETENTION_EVERY_MS
+        finally:
+            health.stop()
+            ingest.stop()
+            prompts.stop()
+        return ingest.stats()
+    finally:
+        store.close()
+
+
+def _serve_worker(
+    config: HubConfig, stop: threading.Event, worker: int, clock: Clock, notifier: Notifier
+) -> dict[str, int]:
+    """An extra ingest worker: readings from the shared subscription, consent followed."""
+    if config.shared_group is None:
+        raise ConfigError("--worker needs broker.shared_group in the config")
+    settings = replace(config.broker, client_id=f"{config.broker.client_id}-w{worker}")
+    store = Store.open(config.db_path, config.coop, clock=clock)
+    try:
+        ingest = Ingest(
+            store, settings, config.coop, clock, shared_group=config.shared_group, primary=False
+        )
+        consent.attach(ingest, store, receipts=False)  # the primary answers the homes
+        log.info(
+            "ingest worker %d starting version=%s coop=%s db=%s broker=%s client_id=%s "
+            "shared_group=%s",
+            worker,
+            hub.__version__,
+            config.coop,
+            config.db_path,
+            settings.url,
+            settings.client_id,
+            config.shared_group,
+        )
+        ingest.start()
+        notifier.ready(f"ingest worker {worker} for {config.coop}")
         try:
             while not stop.wait(1.0):
-                pass
+                if ingest.alive():
+                    notifier.ping()
         finally:
             ingest.stop()
         return ingest.stats()
@@ -73,14 +150,26 @@ def serve(
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def _stop_on_signals(
+    stop: threading.Event, on_reload: Callable[[], None] | None = None
+) -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set ``stop`` and the yielded "terminating" event; SIGHUP calls
+    ``on_reload`` (which sets ``stop`` only when the new config is usable)."""
+    terminating = threading.Event()
+
     def handler(signum: int, frame: FrameType | None) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
+        terminating.set()
         stop.set()
 
+    def hup(signum: int, frame: FrameType | None) -> None:
+        if on_reload is not None:
+            on_reload()
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hup)
     try:
-        yield
+        yield terminating
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -123,8 +212,16 @@ def main() -> None:
     show_default=True,
     help="How much to log to stderr.",
 )
-def run(config_path: Path, log_level: str) -> None:
-    """Run the hub until SIGINT or SIGTERM.
+@click.option(
+    "--worker",
+    type=click.IntRange(1, 64),
+    default=None,
+    metavar="N",
+    help="Run as extra ingest worker N beside the hub: it stores and acks the readings the "
+    "broker's shared subscription (broker.shared_group) hands it. Start the hub itself first.",
+)
+def run(config_path: Path, log_level: str, worker: int | None) -> None:
+    """Run the hub until SIGINT or SIGTERM; SIGHUP rereads the config.
 
     Connects to the broker (retrying with backoff while it is down), subscribes to every home's
     readings and status, stores readings and acks them. On SIGINT/SIGTERM it stores and acks
@@ -139,18 +236,48 @@ def run(config_path: Path, log_level: str) -> None:
         username = "hub"
         password_file = "/etc/coopwatt/hub.password"
         protocol = 5                        # or 311
+        shared_group = "hub"                # optional: readings via $share/hub/... so that
+                                            # extra workers (--worker N) share the load
+
+    \b
+    Scale-out on one machine: with broker.shared_group set, start the hub, then as many
+    workers as there are spare cores, each with its own N (client id gets "-wN"):
+        coopwatt-hub run --config hub.toml
+        coopwatt-hub run --config hub.toml --worker 1
     """
-    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
+    configure_logging(log_level)  # journald priorities under systemd; COOPWATT_LOG_FORMAT=json
     try:
         config = load_config(config_path)
     except ConfigError as exc:
         raise HubCliError(str(exc)) from None
+    if worker is not None and config.shared_group is None:
+        raise HubCliError(f"{config_path}: --worker needs broker.shared_group in the config")
+    notifier = Notifier.from_env()
     stop = threading.Event()
+    reloaded: list[HubConfig] = []
+
+    def reread() -> None:
+        # A config that does not load keeps the running one: a typo must not stop the hub.
+        try:
+            reloaded[:] = [load_config(config_path)]
+        except ConfigError as exc:
+            log.error("SIGHUP: keeping the running config: %s", exc)
+            return
+        log.info("SIGHUP: config %s reread, restarting ingest with it", config_path)
+        stop.set()
+
     try:
-        with _stop_on_signals(stop):
-            stats = serve(config, stop)
+        with _stop_on_signals(stop, reread) as terminating:
+            while True:
+                stats = serve(config, stop, notifier=notifier, worker=worker)
+                if terminating.is_set() or not reloaded:
+                    break
+                config = reloaded.pop()
+                notifier.reloading()
+                stop.clear()
     except StoreError as exc:
         raise HubCliError(str(exc)) from None
+    notifier.stopping()
     log.info("hub stopped %s", " ".join(f"{k}={v}" for k, v in stats.items()))
 
 
@@ -249,6 +376,14 @@ for _command in SETTLEMENT_COMMANDS:
 
 
 for _command in FORECAST_COMMANDS:
+    main.add_command(_command)
+
+
+for _command in PROMPTS_COMMANDS:
+    main.add_command(_command)
+
+
+for _command in OPS_COMMANDS:
     main.add_command(_command)
 
 

@@ -19,13 +19,14 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import hub
-from hub.store import InsertResult, Store
+from hub.store import HomeInsert, InsertResult, Store
 from protocol.clock import Clock
-from protocol.codec import CodecError, decode_message, encode
+from protocol.codec import CodecError, HomeMismatchError, decode_message, encode
 from protocol.payloads import HomeStatus, HubStatus, ReadingBatch
+from protocol.quantities import Role
 from protocol.session import BrokerSettings, MqttSession
 from protocol.topics import HomeTopic, HubTopic, check_id, home_filter, home_topic, hub_topic
 
@@ -43,8 +44,11 @@ STAT_NAMES: Final = (
     "acks_sent",  # ack messages published
     "errors",  # groups the store failed to write (not acked; agents resend)
     "dropped",  # messages that arrived while stopping (not acked; agents resend)
+    "withheld",  # readings of streams the household no longer shares: acked, not stored
+    "awaiting_consent",  # readings under a grant not yet received: not acked, sent again
     "lost_at_homes",  # readings homes report they could not keep (outbox over its budget)
     "compacted_at_homes",  # raw readings homes merged into aggregates to stay in budget
+    "mismatched",  # of the rejected: payload home differs from the topic's (fault or forgery)
 )
 
 
@@ -54,6 +58,14 @@ class Ingest:
     ``clock`` stamps ``received_ms`` on stored readings and the hub's status messages. A group
     (one transaction, one ack per home) is at most ``max_group`` messages or about
     ``max_group_bytes`` of payload (8 MiB is some 50,000 readings), whichever comes first.
+
+    Scale-out: with ``shared_group`` the readings come through the MQTT 5 shared subscription
+    ``$share/{shared_group}/coopwatt/{coop}/homes/+/readings``, so the broker hands each batch to
+    one of several ingest processes sharing the database (the idempotent insert makes a batch
+    that reaches two of them harmless, and each acks what it committed on the home's own ack
+    topic). Exactly one of them is the ``primary``: it alone publishes ``hub/status`` (and its
+    last will) and records home statuses; the others only store and ack readings (and follow
+    what a route, such as consent, needs).
     """
 
     def __init__(
@@ -65,8 +77,14 @@ class Ingest:
         *,
         max_group: int = 500,
         max_group_bytes: int = 8 * 1024 * 1024,
+        shared_group: str | None = None,
+        primary: bool = True,
     ) -> None:
         check_id(coop, "coop")
+        if shared_group is not None:
+            check_id(shared_group, "shared_group")
+        elif not primary:
+            raise ValueError("an ingest worker that is not the primary needs a shared_group")
         if store.coop != coop:
             raise ValueError(f"store is the database of {store.coop!r}, not {coop!r}")
         if max_group < 1:
@@ -77,21 +95,45 @@ class Ingest:
         self.max_group = max_group
         self.max_group_bytes = max_group_bytes
         self._status_topic = hub_topic(coop, HubTopic.STATUS)
-        self._filters = (home_filter(coop, HomeTopic.READINGS), home_filter(coop, HomeTopic.STATUS))
+        self.primary = primary
+        readings = home_filter(coop, HomeTopic.READINGS)
+        if shared_group is not None:
+            readings = f"$share/{shared_group}/{readings}"
+        self._filters: tuple[str, ...] = (
+            (readings, home_filter(coop, HomeTopic.STATUS)) if primary else (readings,)
+        )
+        self._routes: dict[HomeTopic, Callable[[str, Any], None]] = {}
+        # Set by the consent module: may a reading of (home, role, grant id) be stored?
+        self.admit: Callable[[str, Role, str], Literal["store", "withhold", "wait"]] | None = None
         # None asks the worker to stop once the queue is drained.
         self._queue: queue.SimpleQueue[_Message | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._stats = dict.fromkeys(STAT_NAMES, 0)
         self._pending = 0  # messages enqueued and not yet fully processed
         self._outbox_losses: dict[str, tuple[int, int]] = {}  # home -> (lost, compacted)
+        self._mismatched_homes: dict[str, int] = {}  # topic home -> payloads naming another
         self._closing = False
         self._worker: threading.Thread | None = None
         self.session = MqttSession(
             settings,
             on_message=self._on_message,
             on_connect=self._on_connect,
-            will=(self._status_topic, encode(HubStatus(coop=coop, state="offline"))),
+            will=(self._status_topic, encode(HubStatus(coop=coop, state="offline")))
+            if primary
+            else None,
         )
+
+    def route(self, kind: HomeTopic, handler: Callable[[str, Any], None]) -> None:
+        """Hand every decoded ``kind`` message to ``handler(home, payload)``.
+
+        Other hub modules (consent, prompts) use the hub's one connection this way. Handlers run
+        on the worker thread, in arrival order, after the group's readings are committed; one
+        that raises is logged and counted, and the worker lives on. Call before :meth:`start`.
+        """
+        self._routes[kind] = handler
+        # Subscribed before readings: a retained grant then reaches the hub before the readings
+        # released under it, which would otherwise wait for a resend.
+        self._filters = (home_filter(self.coop, kind), *self._filters)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -119,7 +161,8 @@ class Ingest:
             worker.join(timeout_s)
             if worker.is_alive():
                 log.warning("ingest worker still busy after %.1f s; stopping anyway", timeout_s)
-        self.session.stop(final=(self._status_topic, encode(self._hub_status("offline"))))
+        final = (self._status_topic, encode(self._hub_status("offline"))) if self.primary else None
+        self.session.stop(final=final)
         log.info("ingest stopped coop=%s %s", self.coop, _format_stats(self.stats()))
 
     @property
@@ -133,6 +176,15 @@ class Ingest:
         """Counters since start (see ``STAT_NAMES``) plus ``pending``: messages not yet done."""
         with self._cond:
             return {**self._stats, "pending": self._pending}
+
+    def mismatched_homes(self) -> dict[str, int]:
+        """Per topic home, payloads refused because they named another home (monitoring)."""
+        with self._cond:
+            return dict(self._mismatched_homes)
+
+    def alive(self) -> bool:
+        """The worker is running (what the hub's watchdog ping vouches for)."""
+        return self._worker is not None and self._worker.is_alive() and not self._closing
 
     def wait_until(self, predicate: Callable[[dict[str, int]], bool], timeout_s: float) -> bool:
         """Block until ``predicate(stats())`` holds or ``timeout_s`` passes; True if it held.
@@ -154,9 +206,10 @@ class Ingest:
         # Runs on every (re)connection: subscriptions and retained state survive reconnects.
         for topic_filter in self._filters:
             self.session.subscribe(topic_filter, qos=1)
-        self.session.publish(
-            self._status_topic, encode(self._hub_status("online")), qos=1, retain=True
-        )
+        if self.primary:
+            self.session.publish(
+                self._status_topic, encode(self._hub_status("online")), qos=1, retain=True
+            )
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         # Must not block: paho's network thread also keeps the connection alive.
@@ -204,12 +257,16 @@ class Ingest:
     def _process(self, group: list[_Message]) -> None:
         batches: list[tuple[str, ReadingBatch]] = []
         statuses: list[HomeStatus] = []
+        routed: list[tuple[HomeTopic, str, Any]] = []
         rejected = 0
+        mismatched: list[str] = []
         for topic, payload in group:
             try:
                 address, decoded = decode_message(topic, payload)
             except CodecError as exc:
                 rejected += 1
+                if isinstance(exc, HomeMismatchError):
+                    mismatched.append(exc.topic_home)
                 log.warning("rejected message on %r: %s", topic, exc)
                 continue
             if address.coop != self.coop or address.home is None:
@@ -219,12 +276,25 @@ class Ingest:
                 batches.append((address.home, decoded))
             elif isinstance(decoded, HomeStatus):
                 statuses.append(decoded)
+            elif isinstance(address.kind, HomeTopic) and address.kind in self._routes:
+                routed.append((address.kind, address.home, decoded))
             else:
                 rejected += 1
                 log.warning("rejected message on %r: the hub does not take %s", topic, address.kind)
-        self._bump(received=len(group), rejected=rejected)
+        if mismatched:
+            with self._cond:
+                for home in mismatched:
+                    self._mismatched_homes[home] = self._mismatched_homes.get(home, 0) + 1
+        self._bump(received=len(group), rejected=rejected, mismatched=len(mismatched))
 
         self._note_outbox_losses(statuses)
+        # Routed messages first: a consent change decides what of this group may be stored.
+        for kind, home, decoded in routed:
+            try:
+                self._routes[kind](home, decoded)
+            except Exception:
+                log.exception("handling %s of home=%s failed", kind.value, home)
+                self._bump(errors=1)
         now_ms = self.clock.now_ms()
         if statuses:
             try:
@@ -235,6 +305,9 @@ class Ingest:
                 self._bump(errors=1)
         if not batches:
             return
+        withheld: dict[str, dict[str, list[int]]] = {}
+        if self.admit is not None:
+            batches = self._screen(batches, withheld)
         try:
             result = self.store.insert_batches(batches, now_ms)
         except Exception:
@@ -247,6 +320,10 @@ class Ingest:
             duplicates=result.duplicates,
             rejected_readings=result.rejected,
         )
+        for home, devices in withheld.items():
+            committed = result.homes.setdefault(home, HomeInsert()).committed
+            for device, seqs in devices.items():
+                committed[device] = sorted({*committed.get(device, []), *seqs})
         self._send_acks(result)
         log.debug(
             "group messages=%d batches=%d new=%d duplicates=%d",
@@ -255,6 +332,38 @@ class Ingest:
             result.new,
             result.duplicates,
         )
+
+    def _screen(
+        self, batches: list[tuple[str, ReadingBatch]], withheld: dict[str, dict[str, list[int]]]
+    ) -> list[tuple[str, ReadingBatch]]:
+        """Keep what the home's consent lets the hub store. A reading of a stream the household
+        has since withdrawn is acked but not stored; one released under a grant the hub has not
+        seen yet is neither, so the agent sends it again once the grant has arrived."""
+        assert self.admit is not None
+        kept: list[tuple[str, ReadingBatch]] = []
+        waiting = dropped = 0
+        verdicts: dict[tuple[str, Role, str], str] = {}  # a batch has a few streams and grants
+        for home, batch in batches:
+            readings = []
+            for r in batch.readings:
+                key = (home, r.role, r.grant)
+                verdict = verdicts.get(key)
+                if verdict is None:
+                    verdict = verdicts[key] = self.admit(home, r.role, r.grant)
+                if verdict == "store":
+                    readings.append(r)
+                elif verdict == "withhold":
+                    withheld.setdefault(home, {}).setdefault(r.device, []).append(r.seq)
+                    dropped += 1
+                else:
+                    waiting += 1
+            if len(readings) == len(batch.readings):
+                kept.append((home, batch))
+            elif readings:
+                kept.append((home, replace(batch, readings=readings)))
+        if waiting or dropped:
+            self._bump(withheld=dropped, awaiting_consent=waiting)
+        return kept
 
     def _send_acks(self, result: InsertResult) -> None:
         sent = 0

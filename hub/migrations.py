@@ -257,11 +257,111 @@ def _v4_forecast(db: Database) -> None:
         db.execute(statement)
 
 
+def _v5_consent(db: Database) -> None:
+    """consent_ledger: every grant version each home published, append-only.
+
+    ``chained`` is 1 when the version was checked against the one before it (0 when the hub
+    missed versions while offline: the retained topic carries only the latest).
+    """
+    db.execute(
+        """
+        CREATE TABLE consent_ledger (
+            home TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            grant_id TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            chained INTEGER NOT NULL,
+            payload TEXT NOT NULL,
+            received_ms INTEGER NOT NULL,
+            PRIMARY KEY (home, version)
+        ) WITHOUT ROWID
+        """
+    )
+    for op in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER consent_ledger_append_only_{op.lower()} BEFORE {op} ON consent_ledger "
+            "BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END"
+        )
+
+
+def _v6_prompts(db: Database) -> None:
+    """Appliance-timing prompts (hub.prompts_service).
+
+    ``prompt_homes``: each home's declared appliances as last received. ``prompt_runs``: every
+    run planned and sent, by home, appliance, local day and run of the day, with the windows
+    last sent (the previous plan a re-plan starts from) and, once its window has passed, how
+    fully the home followed it. ``prompt_feedback``: the households' answers. ``prompt_shift``:
+    per home, runs followed and expected, faded (hub.shift_learning). ``prompt_forecast``: the
+    latest community forecast received, so a restarted hub plans at once.
+    """
+    for statement in (
+        """
+        CREATE TABLE prompt_homes (
+            home TEXT PRIMARY KEY,
+            payload TEXT NOT NULL,
+            received_ms INTEGER NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE prompt_runs (
+            home TEXT NOT NULL,
+            appliance TEXT NOT NULL,
+            day TEXT NOT NULL,
+            run INTEGER NOT NULL,
+            windows TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            end_ms INTEGER NOT NULL,
+            energy_wh REAL NOT NULL,
+            chance REAL NOT NULL,
+            first_sent_ms INTEGER NOT NULL,
+            sent_ms INTEGER NOT NULL,
+            outcome REAL,
+            metered REAL,
+            evaluated_ms INTEGER,
+            PRIMARY KEY (home, appliance, day, run)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX prompt_runs_end ON prompt_runs (end_ms)",
+        """
+        CREATE TABLE prompt_feedback (
+            id INTEGER PRIMARY KEY,
+            home TEXT NOT NULL,
+            ts_ms INTEGER NOT NULL,
+            prompt TEXT NOT NULL,
+            action TEXT NOT NULL,
+            appliance TEXT,
+            window_start_ms INTEGER,
+            received_ms INTEGER NOT NULL
+        )
+        """,
+        "CREATE INDEX prompt_feedback_home ON prompt_feedback (home, appliance)",
+        """
+        CREATE TABLE prompt_shift (
+            home TEXT PRIMARY KEY,
+            followed REAL NOT NULL,
+            expected REAL NOT NULL,
+            updated_ms INTEGER NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE prompt_forecast (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            issued_ms INTEGER NOT NULL,
+            payload TEXT NOT NULL
+        )
+        """,
+    ):
+        db.execute(statement)
+
+
 MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
     (1, _v1_initial),
     (2, _v2_reading_period),
     (3, _v3_settlement_ledger),
     (4, _v4_forecast),
+    (5, _v5_consent),
+    (6, _v6_prompts),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 

@@ -15,6 +15,7 @@ writer: a test or the demo can count and stream readings while the ingest worker
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -356,6 +357,31 @@ class Store:
                 self._readers.append(conn)
         return conn
 
+    def reader(self) -> sqlite3.Connection:
+        """A read-only connection for this thread that sees committed data only."""
+        return self._reader()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The writer connection under the store's lock, in one IMMEDIATE transaction that
+        commits when the block ends and rolls back if it raises."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def forget_devices(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Drop cached device ids after their rows were deleted (consent erasure)."""
+        with self._lock:
+            for key in keys:
+                self._devices.pop(key, None)
+
     def close(self) -> None:
         with self._lock:
             for conn in self._readers:
@@ -410,14 +436,22 @@ class Store:
                         key = (home, r.device)
                         known = self._devices.get(key)
                         if known is None:
-                            cur = conn.execute(
-                                "INSERT INTO devices (home, device, role) VALUES (?, ?, ?)",
-                                (home, r.device, r.role.value),
-                            )
-                            assert cur.lastrowid is not None
-                            known = self._devices[key] = (cur.lastrowid, r.role.value)
+                            # Another ingest process sharing this file (a shared subscription)
+                            # may have registered the device since this one cached its devices.
+                            row = conn.execute(
+                                "SELECT id, role FROM devices WHERE home = ? AND device = ?",
+                                (home, r.device),
+                            ).fetchone()
+                            if row is None:
+                                cur = conn.execute(
+                                    "INSERT INTO devices (home, device, role) VALUES (?, ?, ?)",
+                                    (home, r.device, r.role.value),
+                                )
+                                assert cur.lastrowid is not None
+                                row = (cur.lastrowid, r.role.value)
+                            known = self._devices[key] = (int(row[0]), str(row[1]))
                             added.append(key)
-                        elif known[1] != r.role:
+                        if known[1] != r.role:
                             count, _, _ = mismatches.get(key, (0, "", ""))
                             mismatches[key] = (count + 1, r.role.value, known[1])
                             per_home.rejected += 1

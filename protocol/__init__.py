@@ -4,3 +4,4 @@ Standard library and paho-mqtt only, so both the household agent and the hub can
 """
 
 WIRE_VERSION = 1
+__version__ = "0.1.0"  # the distribution's version (pyproject reads it from here)

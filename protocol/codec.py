@@ -26,15 +26,21 @@ from protocol import WIRE_VERSION
 from protocol.consent import ConsentGrant
 from protocol.payloads import (
     Ack,
+    Appliances,
+    Feedback,
     Forecast,
     HomeStatus,
+    HubAlert,
+    HubMetrics,
     HubStatus,
+    Prompts,
     Reading,
     ReadingBatch,
     Receipt,
     Statement,
     check_batch_envelope,
 )
+from protocol.quantities import Role
 from protocol.topics import HomeTopic, HubTopic, TopicAddress, TopicError, parse_topic
 
 MAX_PAYLOAD_BYTES: Final = 1_048_576  # also the broker's max_packet_size, with headroom
@@ -45,6 +51,15 @@ _Decoder = Callable[[Any, str], Any]
 
 class CodecError(ValueError):
     """A payload that does not follow wire contract v1; the message says where and why."""
+
+
+class HomeMismatchError(CodecError):
+    """A payload whose ``home`` differs from its topic's: a broken agent, or a home trying to
+    pass data off as a neighbour's (the broker's ACLs let it write only its own topics)."""
+
+    def __init__(self, message: str, topic_home: str) -> None:
+        super().__init__(message)
+        self.topic_home = topic_home
 
 
 class _TypeMismatch(CodecError):
@@ -59,10 +74,15 @@ HOME_PAYLOADS: Final[dict[HomeTopic, type]] = {
     HomeTopic.ACK: Ack,
     HomeTopic.STATUS: HomeStatus,
     HomeTopic.STATEMENT: Statement,
+    HomeTopic.APPLIANCES: Appliances,
+    HomeTopic.PROMPTS: Prompts,
+    HomeTopic.FEEDBACK: Feedback,
 }
 HUB_PAYLOADS: Final[dict[HubTopic, type]] = {
     HubTopic.STATUS: HubStatus,
     HubTopic.FORECAST: Forecast,
+    HubTopic.METRICS: HubMetrics,
+    HubTopic.ALERTS: HubAlert,
 }
 
 
@@ -99,7 +119,10 @@ def _decode_float(value: Any, path: str) -> float:
             raise CodecError(f"{path}: must be finite")
         return value
     if type(value) is int:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer literal beyond any float: refused, never a crash
+            raise CodecError(f"{path}: number out of range") from None
     _fail(path, "a number", value)
 
 
@@ -254,9 +277,100 @@ def parse_json(data: bytes) -> dict[str, Any]:
 
 def decode(cls: type[T], data: bytes) -> T:
     """Decode ``data`` as a ``cls`` payload, or raise :class:`CodecError`."""
+    if cls is ReadingBatch:
+        fast = _fast_readings_payload(data)
+        if fast is not None:
+            return typing.cast(T, fast)
     obj = parse_json(data)
     result: T = _decoder_for(typing.cast(Any, cls))(obj, "")
     return result
+
+
+# -- the hub's hot path: readings batches -------------------------------------------------------
+# A readings batch is most of what a hub decodes. The general decoder builds a field path for every
+# value in case it must name one in an error; this one checks the same types without paths and
+# builds the same objects (their __post_init__ checks everything else). It only ever accepts: on
+# anything unusual it returns None and the general decoder decides, so every rejection, and its
+# message, is the general decoder's own.
+
+_BATCH_FIELDS: Final = frozenset({"home", "sent_ms", "readings"})
+_READING_REQUIRED: Final = frozenset({"device", "seq", "ts_ms", "role", "grant", "quantities"})
+_READING_FIELDS: Final = _READING_REQUIRED | {"period_ms"}
+_ROLES: Final = {role.value: role for role in Role}
+
+
+def _fast_readings_payload(data: bytes) -> ReadingBatch | None:
+    """A well-formed readings batch, decoded quickly; None to let :func:`parse_json` and the
+    general decoder decide (and explain) anything else.
+
+    Parsed without :func:`parse_json`'s per-object duplicate-key hook: once the batch has been
+    built, every string in it (keys included) is a checked id, role, glossary name or state, none
+    of which holds a ``:``; so every ``:`` byte in the payload separates a key from its value,
+    and the payload repeated no key exactly when it holds as many ``:`` as the decoded objects
+    hold keys. NaN, infinities and oversized integers never get that far: no field takes them.
+    """
+    if len(data) > MAX_PAYLOAD_BYTES:
+        return None
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
+        return None
+    if type(obj) is not dict:
+        return None
+    version = obj.pop("v", None)
+    if type(version) is not int or version != WIRE_VERSION:
+        return None
+    batch = _fast_reading_batch(obj)
+    if batch is None:
+        return None
+    keys = len(obj) + 1  # the envelope's, and "v"
+    for item in obj["readings"]:
+        keys += len(item) + len(item["quantities"])
+    return batch if data.count(b":") == keys else None
+
+
+def _fast_reading_batch(obj: dict[str, Any]) -> ReadingBatch | None:
+    if obj.keys() != _BATCH_FIELDS:
+        return None
+    home, sent_ms, items = obj["home"], obj["sent_ms"], obj["readings"]
+    if type(home) is not str or type(sent_ms) is not int or type(items) is not list:
+        return None
+    readings: list[Reading] = []
+    append = readings.append
+    roles = _ROLES
+    try:
+        for item in items:
+            if type(item) is not dict or not _READING_REQUIRED <= item.keys() <= _READING_FIELDS:
+                return None
+            device, seq, ts_ms = item["device"], item["seq"], item["ts_ms"]
+            grant, quantities, period_ms = item["grant"], item["quantities"], None
+            role = roles.get(item["role"]) if type(item["role"]) is str else None
+            if "period_ms" in item:
+                period_ms = item["period_ms"]
+                if type(period_ms) is not int:
+                    return None
+            if (
+                role is None
+                or type(device) is not str
+                or type(seq) is not int
+                or type(ts_ms) is not int
+                or type(grant) is not str
+                or type(quantities) is not dict
+            ):
+                return None
+            ints = False
+            for value in quantities.values():
+                kind = type(value)
+                if kind is not float and kind is not str:
+                    if kind is not int:
+                        return None
+                    ints = True
+            if ints:  # the general decoder turns an integer quantity into a float, and so do we
+                quantities = {k: float(v) if type(v) is int else v for k, v in quantities.items()}
+            append(Reading(device, seq, ts_ms, role, grant, quantities, period_ms))
+        return ReadingBatch(home, sent_ms, readings)
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def _to_json(value: Any) -> Any:
@@ -289,9 +403,24 @@ def encode(payload: object) -> bytes:
 
 
 def encode_reading(reading: Reading) -> str:
-    """One reading as compact JSON text, for an outbox to store and later send as is."""
+    """One reading as compact JSON text, for an outbox to store and later send as is.
+
+    The same text as :func:`encode` gives for a reading inside a batch (field order, ``None``
+    left out), built directly: an agent encodes every reading it polls.
+    """
+    role = reading.role
+    body: dict[str, Any] = {
+        "device": reading.device,
+        "seq": reading.seq,
+        "ts_ms": reading.ts_ms,
+        "role": role.value if isinstance(role, Enum) else role,
+        "grant": reading.grant,
+        "quantities": reading.quantities,
+    }
+    if reading.period_ms is not None:
+        body["period_ms"] = reading.period_ms
     try:
-        return json.dumps(_to_json(reading), separators=(",", ":"), allow_nan=False)
+        return json.dumps(body, separators=(",", ":"), allow_nan=False)
     except ValueError as exc:
         raise CodecError(f"cannot encode: {exc}") from None
 
@@ -327,7 +456,9 @@ def decode_message(topic: str, data: bytes) -> tuple[TopicAddress, Any]:
         raise CodecError(f"no v1 payload is defined for {address.kind.value!r} yet")
     payload: Any = decode(cls, data)
     if address.home is not None and payload.home != address.home:
-        raise CodecError(f"payload home {payload.home!r} differs from topic home {address.home!r}")
+        raise HomeMismatchError(
+            f"payload home {payload.home!r} differs from topic home {address.home!r}", address.home
+        )
     if address.home is None and payload.coop != address.coop:
         raise CodecError(f"payload coop {payload.coop!r} differs from topic coop {address.coop!r}")
     return address, payload

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from protocol.quantities import GLOSSARY, Role, allowed_for
 from protocol.topics import check_id
@@ -24,6 +24,13 @@ _MAX_ABS_VALUE: Final = 1e15
 # 2000-01-01 .. 2100-01-01: a timestamp outside is a broken clock or a unit error (s vs ms).
 _MIN_TS_MS: Final = 946_684_800_000
 _MAX_TS_MS: Final = 4_102_444_800_000
+
+
+# Per role, the numeric quantities its devices may carry (the fast path of Reading's checks).
+_NUMERIC_FOR: Final[dict[Role, frozenset[str]]] = {
+    role: frozenset(n for n, q in GLOSSARY.items() if q.kind is float and allowed_for(role, n))
+    for role in Role
+}
 
 
 def _check_ts(ts_ms: int, what: str) -> None:
@@ -60,7 +67,16 @@ class Reading:
             raise ValueError(f"period_ms {self.period_ms} is not 0 to {MAX_PERIOD_MS}")
         if not self.quantities:
             raise ValueError(f"reading {self.device}/{self.seq} carries no quantities")
+        numeric = _NUMERIC_FOR.get(self.role, ()) if isinstance(self.role, Role) else ()
         for name, value in self.quantities.items():
+            # The common case first (a finite float of a quantity the role may carry); anything
+            # else goes through the full checks below, which decide and word the refusal.
+            if (
+                type(value) is float
+                and name in numeric
+                and -_MAX_ABS_VALUE <= value <= _MAX_ABS_VALUE
+            ):
+                continue
             if not allowed_for(self.role, name):
                 raise ValueError(f"quantity {name!r} is not allowed on a {self.role.value} device")
             q = GLOSSARY[name]
@@ -338,3 +354,381 @@ class Receipt:
             _check_text(self.reason, "reason")
         if any(n < 0 for n in (self.erased or {}).values()):
             raise ValueError("erased counts are not negative")
+
+
+# -- operator monitoring: hub/metrics and hub/alerts ---------------------------------------------
+
+MAX_METRIC_HOMES: Final = 4000  # a cooperative that outgrows this runs several hubs
+MAX_FAULTS_PER_HOME: Final = 8
+MAX_ALERTS: Final = 500
+AlertKind = Literal[
+    "home-offline",  # the home's last will, or it said offline
+    "stale-data",  # online, yet no reading has arrived for too long
+    "device-fault",  # a meter, inverter or turbine the agent cannot read
+    "readings-lost",  # the home's outbox overflowed: readings that will never arrive
+    "backlog",  # many readings waiting in the home's outbox
+    "home-mismatch",  # a payload naming another home than its topic: a fault or a forgery
+    "forecast-stale",  # the community forecast was not refreshed
+    "hub-errors",  # the hub failed to store readings (it did not ack them; agents resend)
+    "rejected-messages",  # messages that broke the wire contract
+]
+ALERT_KINDS: Final = get_args(AlertKind)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A condition the operator should look at; ``kind``, ``home`` and ``device`` identify it
+    across updates and ``since_ms`` is when it was first seen."""
+
+    kind: AlertKind
+    severity: Literal["warning", "critical"]
+    since_ms: int
+    text: str
+    home: str | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ALERT_KINDS:
+            raise ValueError(f"alert kind {self.kind!r} is unknown")
+        _check_ts(self.since_ms, "since_ms")
+        _check_text(self.text, "text")
+        if self.home is not None:
+            check_id(self.home, "home")
+        if self.device is not None:
+            check_id(self.device, "device")
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.home or ''}/{self.device or ''}"
+
+
+@dataclass(frozen=True, slots=True)
+class HomeHealth:
+    """One home as the operator sees it: never its energy, only whether its data flows.
+
+    ``last_seen_ms``: when the hub last heard from it (status or readings); ``last_reading_ms``:
+    the time of its newest stored reading; ``faults``: devices it cannot read.
+    """
+
+    state: Literal["online", "offline"]
+    last_seen_ms: int | None = None
+    last_reading_ms: int | None = None
+    backlog: int | None = None
+    faults: list[str] | None = None
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("last_seen_ms", "last_reading_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_ts(value, name)
+        if self.backlog is not None and self.backlog < 0:
+            raise ValueError("backlog is negative")
+        if self.faults is not None:
+            if len(self.faults) > MAX_FAULTS_PER_HOME:
+                raise ValueError(f"more than {MAX_FAULTS_PER_HOME} faults")
+            for device in self.faults:
+                check_id(device, "device")
+        if self.version is not None:
+            _check_text(self.version, "version")
+
+
+@dataclass(frozen=True, slots=True)
+class HubMetrics:
+    """``hub/metrics``, retained: the operator's view of the cooperative, every ``interval_s``.
+
+    Rates are per minute over the last interval. ``forecast_issued_ms`` is absent until the
+    forecast service has published one. ``alerts`` are those active now; ``hub/alerts`` carries
+    each one's raising and clearing. ``counters`` are the hub's ingest counters since it started.
+    ``truncated``: healthy homes were left out of ``homes`` to keep the payload within the limit.
+    """
+
+    coop: str
+    ts_ms: int
+    interval_s: int
+    homes_total: int
+    homes_online: int
+    homes_stale: int
+    backlog_total: int
+    readings_per_min: float
+    messages_per_min: float
+    rejected_per_min: float
+    homes: dict[str, HomeHealth]
+    alerts: list[Alert]
+    counters: dict[str, int]
+    forecast_issued_ms: int | None = None
+    truncated: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self.coop, "coop")
+        _check_ts(self.ts_ms, "ts_ms")
+        if not 1 <= self.interval_s <= 86400:
+            raise ValueError(f"interval_s {self.interval_s} is not 1 to 86400")
+        for name in ("homes_total", "homes_online", "homes_stale", "backlog_total"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} is negative")
+        if self.homes_online > self.homes_total or self.homes_stale > self.homes_total:
+            raise ValueError("more homes online or stale than homes")
+        for name in ("readings_per_min", "messages_per_min", "rejected_per_min"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite non-negative number")
+        if len(self.homes) > MAX_METRIC_HOMES:
+            raise ValueError(f"more than {MAX_METRIC_HOMES} homes")
+        for home in self.homes:
+            check_id(home, "home")
+        if len(self.alerts) > MAX_ALERTS:
+            raise ValueError(f"more than {MAX_ALERTS} alerts")
+        if self.forecast_issued_ms is not None:
+            _check_ts(self.forecast_issued_ms, "forecast_issued_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class HubAlert:
+    """``hub/alerts``, not retained: an alert raised or cleared at ``ts_ms``."""
+
+    coop: str
+    ts_ms: int
+    state: Literal["raised", "cleared"]
+    alert: Alert
+
+    def __post_init__(self) -> None:
+        check_id(self.coop, "coop")
+        _check_ts(self.ts_ms, "ts_ms")
+
+
+# -- appliance-timing prompts: homes/{home}/appliances, prompts, feedback -------------------------
+
+MAX_APPLIANCES: Final = 16
+MAX_PROMPT_WINDOWS: Final = 16  # per appliance: an interruptible run may come in pieces
+MAX_LEVEL_SPANS: Final = 4 * 48  # quarter hours of two days
+MAX_PROMPT_SPAN_MS: Final = 3 * 86_400_000
+MAX_APPLIANCE_ENERGY_WH: Final = 200_000.0  # a large EV battery from empty
+MINUTES_PER_DAY: Final = 1440
+# IANA names (Europe/Amsterdam, America/Argentina/Cordoba) or UTC; the hub resolves them.
+_TIMEZONE_RE: Final = re.compile(r"UTC|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){1,2}")
+Level = Literal["green", "amber", "red"]  # green: use now; amber: neutral; red: avoid
+LEVELS: Final = get_args(Level)
+FeedbackAction = Literal["accepted", "snoozed", "done"]
+FEEDBACK_ACTIONS: Final = get_args(FeedbackAction)
+
+
+def _check_wh(value: float, what: str, *, signed: bool = False) -> None:
+    if not math.isfinite(value) or abs(value) > _MAX_ABS_VALUE or (value < 0 and not signed):
+        raise ValueError(f"{what} must be a finite{'' if signed else ' non-negative'} number")
+
+
+@dataclass(frozen=True, slots=True)
+class Appliance:
+    """A flexible appliance the household lets the hub plan for: one typical run of it.
+
+    Times of day are minutes after local midnight in the home's timezone. A latest finish at or
+    before the earliest start is on the next day (an EV charged overnight: 18:00 to 07:00).
+    An interruptible appliance (EV charger, immersion heater) may run in pieces.
+    """
+
+    name: str
+    energy_wh: float  # a typical run
+    duration_min: int  # a typical run, without pauses
+    earliest_start_min: int  # 0..1439
+    latest_finish_min: int  # 0..1440
+    interruptible: bool
+    runs_per_week: int  # how often it typically runs: 1..14
+
+    def __post_init__(self) -> None:
+        check_id(self.name, "appliance")
+        _check_wh(self.energy_wh, "energy_wh")
+        if not 0 < self.energy_wh <= MAX_APPLIANCE_ENERGY_WH:
+            raise ValueError(f"energy_wh must be above 0 and at most {MAX_APPLIANCE_ENERGY_WH:g}")
+        if not 1 <= self.duration_min <= MINUTES_PER_DAY:
+            raise ValueError("duration_min must be 1 to 1440")
+        if not 0 <= self.earliest_start_min < MINUTES_PER_DAY:
+            raise ValueError("earliest_start_min must be 0 to 1439")
+        if not 0 <= self.latest_finish_min <= MINUTES_PER_DAY:
+            raise ValueError("latest_finish_min must be 0 to 1440")
+        if self.duration_min > self.window_min:
+            raise ValueError(f"a {self.duration_min}-minute run of {self.name} does not fit "
+                             f"its {self.window_min}-minute window")  # fmt: skip
+        if not 1 <= self.runs_per_week <= 14:
+            raise ValueError("runs_per_week must be 1 to 14")
+
+    @property
+    def window_min(self) -> int:
+        """Minutes from the earliest start to the latest finish."""
+        span = (self.latest_finish_min - self.earliest_start_min) % MINUTES_PER_DAY
+        return span or MINUTES_PER_DAY
+
+
+@dataclass(frozen=True, slots=True)
+class Appliances:
+    """``homes/{home}/appliances``, retained: the appliances the hub may plan for this home.
+
+    Released under the consent grant ``grant`` (one with the ``prompts`` purpose). An empty list
+    without a grant withdraws them: the hub then plans nothing for the home and forgets what it
+    learnt of it. ``timezone`` (IANA) gives the appliances' times of day their meaning.
+    """
+
+    home: str
+    ts_ms: int
+    timezone: str
+    appliances: list[Appliance]
+    grant: str | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self.home, "home")
+        _check_ts(self.ts_ms, "ts_ms")
+        if len(self.timezone) > 64 or not _TIMEZONE_RE.fullmatch(self.timezone):
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA name like Europe/Paris")
+        if self.grant is not None:
+            check_id(self.grant, "grant")
+        elif self.appliances:
+            raise ValueError("appliances are released under a grant: grant is missing")
+        if len(self.appliances) > MAX_APPLIANCES:
+            raise ValueError(f"more than {MAX_APPLIANCES} appliances")
+        names = [a.name for a in self.appliances]
+        if len(set(names)) != len(names):
+            raise ValueError("two appliances share a name")
+
+
+@dataclass(frozen=True, slots=True)
+class PromptWindow:
+    """When to run: from ``start_ms`` to ``end_ms`` (UTC ms)."""
+
+    start_ms: int
+    end_ms: int
+
+    def __post_init__(self) -> None:
+        _check_ts(self.start_ms, "start_ms")
+        _check_ts(self.end_ms, "end_ms")
+        if not 0 < self.end_ms - self.start_ms <= 86_400_000:
+            raise ValueError("a window ends after it starts, within a day")
+
+
+@dataclass(frozen=True, slots=True)
+class AppliancePrompt:
+    """The planned run of one appliance: its windows (more than one only for an interruptible
+    appliance), why in plain words, the energy of the run expected to come from the
+    neighbourhood's own generation (``local_wh``) and how much more that is than running it at
+    its earliest start (``benefit_wh``; Wh)."""
+
+    appliance: str
+    windows: list[PromptWindow]
+    reason: str
+    local_wh: float
+    benefit_wh: float
+
+    def __post_init__(self) -> None:
+        check_id(self.appliance, "appliance")
+        if not 1 <= len(self.windows) <= MAX_PROMPT_WINDOWS:
+            raise ValueError(f"an appliance has 1 to {MAX_PROMPT_WINDOWS} windows")
+        for a, b in zip(self.windows, self.windows[1:], strict=False):
+            if b.start_ms < a.end_ms:
+                raise ValueError("windows must be in time order and not overlap")
+        _check_text(self.reason, "reason")
+        _check_wh(self.local_wh, "local_wh")
+        _check_wh(self.benefit_wh, "benefit_wh", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class LevelSpan:
+    """The traffic light from ``start_ms`` to ``end_ms``, and why."""
+
+    start_ms: int
+    end_ms: int
+    level: Level
+    reason: str
+
+    def __post_init__(self) -> None:
+        _check_ts(self.start_ms, "start_ms")
+        _check_ts(self.end_ms, "end_ms")
+        if self.end_ms <= self.start_ms:
+            raise ValueError("a level span ends after it starts")
+        if self.level not in LEVELS:
+            raise ValueError(f"level {self.level!r} is not one of {LEVELS}")
+        _check_text(self.reason, "reason")
+
+
+@dataclass(frozen=True, slots=True)
+class Prompts:
+    """``homes/{home}/prompts``, retained: the home's current prompt set.
+
+    ``level`` is the traffic light when issued (green: use now; amber: neutral; red: avoid) and
+    ``levels`` what it becomes until ``valid_until_ms``, so the home's light follows the plan
+    while the hub is away; after ``valid_until_ms`` the home shows nothing rather than stale
+    advice. ``prompt`` identifies the set in feedback; ``benefit_wh`` adds up the appliances'.
+    """
+
+    home: str
+    prompt: str
+    issued_ms: int
+    valid_until_ms: int
+    level: Level
+    reason: str
+    levels: list[LevelSpan]
+    appliances: list[AppliancePrompt]
+    benefit_wh: float
+
+    def __post_init__(self) -> None:
+        check_id(self.home, "home")
+        check_id(self.prompt, "prompt")
+        _check_ts(self.issued_ms, "issued_ms")
+        _check_ts(self.valid_until_ms, "valid_until_ms")
+        if not 0 < self.valid_until_ms - self.issued_ms <= MAX_PROMPT_SPAN_MS:
+            raise ValueError("valid_until_ms must be after issued_ms, within three days")
+        if self.level not in LEVELS:
+            raise ValueError(f"level {self.level!r} is not one of {LEVELS}")
+        _check_text(self.reason, "reason")
+        if len(self.levels) > MAX_LEVEL_SPANS:
+            raise ValueError(f"more than {MAX_LEVEL_SPANS} level spans")
+        if self.levels:
+            if self.levels[0].start_ms != self.issued_ms:
+                raise ValueError("the first level span starts at issued_ms")
+            if self.levels[-1].end_ms != self.valid_until_ms:
+                raise ValueError("the last level span ends at valid_until_ms")
+            for a, b in zip(self.levels, self.levels[1:], strict=False):
+                if b.start_ms != a.end_ms:
+                    raise ValueError("level spans must follow each other without gaps")
+            if self.levels[0].level != self.level:
+                raise ValueError("level differs from the first level span's")
+        if len(self.appliances) > MAX_APPLIANCES:
+            raise ValueError(f"more than {MAX_APPLIANCES} appliances")
+        names = [a.appliance for a in self.appliances]
+        if len(set(names)) != len(names):
+            raise ValueError("an appliance appears twice")
+        _check_wh(self.benefit_wh, "benefit_wh", signed=True)
+
+    def level_at(self, t_ms: int) -> Level | None:
+        """The light at ``t_ms``; None once the prompts have expired (or before issue)."""
+        if not self.issued_ms <= t_ms < self.valid_until_ms:
+            return None
+        for span in self.levels:
+            if span.start_ms <= t_ms < span.end_ms:
+                return span.level
+        return self.level
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """``homes/{home}/feedback``: the household's answer to a prompt (the button).
+
+    ``accepted``: we will run it then; ``snoozed``: not now; ``done``: it is running. Names the
+    appliance and the start of its window when the answer is about one planned run.
+    """
+
+    home: str
+    ts_ms: int
+    prompt: str
+    action: FeedbackAction
+    appliance: str | None = None
+    window_start_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self.home, "home")
+        _check_ts(self.ts_ms, "ts_ms")
+        check_id(self.prompt, "prompt")
+        if self.action not in FEEDBACK_ACTIONS:
+            raise ValueError(f"action {self.action!r} is not one of {FEEDBACK_ACTIONS}")
+        if self.appliance is not None:
+            check_id(self.appliance, "appliance")
+        if self.window_start_ms is not None:
+            _check_ts(self.window_start_ms, "window_start_ms")

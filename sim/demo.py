@@ -23,6 +23,7 @@ from typing import Final, TextIO
 from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
+from hub import consent
 from hub.ingest import Ingest
 from hub.store import Store
 from hub.summary import home_summaries
@@ -177,6 +178,7 @@ def run_demo(
                 COOP,
                 clock,
             )
+            consent.attach(hub, store)
             with SimModbusServers(homes) as servers:
                 endpoints = servers.endpoints()
                 agents = [

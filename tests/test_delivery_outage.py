@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
+from hub import consent
 from hub.ingest import Ingest
 from hub.store import Store
 from protocol.clock import ManualClock
@@ -58,6 +59,7 @@ class InProcess:
         self.hub = Ingest(
             self.store, BrokerSettings(self.broker.url, f"hub-{self.coop}"), self.coop, self.clock
         )
+        consent.attach(self.hub, self.store)
         self.hub.start()
 
     def stop_hub(self) -> None:

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
+from hub import consent
 from hub.cli import main as hub_cli
 from hub.ingest import Ingest
 from hub.store import Store
@@ -82,6 +83,7 @@ class Rig:
         )
         self.store = Store.open(tmp / "hub.db", coop, clock=self.clock)
         self.hub = Ingest(self.store, BrokerSettings(broker.url, f"hub-{coop}"), coop, self.clock)
+        consent.attach(self.hub, self.store)
         self.hub.start()
         ConsentLedger(config.consent_path, "home-1").share_everything(START_MS)
         self.agent = Agent(config, self.clock)

@@ -21,6 +21,7 @@ from hub.export import export_csv
 from hub.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode, encode
+from protocol.consent import PurposeGrant, Resolution, next_version, nothing_shared
 from protocol.payloads import Ack, HubStatus, Reading, ReadingBatch
 from protocol.quantities import Role
 from protocol.topics import HomeTopic, HubTopic, home_topic, hub_topic
@@ -208,6 +209,11 @@ def test_serve_runs_until_stopped(mosquitto: Broker, tmp_path: Path) -> None:
     thread.start()
     try:
         probe.wait_for(lambda ms: any(t == hub_topic(coop, HubTopic.STATUS) for t, _ in ms))
+        # The hub stores only what a home's grant shares: the household grants first.
+        grant = next_version(
+            nothing_shared("home-1"), {"grid": {"settlement": PurposeGrant(Resolution.RAW, 30)}}, T0
+        )
+        probe.publish(home_topic(coop, "home-1", HomeTopic.CONSENT), encode(grant), retain=True)
         one = Reading("grid", 1, T0, Role.GRID, "g1", {"power_w": 1})
         batch = ReadingBatch("home-1", T0, [one])
         probe.publish(home_topic(coop, "home-1", HomeTopic.READINGS), encode(batch))
@@ -217,6 +223,9 @@ def test_serve_runs_until_stopped(mosquitto: Broker, tmp_path: Path) -> None:
         thread.join(10)
         probe.close()
     assert not thread.is_alive()
+    probe_clear = Probe(mosquitto, coop)  # leave no retained grant behind
+    probe_clear.publish(home_topic(coop, "home-1", HomeTopic.CONSENT), b"", retain=True)
+    probe_clear.close()
     assert outcome["stats"]["stored"] == 1
     assert probe.hub_states() == ["online", "offline"]
 

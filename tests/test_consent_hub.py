@@ -1,0 +1,257 @@
+"""Consent at the hub: what crosses the wire, erasure on revocation, purpose-scoped reading.
+
+The observer is subscribed to ``coopwatt/{coop}/#`` on a broker that lets it see everything (the
+test broker allows anonymous access), so it sees whatever any home sends.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.config import AgentConfig, DeviceConfig
+from agent.consent_ledger import ConsentLedger
+from agent.service import Agent
+from hub import consent
+from hub.community import community_figures, group_total
+from hub.consent import ConsentBook, PurposeView
+from hub.ingest import Ingest
+from hub.store import Store
+from protocol.clock import ManualClock
+from protocol.codec import decode_message
+from protocol.consent import Purpose, PurposeGrant, Resolution, next_version, nothing_shared
+from protocol.payloads import Reading, ReadingBatch, Receipt
+from protocol.quantities import Role
+from protocol.session import BrokerSettings
+from sim.broker import RunningBroker
+from sim.household import SimHome
+from sim.modbus_server import SimModbusServers
+from tests.harness import wait_for
+
+T0 = 1_782_864_000_000  # midnight UTC
+Q = 900_000
+MIN = 60_000
+
+
+class Observer:
+    """Everything published under the cooperative's topics."""
+
+    def __init__(self, broker: RunningBroker, coop: str) -> None:
+        self.messages: list[tuple[str, object]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"observer-{coop}")
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(f"coopwatt/{coop}/#", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if not msg.payload:
+            return
+        address, payload = decode_message(msg.topic, bytes(msg.payload))
+        with self.lock:
+            self.messages.append((address.kind.value, payload))
+
+    def of(self, kind: str) -> list[object]:
+        with self.lock:
+            return [p for k, p in self.messages if k == kind]
+
+    def readings(self) -> list[Reading]:
+        return [r for b in self.of("readings") if isinstance(b, ReadingBatch) for r in b.readings]
+
+    def receipts(self) -> list[Receipt]:
+        return [r for r in self.of("receipts") if isinstance(r, Receipt)]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class Home:
+    """A simulated home, its agent and the hub on one ManualClock, polling once a minute."""
+
+    def __init__(self, broker: RunningBroker, tmp: Path) -> None:
+        self.coop = f"c-{uuid.uuid4().hex[:10]}"
+        self.clock = ManualClock(T0)
+        self.sim = SimHome("home-1", 9, self.clock)
+        self.servers = SimModbusServers([self.sim])
+        self.servers.start()
+        self.store = Store.open(tmp / "hub.db", self.coop, clock=self.clock)
+        self.hub = Ingest(self.store, BrokerSettings(broker.url, f"hub-{self.coop}"), self.coop,
+                          self.clock)  # fmt: skip
+        self.book = consent.attach(self.hub, self.store)
+        self.hub.start()
+        self.observer = Observer(broker, self.coop)
+        eps = self.servers.endpoints()["home-1"]
+        self.config = AgentConfig(
+            coop=self.coop, home="home-1", grant=None,
+            broker=BrokerSettings(broker.url, f"agent-{self.coop}"), data_dir=tmp / "agent",
+            devices=tuple(DeviceConfig(n, e.profile, f"tcp://{e.host}:{e.port}", e.unit, 60.0)
+                          for n, e in eps.items()),
+        )  # fmt: skip
+        self.ledger = ConsentLedger(self.config.consent_path, "home-1")
+        self.agent: Agent | None = None
+
+    def start_agent(self) -> None:
+        self.agent = Agent(self.config, self.clock, housekeeping_s=0.2)
+        self.thread = threading.Thread(target=self.agent.run, kwargs={"drain_timeout_s": 1.0})
+        self.thread.start()
+        wait_for(lambda: self.agent is not None and self.agent.polls >= 1)
+
+    def minutes(self, n: int) -> None:
+        agent = self.agent
+        assert agent is not None
+        for _ in range(n):
+            polls = agent.polls
+            self.clock.advance(MIN)
+            wait_for(lambda: agent.polls > polls)  # noqa: B023 - waited for in this pass
+        wait_for(lambda: agent.backlog == 0)
+
+    def close(self) -> None:
+        if self.agent is not None:
+            self.agent.stop()
+            self.thread.join(20)
+        self.hub.stop()
+        self.observer.close()
+        self.store.close()
+        self.servers.stop()
+
+
+@pytest.fixture
+def home(mosquitto: RunningBroker, tmp_path: Path) -> Iterator[Home]:
+    h = Home(mosquitto, tmp_path)
+    yield h
+    h.close()
+
+
+def test_ungranted_streams_and_finer_data_never_cross_the_wire(home: Home) -> None:
+    home.ledger.grant([Role.GRID], [Purpose.SETTLEMENT], Resolution.MIN15, 400, T0)
+    home.start_agent()
+    home.minutes(61)
+    wait_for(lambda: len(home.observer.readings()) >= 4)
+    seen = home.observer.readings()
+    assert {r.device for r in seen} == {"grid-meter"}  # PV and wind were never granted
+    for r in seen:
+        assert r.period_ms == Q and r.ts_ms % Q == 0, (r.ts_ms, r.period_ms)
+        assert r.grant == "g1"
+    assert {r.seq for r in seen} == {1, 2, 3, 4}
+    grants = home.observer.of("consent")
+    assert grants and all(getattr(g, "version", None) == 1 for g in grants)
+    assert any(r.kind == "consent-recorded" for r in home.observer.receipts())
+    assert {r.device for r in home.store.iter_readings()} == {"grid-meter"}
+
+
+def test_revoking_a_stream_erases_it_at_the_hub_with_a_receipt(home: Home) -> None:
+    home.ledger.share_everything(T0)
+    home.start_agent()
+    home.minutes(5)
+    assert any(r.device == "pv-inverter" for r in home.store.iter_readings())
+    home.ledger.revoke([Role.PV], None, home.clock.now_ms())
+    home.minutes(3)
+    wait_for(lambda: any(r.kind == "data-erased" for r in home.observer.receipts()))
+    receipt = next(r for r in home.observer.receipts() if r.kind == "data-erased")
+    assert receipt.version == 2
+    assert receipt.erased is not None and receipt.erased["pv"] >= 6
+    assert not any(r.device == "pv-inverter" for r in home.store.iter_readings())
+    last_pv = max(r.ts_ms for r in home.observer.readings() if r.device == "pv-inverter")
+    home.minutes(2)
+    assert max(r.ts_ms for r in home.observer.readings() if r.device == "pv-inverter") == last_pv
+    assert [g.version for g in home.book.history("home-1")] == [1, 2]
+
+
+def test_a_coarser_grant_merges_what_the_hub_holds_keeping_counters_exact(home: Home) -> None:
+    home.ledger.grant([Role.GRID], [Purpose.FORECAST], Resolution.RAW, 30, T0)
+    home.start_agent()
+    home.minutes(45)
+    before = [r for r in home.store.iter_readings() if r.device == "grid-meter"]
+    assert len(before) == 46
+    home.ledger.grant([Role.GRID], [Purpose.FORECAST], Resolution.MIN15, 30, home.clock.now_ms())
+    home.minutes(1)
+    wait_for(lambda: any(r.kind == "data-erased" for r in home.observer.receipts()))
+    after = [r for r in home.store.iter_readings() if r.device == "grid-meter"]
+    quarter_hours = [r for r in after if r.ts_ms <= T0 + 45 * MIN]
+    assert len(quarter_hours) == 4  # T0 on its own, then one per quarter hour
+    by_seq = {r.seq: r for r in before}
+    for r in quarter_hours:
+        assert r.quantities["energy_import_wh"] == by_seq[r.seq].quantities["energy_import_wh"]
+
+
+def _batch(seq: int, ts: int, import_wh: float, grant: str = "g1") -> tuple[str, ReadingBatch]:
+    q: dict[str, float | str] = {"power_w": 1000.0, "energy_import_wh": import_wh,
+                                 "energy_export_wh": 0.0}  # fmt: skip
+    return ("home-1", ReadingBatch("home-1", ts, [Reading("m", seq, ts, Role.GRID, grant, q)]))
+
+
+def test_a_purpose_sees_only_what_was_granted_for_it(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "hub.db", "c1") as store:
+        book = ConsentBook(store)
+        terms = {
+            "settlement": PurposeGrant(Resolution.RAW, 400),
+            "forecast": PurposeGrant(Resolution.HOURLY, 2),
+        }
+        g1 = next_version(nothing_shared("home-1"), {"grid": terms}, T0)
+        assert book.record(g1, T0).recorded
+        store.insert_batches([_batch(i + 1, T0 + i * Q, 100.0 * i) for i in range(13)], T0)
+        now = T0 + 3 * 3_600_000
+        settlement = list(PurposeView(store, book, Purpose.SETTLEMENT).readings(now))
+        assert len(settlement) == 13  # raw, as granted
+        forecast = list(PurposeView(store, book, Purpose.FORECAST).readings(now))
+        # Hourly: T0 sets the start, then one aggregate per complete hour.
+        assert [r.ts_ms for r in forecast] == [T0 + h * 3_600_000 for h in (1, 2, 3)]
+        assert all(r.period_ms == 3_600_000 for r in forecast)
+        assert forecast[0].quantities["power_w"] == pytest.approx(400.0)  # 400 Wh in an hour
+        assert list(PurposeView(store, book, Purpose.PROMPTS).readings(now)) == []
+        # Forecast keeps 2 days: on day 3 the forecast sees nothing, settlement still all.
+        later = T0 + 3 * 86_400_000
+        assert list(PurposeView(store, book, Purpose.FORECAST).readings(later)) == []
+        assert len(list(PurposeView(store, book, Purpose.SETTLEMENT).readings(later))) == 13
+        # Readings under a grant the hub has not seen wait; withdrawn streams are withheld.
+        assert book.admit("home-1", Role.GRID, "g2") == "wait"
+        assert book.admit("home-1", Role.PV, "g1") == "withhold"
+        assert book.admit("home-1", Role.GRID, "g1") == "store"
+
+
+def test_a_grant_that_breaks_the_chain_is_refused(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "hub.db", "c1") as store:
+        book = ConsentBook(store)
+        g1 = next_version(nothing_shared("home-1"), {}, T0)
+        g2 = next_version(g1, {"grid": {"forecast": PurposeGrant(Resolution.RAW, 1)}}, T0 + 1)
+        assert book.record(g1, T0).recorded
+        assert book.record(g1, T0).reason is None  # the retained copy again: nothing to do
+        assert book.record(g2, T0).recorded
+        outcome = book.record(next_version(g1, {}, T0 + 2), T0)  # a rewritten version 2
+        assert not outcome.recorded and outcome.reason and "does not follow" in outcome.reason
+        with store.transaction() as conn, pytest.raises(Exception, match="append-only"):
+            conn.execute("DELETE FROM consent_ledger")
+
+
+def test_community_figures_are_withheld_below_k_homes() -> None:
+    assert group_total({"a": 1.0, "b": 2.0}, k=5).value_wh is None
+    assert group_total({f"h{i}": 1.0 for i in range(5)}, k=5).value_wh == 5.0
+    assert group_total({}, k=5).homes == 0
+
+
+def test_community_figures_read_only_homes_granting_community_stats(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "hub.db", "c1") as store:
+        book = ConsentBook(store)
+        batches = []
+        for i in range(6):
+            home = f"home-{i}"
+            shares = i < 5 and {"grid": {"community-stats": PurposeGrant(Resolution.RAW, 30)}}
+            book.record(next_version(nothing_shared(home), shares or {}, T0), T0)
+            for n in range(3):
+                q: dict[str, float | str] = {"energy_import_wh": 10.0 * n, "energy_export_wh": 0.0}
+                r = Reading("m", n + 1, T0 + n * Q, Role.GRID, "g1", q)
+                batches.append((home, ReadingBatch(home, T0, [r])))
+        store.insert_batches(batches, T0)
+        view = PurposeView(store, book, Purpose.COMMUNITY_STATS)
+        figures = community_figures(view, T0 + 2 * Q, window_ms=3_600_000, k=5)
+        assert figures["imported"].homes == 5  # home-5 shares nothing for community stats
+        assert figures["imported"].value_wh == pytest.approx(5 * 20.0)
+        assert community_figures(view, T0 + 2 * Q, k=6)["imported"].value_wh is None

@@ -1,0 +1,192 @@
+"""The household's opt-in Home Assistant bridge, against a real Mosquitto standing in for the
+household's own broker, and run by the real agent command."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.ha_discovery import (
+    HomeAssistantBridge,
+    discovery_topic,
+    load_ha_config,
+    parse_ha_config,
+    sensor_config,
+)
+from agent.outbox import Polled
+from protocol.config_tables import ConfigError
+from protocol.quantities import Role
+from protocol.session import BrokerSettings
+from sim.broker import RunningBroker
+from tests.harness import BIN, simulated_home, wait_for
+
+T0 = 1_782_900_000_000
+WAIT_S = 10.0
+
+
+class Household:
+    """A subscriber on the household's broker, as Home Assistant would be."""
+
+    def __init__(self, broker: RunningBroker, home: str) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.cond = threading.Condition()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ha-{home}")
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        node = f"coopwatt_{home}_".replace("-", "_")
+        self.client.subscribe(f"coopwatt/{home}/#", qos=1)
+        self.client.subscribe("homeassistant/sensor/+/+/config", qos=1)
+        self.node = node
+
+    def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.cond:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self.cond.notify_all()
+
+    def wait(self, predicate: Any, what: str) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: predicate(self.messages), WAIT_S), what
+
+    def topics(self) -> list[str]:
+        with self.cond:
+            return [t for t, _, _ in self.messages]
+
+    def latest(self, topic: str) -> bytes:
+        with self.cond:
+            return [p for t, p, _ in self.messages if t == topic][-1]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_sensor_configs_and_templates() -> None:
+    power = sensor_config("home-1", "grid-meter", "power_w", "0.1.0")
+    assert (power["device_class"], power["unit_of_measurement"], power["state_class"]) == (
+        "power",
+        "W",
+        "measurement",
+    )
+    energy = sensor_config("home-1", "grid-meter", "energy_import_wh", "0.1.0")
+    assert energy["state_class"] == "total_increasing" and energy["unit_of_measurement"] == "Wh"
+    state = sensor_config("home-1", "pv-inverter", "state", "0.1.0")
+    assert "unit_of_measurement" not in state and "device_class" not in state
+    assert power["unique_id"] == "coopwatt_home_1_grid_meter_power_w"
+    payload = {"power_w": -1250.5, "energy_import_wh": 1234567.0, "ts_ms": T0}
+    env = jinja2.Environment(autoescape=False)  # numbers, not HTML
+    assert env.from_string(str(power["value_template"])).render(value_json=payload) == "-1250.5"
+    assert discovery_topic("homeassistant", "home-1", "grid-meter", "power_w") == (
+        "homeassistant/sensor/coopwatt_home_1_grid_meter/power_w/config"
+    )
+
+
+def test_config_is_checked(tmp_path: Path) -> None:
+    good = parse_ha_config({"broker": {"url": "mqtt://ha.local"}}, tmp_path, "home-1")
+    assert good.discovery_prefix == "homeassistant"
+    assert good.broker.client_id == "coopwatt-agent-home-1-ha"
+    with pytest.raises(ConfigError, match="discovery_prefix"):
+        parse_ha_config({"discovery_prefix": "ha/#", "broker": {"url": "mqtt://x"}}, tmp_path)
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_ha_config({"broker": {"url": "mqtt://x"}, "enable": True}, tmp_path)
+
+
+def test_bridge_announces_publishes_and_says_goodbye(mosquitto: RunningBroker) -> None:
+    home = "ha-home-1"
+    household = Household(mosquitto, home)
+    bridge = HomeAssistantBridge(
+        parse_ha_config({"broker": {"url": mosquitto.url}}, Path(), home), home, "0.1.0"
+    )
+    bridge.start()
+    try:
+        assert bridge.session.connected.wait(WAIT_S)
+        polled = [
+            Polled("grid-meter", Role.GRID, T0, {"power_w": 812.0, "energy_import_wh": 5.0e6}),
+            Polled("pv-inverter", Role.PV, T0, {"power_w": 2300.0, "state": "mppt"}),
+        ]
+        bridge.publish(polled)
+        state_topic = f"coopwatt/{home}/grid-meter/state"
+        last = f"coopwatt/{home}/pv-inverter/state"  # published last: all before it are in
+        household.wait(lambda ms: any(t == last for t, _, _ in ms), "state")
+        assert json.loads(household.latest(state_topic)) == {
+            "power_w": 812.0,
+            "energy_import_wh": 5.0e6,
+            "ts_ms": T0,
+        }
+        # (a config announced twice while connecting is harmless: it is the same retained one)
+        assert len({t for t in household.topics() if t.endswith("/config")}) == 4
+        assert household.latest(f"coopwatt/{home}/availability") == b"online"
+        before = len(household.topics())
+        household.client.publish("homeassistant/status", b"online", qos=1)  # HA restarted
+        household.wait(
+            lambda ms: len({t for t, _, _ in ms[before:] if t.endswith("/config")}) == 4,
+            "re-announced",
+        )
+    finally:
+        bridge.stop()
+    household.wait(
+        lambda ms: (
+            (f"coopwatt/{home}/availability", b"offline", False) in ms
+            or any(t.endswith("availability") and p == b"offline" for t, p, _ in ms)
+        ),
+        "offline",
+    )
+    for topic in {t for t in household.topics() if t.endswith("/config") or "/state" in t}:
+        household.client.publish(topic, b"", qos=1, retain=True)  # keep the broker clean
+    household.close()
+
+
+def test_the_agent_shares_with_home_assistant_only_when_asked(
+    mosquitto: RunningBroker, tmp_path: Path
+) -> None:
+    ha_file = tmp_path / "home-assistant.toml"
+    ha_file.write_text(f'[broker]\nurl = "{mosquitto.url}"\n')
+    with simulated_home(tmp_path, "ha-agent-coop", mosquitto.url) as home:
+        household = Household(mosquitto, "home-1")
+        log = (tmp_path / "agent.log").open("wb")
+        proc = subprocess.Popen(
+            [str(BIN / "coopwatt-agent"), "run", "--config", str(home.config),
+             "--home-assistant", str(ha_file), "--drain-timeout", "0.2"],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+        log.close()
+        try:
+            wait_for(
+                lambda: "coopwatt/home-1/grid-meter/state" in household.topics(),
+                WAIT_S,
+                "grid meter values on the household's broker",
+            )
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(WAIT_S) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        state = json.loads(household.latest("coopwatt/home-1/grid-meter/state"))
+        assert "power_w" in state and "energy_import_wh" in state
+        for topic in {t for t in household.topics() if t.endswith("/config") or "/state" in t}:
+            household.client.publish(topic, b"", qos=1, retain=True)
+        household.close()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[broker]\n")
+    result = subprocess.run(
+        [str(BIN / "coopwatt-agent"), "run", "--config", str(tmp_path / "home-1" / "agent.toml"),
+         "--home-assistant", str(bad)],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and "broker.url is missing" in result.stderr
+
+
+def test_settings_repr_hides_the_password() -> None:
+    settings = BrokerSettings("mqtt://ha.local", "x", "user", "hunter2")
+    assert "hunter2" not in repr(settings)
+    assert load_ha_config  # the loader is the one the CLI uses

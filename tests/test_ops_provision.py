@@ -1,0 +1,295 @@
+"""Provisioning without a broker: ids, hashes, files and their modes, the agent config, the CLI."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.config import ConfigError, parse_config
+from hub.broker_config import MAX_PACKET_BYTES, write_broker_config
+from hub.cli import main
+from hub.pki import cert_common_name, cert_serial
+from hub.provision import (
+    HUB_USER,
+    OPERATOR_USER,
+    Layout,
+    PasswordFile,
+    ProvisionError,
+    check_home_id,
+    deprovision_home,
+    hash_password,
+    provision_home,
+    provisioned_homes,
+    verify_password,
+)
+from protocol.codec import MAX_PAYLOAD_BYTES
+from protocol.topics import ID_RE
+
+COOP = "ops-coop"
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    layout = Layout(tmp_path / "broker")
+    write_broker_config(
+        layout.root,
+        COOP,
+        ["hub.example.org", "192.0.2.10"],
+        persistence_dir=tmp_path / "persist",
+    )
+    return layout
+
+
+def devices(tmp_path: Path) -> Path:
+    path = tmp_path / "devices.toml"
+    path.write_text(
+        '[[devices]]\nname = "grid-meter"\nprofile = "eastron-sdm630"\n'
+        'modbus = "tcp://192.168.1.50:502"\nunit = 1\n'
+    )
+    return path
+
+
+# -- ids -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["+", "#", "home/+", "home/#", "a/b", "home-1/readings", "Home-1", "", "-home", "home 1",
+     "home\x00", "h" * 33, "_hub", "$SYS", "home%u", "héme", "home:1", "*"],
+)  # fmt: skip
+def test_ids_that_could_escape_a_topic_level_are_refused(bad: str) -> None:
+    with pytest.raises(ProvisionError, match="not allowed"):
+        check_home_id(bad)
+
+
+@given(st.text(max_size=40))
+def test_only_contract_ids_are_accepted(text: str) -> None:
+    if ID_RE.fullmatch(text):
+        assert check_home_id(text) == text
+    else:
+        with pytest.raises(ProvisionError):
+            check_home_id(text)
+
+
+def test_provision_refuses_a_bad_id_before_touching_anything(
+    layout: Layout, tmp_path: Path
+) -> None:
+    before = layout.passwd.read_bytes()
+    with pytest.raises(ProvisionError):
+        provision_home(layout, "home/#", tmp_path / "bundles")
+    assert layout.passwd.read_bytes() == before
+    assert not (tmp_path / "bundles").exists()
+
+
+# -- password hashes -------------------------------------------------------------------------
+
+
+def test_our_hash_has_mosquittos_format_and_verifies() -> None:
+    hashed = hash_password("s3cret")
+    _, kind, iterations, salt, digest = hashed.split("$")
+    assert (kind, iterations) == ("7", "101")
+    assert len(salt) == 16 and len(digest) == 88  # base64 of 12 and 64 bytes
+    assert verify_password("s3cret", hashed)
+    assert not verify_password("s3cret ", hashed)
+    assert hash_password("s3cret") != hashed  # salted
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="no mosquitto_passwd")
+def test_we_verify_what_mosquitto_passwd_writes(tmp_path: Path) -> None:
+    """The same algorithm both ways: a real Mosquitto accepting our hashes is tested in
+    test_security_broker.py."""
+    path = tmp_path / "passwd"
+    path.touch()
+    subprocess.run(["mosquitto_passwd", "-b", str(path), "alice", "wonder land"], check=True)
+    hashed = PasswordFile(path).get("alice")
+    assert hashed is not None and hashed.startswith("$7$")
+    assert verify_password("wonder land", hashed)
+    assert not verify_password("wonderland", hashed)
+
+
+def test_password_file_keeps_other_lines(tmp_path: Path) -> None:
+    path = tmp_path / "passwd"
+    path.write_text("# a comment\nbob:$7$101$x$y\n")
+    f = PasswordFile(path)
+    f.set("carol", "$7$101$a$b")
+    f.set("bob", "$7$101$c$d")
+    f.save()
+    assert path.read_text() == "# a comment\nbob:$7$101$c$d\ncarol:$7$101$a$b\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert PasswordFile(path).remove("bob")
+    assert not PasswordFile(path).remove("nobody")
+
+
+# -- broker-config --------------------------------------------------------------------------
+
+
+def test_broker_config_writes_a_complete_set(layout: Layout) -> None:
+    conf = layout.conf.read_text()
+    for line in (
+        "allow_anonymous false",
+        "per_listener_settings false",
+        f"password_file {layout.passwd.resolve()}",
+        f"acl_file {layout.acl.resolve()}",
+        f"max_packet_size {MAX_PACKET_BYTES}",
+        "persistence true",
+        "listener 8883 \n",
+        "require_certificate true",
+        f"crlfile {(layout.certs / 'crl.pem').resolve()}",
+        "listener 1883 127.0.0.1",
+    ):
+        assert line in conf, line
+    assert MAX_PAYLOAD_BYTES < MAX_PACKET_BYTES <= MAX_PAYLOAD_BYTES + 8192
+    acl = layout.acl.read_text()
+    assert f"pattern write coopwatt/{COOP}/homes/%u/readings" in acl
+    assert f"pattern read coopwatt/{COOP}/homes/%u/ack" in acl
+    assert "pattern readwrite" not in acl and "topic readwrite #" not in acl
+    assert set(PasswordFile(layout.passwd).users()) == {HUB_USER, OPERATOR_USER}
+    hub_table = tomllib.loads((layout.clients / "hub" / "broker.toml").read_text())["broker"]
+    assert hub_table["url"] == "mqtt://127.0.0.1:1883" and hub_table["username"] == HUB_USER
+    operator = tomllib.loads((layout.clients / "operator" / "operator.toml").read_text())
+    assert operator["coop"] == COOP
+    assert operator["broker"]["url"] == "mqtts://hub.example.org:8883"
+
+
+def test_broker_config_again_keeps_the_ca_and_accounts(layout: Layout, tmp_path: Path) -> None:
+    provision_home(layout, "home-1", tmp_path / "bundles")
+    ca_key = (layout.ca_dir / "ca.key").read_bytes()
+    server = (layout.certs / "server.crt").read_bytes()
+    passwd = layout.passwd.read_bytes()
+    again = write_broker_config(
+        layout.root, COOP, ["hub.example.org", "192.0.2.10"], persistence_dir=tmp_path / "p"
+    )
+    assert again.new_accounts == ()
+    assert not again.server_cert_issued
+    assert (layout.ca_dir / "ca.key").read_bytes() == ca_key
+    assert (layout.certs / "server.crt").read_bytes() == server
+    assert layout.passwd.read_bytes() == passwd
+    renamed = write_broker_config(layout.root, COOP, ["hub2.example.org"], persistence_dir=tmp_path)
+    assert renamed.server_cert_issued
+    with pytest.raises(ProvisionError, match="cooperative"):
+        write_broker_config(layout.root, "other-coop", ["x.example.org"])
+
+
+# -- provision / deprovision ------------------------------------------------------------------
+
+
+def test_provision_writes_account_certificate_config_and_bundle(
+    layout: Layout, tmp_path: Path
+) -> None:
+    result = provision_home(layout, "home-7", tmp_path / "bundles", devices_file=devices(tmp_path))
+    files = result.bundle / "coopwatt"
+    password = (files / "agent.password").read_text().strip()
+    hashed = PasswordFile(layout.passwd).get("home-7")
+    assert hashed is not None and verify_password(password, hashed)
+    assert cert_common_name((files / "client.crt").read_bytes()) == "home-7"
+    assert cert_serial((files / "client.crt").read_bytes()) == result.serial
+    for name in ("agent.password", "client.key", "agent.toml"):
+        assert (files / name).stat().st_mode & 0o777 == 0o600, name
+    assert (result.bundle / "user-data").stat().st_mode & 0o777 == 0o600
+    assert result.bundle.stat().st_mode & 0o777 == 0o700
+    assert "home-7" in provisioned_homes(layout)
+    # The agent takes the config as first boot installs it (the bundle's folder as /etc/coopwatt).
+    text = (files / "agent.toml").read_text()
+    assert 'password_file = "/etc/coopwatt/agent.password"' in text
+    config = parse_config(tomllib.loads(text.replace("/etc/coopwatt/", f"{files}/")), Path("/"))
+    assert (config.coop, config.home) == (COOP, "home-7")
+    assert config.broker.url == "mqtts://hub.example.org:8883"
+    assert (config.broker.username, config.broker.password) == ("home-7", password)
+    assert config.broker.cert_file == f"{files}/client.crt"
+    assert [d.name for d in config.devices] == ["grid-meter"]
+
+
+def test_without_devices_the_config_says_how_to_add_them(layout: Layout, tmp_path: Path) -> None:
+    result = provision_home(layout, "home-8", tmp_path / "bundles")
+    files = result.bundle / "coopwatt"
+    text = (files / "agent.toml").read_text()
+    assert "coopwatt-agent scan" in text
+    with pytest.raises(ConfigError, match="devices"):
+        parse_config(tomllib.loads(text.replace("/etc/coopwatt/", f"{files}/")), Path("/"))
+
+
+def test_bad_devices_file_is_refused(layout: Layout, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('coop = "x"\n')
+    with pytest.raises(ProvisionError, match=r"\[\[devices\]\]"):
+        provision_home(layout, "home-9", tmp_path / "bundles", devices_file=bad)
+    bad.write_text("[[devices]\n")
+    with pytest.raises(ProvisionError, match="not valid TOML"):
+        provision_home(layout, "home-9", tmp_path / "bundles", devices_file=bad)
+
+
+def test_provisioning_twice_needs_rotate(layout: Layout, tmp_path: Path) -> None:
+    first = provision_home(layout, "home-1", tmp_path / "bundles")
+    old_hash = PasswordFile(layout.passwd).get("home-1")
+    with pytest.raises(ProvisionError, match="already provisioned"):
+        provision_home(layout, "home-1", tmp_path / "bundles")
+    second = provision_home(layout, "home-1", tmp_path / "bundles", rotate=True)
+    assert second.rotated and second.serial != first.serial
+    assert PasswordFile(layout.passwd).get("home-1") != old_hash
+    assert first.serial in layout.ca(COOP).revoked_serials()
+    assert (layout.certs / "crl.pem").read_bytes() == (layout.ca_dir / "crl.pem").read_bytes()
+
+
+def test_deprovision_removes_and_revokes(layout: Layout, tmp_path: Path) -> None:
+    result = provision_home(layout, "home-1", tmp_path / "bundles")
+    gone = deprovision_home(layout, "home-1")
+    assert gone.removed_account and gone.revoked_serial == result.serial
+    assert PasswordFile(layout.passwd).get("home-1") is None
+    assert "home-1" not in provisioned_homes(layout)
+    assert set(PasswordFile(layout.passwd).users()) == {HUB_USER, OPERATOR_USER}
+    with pytest.raises(ProvisionError, match="not provisioned"):
+        deprovision_home(layout, "home-1")
+
+
+def test_provision_needs_broker_config_first(tmp_path: Path) -> None:
+    with pytest.raises(ProvisionError, match="broker-config"):
+        provision_home(Layout(tmp_path / "nothing"), "home-1", tmp_path / "b")
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_provisions_without_ever_showing_the_password(
+    layout: Layout, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    runner = CliRunner()
+    out = tmp_path / "bundles"
+    result = runner.invoke(
+        main, ["provision", "home-3", "--dir", str(layout.root), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    password = (out / "home-3" / "coopwatt" / "agent.password").read_text().strip()
+    key = (out / "home-3" / "coopwatt" / "client.key").read_text()
+    assert password not in result.output and password not in caplog.text
+    assert "PRIVATE KEY" not in result.output + caplog.text and key not in result.output
+    assert "systemctl reload mosquitto" in result.output
+    listed = runner.invoke(main, ["homes", "--dir", str(layout.root)])
+    assert listed.output.startswith("home-3 ")
+    again = runner.invoke(main, ["provision", "home-3", "--dir", str(layout.root)])
+    assert again.exit_code == 2
+    assert again.output.startswith("Error: ") and "--rotate" in again.output
+    bad = runner.invoke(main, ["provision", "home/#", "--dir", str(layout.root)])
+    assert bad.exit_code == 2 and "could escape" in bad.output
+    gone = runner.invoke(main, ["deprovision", "home-3", "--dir", str(layout.root)])
+    assert gone.exit_code == 0 and "certificate revoked" in gone.output
+
+
+def test_cli_broker_config(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["broker-config", "--coop", COOP, "--dir", str(tmp_path / "b"),
+            "--name", "hub.local", "--persistence-dir", str(tmp_path / "p")]  # fmt: skip
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "mqtts://hub.local:8883" in result.output
+    assert "created account _hub" in result.output
+    clash = runner.invoke(main, [*args, "--local-port", "8883"])
+    assert clash.exit_code == 2 and clash.output.startswith("Error: ")

@@ -1,0 +1,671 @@
+"""The cooperative's broker as `broker-config` and `provision` set it up, attacked for real.
+
+One Mosquitto process per module runs the generated config (TLS with client certificates and
+passwords, pattern ACLs, max_packet_size) on free ports. When the tests run as root, Mosquitto
+drops to its own user as it does in production, so the file ownership provisioning sets up is
+tested too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from paho.mqtt.enums import CallbackAPIVersion
+
+from hub.broker_config import MAX_PACKET_BYTES, write_broker_config
+from hub.config import HubConfig
+from hub.ingest import Ingest
+from hub.pki import cert_serial
+from hub.provision import (
+    HUB_USER,
+    OPERATOR_USER,
+    Layout,
+    default_broker_user,
+    deprovision_home,
+    provision_home,
+)
+from hub.store import Store
+from protocol.clock import SystemClock
+from protocol.codec import MAX_PAYLOAD_BYTES, encode
+from protocol.payloads import Reading, ReadingBatch
+from protocol.quantities import Role
+from protocol.session import BrokerSettings
+from sim.broker import find_mosquitto, free_port
+from tests.harness import wait_for
+
+COOP = "sec-coop"
+WAIT_S = 10.0
+T0 = 1_782_900_000_000
+
+
+@dataclass
+class SecureBroker:
+    base: Path
+    layout: Layout
+    tls_port: int
+    local_port: int
+    bundles: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def home_dir(self, home: str) -> Path:
+        return self.bundles / home / "coopwatt"
+
+    def password(self, home: str) -> str:
+        return (self.home_dir(home) / "agent.password").read_text().strip()
+
+    def service(self, user: str) -> Path:
+        return self.layout.clients / user.lstrip("_")
+
+    def start(self) -> None:
+        exe = find_mosquitto()
+        assert exe is not None
+        log = (self.base / "mosquitto.log").open("ab")
+        self.proc = subprocess.Popen([exe, "-c", str(self.layout.conf)], stdout=log, stderr=log)
+        log.close()
+        for port in (self.tls_port, self.local_port):
+            wait_for(lambda p=port: _listening(p) or self.proc.poll() is not None, WAIT_S)  # type: ignore[union-attr,misc]
+        assert self.proc.poll() is None, self.log()
+
+    def reload(self) -> None:
+        """SIGHUP, and wait until Mosquitto says it reloaded (it logs each reload)."""
+        assert self.proc is not None
+        before = self.log().count("Reloading config")
+        self.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: self.log().count("Reloading config") > before, WAIT_S, "reload")
+
+    def log(self) -> str:
+        return (self.base / "mosquitto.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
+    return False
+
+
+def _devices_file(folder: Path) -> Path:
+    path = folder / "devices.toml"
+    path.write_text(
+        '[[devices]]\nname = "grid-meter"\nprofile = "eastron-sdm630"\n'
+        'modbus = "tcp://127.0.0.1:1502"\nunit = 1\n'
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[SecureBroker]:
+    if find_mosquitto() is None:
+        pytest.fail("mosquitto is not installed: run `make test`")
+    # Not pytest's tmp_path: its folders are private to root, and Mosquitto drops to its own
+    # user when started as root, exactly as in production.
+    base = Path(tempfile.mkdtemp(prefix="coopwatt-sec-"))
+    os.chmod(base, 0o755)
+    broker_user = default_broker_user()
+    persistence = base / "persistence"
+    persistence.mkdir()
+    if broker_user is not None:
+        shutil.chown(persistence, broker_user)
+    layout = Layout(base / "broker")
+    b = SecureBroker(base, layout, free_port(), free_port(), base / "bundles")
+    write_broker_config(
+        layout.root,
+        COOP,
+        ["localhost", "127.0.0.1"],
+        tls_port=b.tls_port,
+        local_port=b.local_port,
+        persistence_dir=persistence,
+        broker_user=broker_user,
+    )
+    for home in ("home-a", "home-b"):
+        provision_home(layout, home, b.bundles, devices_file=_devices_file(base))
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# -- a test client ---------------------------------------------------------------------------
+
+
+@dataclass
+class Probe:
+    """A paho client that records what happens to it."""
+
+    client: mqtt.Client
+    connack: Any = None
+    disconnected: Any = None
+    messages: list[tuple[str, bytes]] = field(default_factory=list)
+    subacks: dict[int, list[Any]] = field(default_factory=dict)
+    pubacks: dict[int, Any] = field(default_factory=dict)
+    event: threading.Condition = field(default_factory=threading.Condition)
+
+    def wait(self, predicate: Any, what: str) -> None:
+        with self.event:
+            assert self.event.wait_for(predicate, WAIT_S), f"timed out waiting for {what}"
+
+    def subscribe(self, topic: str) -> list[Any]:
+        _, mid = self.client.subscribe(topic, qos=1)
+        self.wait(lambda: mid in self.subacks, f"suback for {topic}")
+        return self.subacks[mid]
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> Any:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        self.wait(lambda: info.mid in self.pubacks or self.disconnected is not None, "puback")
+        return self.pubacks.get(info.mid)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def connect(
+    b: SecureBroker,
+    user: str | None,
+    password: str | None,
+    *,
+    cert: tuple[Path, Path] | None = None,
+    tls: bool = True,
+    port: int | None = None,
+    protocol: int = mqtt.MQTTv5,
+    expect_ok: bool = True,
+) -> Probe:
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"probe-{user}-{time.monotonic_ns()}",
+        protocol=protocol,
+    )
+    probe = Probe(client)
+    if user is not None:
+        client.username_pw_set(user, password)
+    if tls:
+        client.tls_set(
+            ca_certs=str(b.layout.certs / "ca.crt"),
+            certfile=str(cert[0]) if cert else None,
+            keyfile=str(cert[1]) if cert else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+
+    def note(**kw: Any) -> None:
+        with probe.event:
+            for k, v in kw.items():
+                setattr(probe, k, v)
+            probe.event.notify_all()
+
+    def on_connect(c: Any, u: Any, f: Any, rc: Any, p: Any) -> None:
+        note(connack=rc)
+
+    def on_disconnect(c: Any, u: Any, f: Any, rc: Any, p: Any) -> None:
+        note(disconnected=rc)
+
+    def on_message(c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+        with probe.event:
+            probe.messages.append((msg.topic, bytes(msg.payload)))
+            probe.event.notify_all()
+
+    def on_subscribe(c: Any, u: Any, mid: int, codes: list[Any], p: Any) -> None:
+        with probe.event:
+            probe.subacks[mid] = codes
+            probe.event.notify_all()
+
+    def on_publish(c: Any, u: Any, mid: int, rc: Any, p: Any) -> None:
+        with probe.event:
+            probe.pubacks[mid] = rc
+            probe.event.notify_all()
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    client.on_message = on_message
+    client.on_subscribe = on_subscribe
+    client.on_publish = on_publish
+    try:
+        client.connect("localhost", port or b.tls_port, keepalive=10)
+    except (OSError, ssl.SSLError):
+        probe.disconnected = "refused at TLS"
+        return probe
+    client.loop_start()
+    probe.wait(lambda: probe.connack is not None or probe.disconnected is not None, "connack")
+    if expect_ok:
+        assert probe.connack is not None and not probe.connack.is_failure, (
+            probe.connack,
+            probe.disconnected,
+        )
+    return probe
+
+
+def home(b: SecureBroker, name: str, **kw: Any) -> Probe:
+    d = b.home_dir(name)
+    return connect(b, name, b.password(name), cert=(d / "client.crt", d / "client.key"), **kw)
+
+
+def hub_local(b: SecureBroker) -> Probe:
+    password = (b.service(HUB_USER) / "password").read_text().strip()
+    return connect(b, HUB_USER, password, tls=False, port=b.local_port)
+
+
+def refused(probe: Probe) -> bool:
+    return probe.disconnected is not None or (
+        probe.connack is not None and probe.connack.is_failure
+    )
+
+
+def topic(home_id: str, kind: str) -> str:
+    return f"coopwatt/{COOP}/homes/{home_id}/{kind}"
+
+
+def hub_topic(kind: str) -> str:
+    return f"coopwatt/{COOP}/hub/{kind}"
+
+
+def round_trip(hub: Probe) -> None:
+    """Publish a marker the hub may write and read, and wait for it: earlier messages are in."""
+    marker = f"marker-{time.monotonic_ns()}".encode()
+    hub.subscribe(hub_topic("alerts"))
+    hub.client.publish(hub_topic("alerts"), marker, qos=1)
+    hub.wait(lambda: any(p == marker for _, p in hub.messages), "marker")
+
+
+# -- authentication --------------------------------------------------------------------------
+
+
+def test_provisioned_home_connects_with_certificate_and_password(broker: SecureBroker) -> None:
+    probe = home(broker, "home-a")
+    probe.close()
+
+
+def test_wrong_or_missing_credentials_are_refused(broker: SecureBroker) -> None:
+    d = broker.home_dir("home-a")
+    cert = (d / "client.crt", d / "client.key")
+    assert refused(connect(broker, "home-a", "not-the-password", cert=cert, expect_ok=False))
+    assert refused(connect(broker, None, None, cert=cert, expect_ok=False))
+    assert refused(connect(broker, "home-z", broker.password("home-a"), cert=cert, expect_ok=False))
+    # home-b's password does not open home-a's account
+    assert refused(connect(broker, "home-a", broker.password("home-b"), cert=cert, expect_ok=False))
+    # Also on the loopback listener: a password is always needed.
+    assert refused(connect(broker, None, None, tls=False, port=broker.local_port, expect_ok=False))
+
+
+def test_a_client_certificate_is_required(broker: SecureBroker) -> None:
+    probe = connect(broker, "home-a", broker.password("home-a"), expect_ok=False)
+    assert refused(probe)
+
+
+def test_a_certificate_from_another_ca_is_refused(broker: SecureBroker, tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "home-a")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "c.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "c.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    probe = connect(
+        broker,
+        "home-a",
+        broker.password("home-a"),
+        cert=(tmp_path / "c.crt", tmp_path / "c.key"),
+        expect_ok=False,
+    )
+    assert refused(probe)
+
+
+def test_plain_tcp_is_refused_where_tls_is_required(broker: SecureBroker) -> None:
+    probe = connect(broker, "home-a", broker.password("home-a"), tls=False, expect_ok=False)
+    assert refused(probe)
+    assert probe.connack is None or probe.connack.is_failure
+
+
+def test_the_plain_listener_is_on_loopback_only(broker: SecureBroker) -> None:
+    conf = broker.layout.conf.read_text()
+    assert f"listener {broker.local_port} 127.0.0.1\n" in conf
+    assert "allow_anonymous false" in conf
+
+
+# -- authorisation ---------------------------------------------------------------------------
+
+
+def test_a_home_writes_only_its_own_topics(broker: SecureBroker) -> None:
+    hub = hub_local(broker)
+    a = home(broker, "home-a")
+    try:
+        assert not hub.subscribe(f"coopwatt/{COOP}/#")[0].is_failure
+        own = [topic("home-a", k) for k in ("readings", "feedback")]
+        foreign = [
+            topic("home-b", "readings"),
+            topic("home-b", "status"),
+            topic("home-b", "consent"),
+            topic("home-a", "ack"),  # a home reads its ack, never writes it
+            topic("home-a", "prompts"),
+            topic("home-a", "statement"),
+            topic("home-b", "ack"),
+            hub_topic("status"),
+            hub_topic("metrics"),
+            hub_topic("forecast"),
+            f"coopwatt/{COOP}/homes/home-a",
+            "coopwatt/other-coop/homes/home-a/readings",
+        ]
+        for t in foreign:
+            code = a.publish(t, b"forged")
+            assert code is not None and code.is_failure, (t, code)  # MQTT 5: not authorised
+        for t in own:
+            code = a.publish(t, b"mine")
+            assert code is not None and not code.is_failure, (t, code)
+        round_trip(hub)
+        got = {t for t, _ in hub.messages if not t.endswith("/alerts")}
+        assert got == set(own)
+    finally:
+        a.close()
+        hub.close()
+
+
+def test_a_home_reads_only_its_own_topics(broker: SecureBroker) -> None:
+    """Mosquitto 2 acknowledges every subscription and enforces read rights on delivery (and on
+    retained messages), so what is checked is what reaches the home."""
+    hub = hub_local(broker)
+    a = home(broker, "home-a")
+    retained = topic("home-b", "prompts")
+    try:
+        hub.publish(retained, b"home-b's prompts", retain=True)
+        hub.publish(hub_topic("status"), b"hub status", retain=True)
+        for t in (
+            topic("home-b", "ack"),
+            retained,
+            topic("home-b", "readings"),
+            topic("home-a", "readings"),  # what it writes is not for it to read back
+            hub_topic("status"),
+            hub_topic("metrics"),
+            f"coopwatt/{COOP}/#",
+            "#",
+            "$SYS/#",
+            topic("home-a", "ack"),
+        ):
+            a.subscribe(t)
+        for kind in ("ack", "receipts", "statement"):
+            t = topic("home-b", kind)
+            hub.publish(t, b"for " + t.encode())
+        hub.publish(hub_topic("alerts"), b"hub news")
+        # The broker delivers one publisher's messages in order: once this one is in, every
+        # earlier message that was going to reach the home has.
+        hub.publish(topic("home-a", "ack"), b"last")
+        a.wait(lambda: (topic("home-a", "ack"), b"last") in a.messages, "own ack")
+        assert {t for t, _ in a.messages} == {topic("home-a", "ack")}
+    finally:
+        hub.publish(retained, b"", retain=True)
+        hub.publish(hub_topic("status"), b"", retain=True)
+        a.close()
+        hub.close()
+
+
+def test_the_operator_reads_hub_topics_and_nothing_of_homes(broker: SecureBroker) -> None:
+    password = (broker.service(OPERATOR_USER) / "password").read_text().strip()
+    files = broker.service(OPERATOR_USER)
+    op = connect(broker, OPERATOR_USER, password, cert=(files / "client.crt", files / "client.key"))
+    hub = hub_local(broker)
+    try:
+        op.subscribe(f"coopwatt/{COOP}/#")
+        op.subscribe("homeassistant/#")
+        assert op.publish(hub_topic("status"), b"forged").is_failure
+        assert op.publish(topic("home-a", "ack"), b"forged").is_failure
+        assert not op.publish("homeassistant/status", b"online").is_failure
+        hub.publish(topic("home-a", "ack"), b"not for the operator")
+        hub.publish("homeassistant/sensor/x/config", b"{}")
+        hub.publish(hub_topic("metrics"), b"metrics")
+        op.wait(lambda: (hub_topic("metrics"), b"metrics") in op.messages, "metrics")
+        assert {t for t, _ in op.messages} == {
+            "homeassistant/status",
+            "homeassistant/sensor/x/config",
+            hub_topic("metrics"),
+        }
+    finally:
+        op.close()
+        hub.close()
+
+
+def test_oversized_packets_are_refused(broker: SecureBroker) -> None:
+    hub = hub_local(broker)
+    a = home(broker, "home-a")
+    try:
+        hub.subscribe(topic("home-a", "feedback"))
+        largest = b"x" * MAX_PAYLOAD_BYTES  # the wire contract's limit is let through
+        code = a.publish(topic("home-a", "feedback"), largest)
+        assert code is not None and not code.is_failure
+        hub.wait(lambda: any(p == largest for _, p in hub.messages), "the largest payload")
+        too_big = b"x" * (MAX_PACKET_BYTES + 1)
+        a.client.publish(topic("home-a", "feedback"), too_big, qos=1)
+        a.wait(lambda: a.disconnected is not None, "disconnect for the oversized packet")
+        round_trip(hub)
+        assert all(len(p) <= MAX_PAYLOAD_BYTES for _, p in hub.messages)
+    finally:
+        a.close()
+        hub.close()
+
+
+def test_hub_rejects_and_counts_a_payload_naming_another_home(
+    broker: SecureBroker, tmp_path: Path
+) -> None:
+    password_file = broker.service(HUB_USER) / "password"
+    settings = BrokerSettings(
+        url=f"mqtt://127.0.0.1:{broker.local_port}",
+        client_id="hub-mismatch-test",
+        username=HUB_USER,
+        password=password_file.read_text().strip(),
+    )
+    store = Store.open(tmp_path / "hub.db", COOP)
+    ingest = Ingest(store, settings, COOP, SystemClock())
+    ingest.start()
+    a = home(broker, "home-a")
+    try:
+        assert ingest.connected.wait(WAIT_S)
+        wait_for(lambda: "hub-mismatch-test" in broker.log(), WAIT_S, "hub subscribed")
+        reading = Reading("grid-meter", 1, T0, Role.GRID, "g-1", {"power_w": 100.0})
+        forged = encode(ReadingBatch("home-b", T0, [reading]))  # home-b's data, home-a's topic
+        assert not a.publish(topic("home-a", "readings"), forged).is_failure
+        assert ingest.wait_until(lambda s: s["mismatched"] == 1, WAIT_S), ingest.stats()
+        stats = ingest.stats()
+        assert stats["rejected"] == 1
+        assert stats["stored"] == 0
+        assert ingest.mismatched_homes() == {"home-a": 1}
+        assert store.count_readings() == 0
+    finally:
+        a.close()
+        ingest.stop()
+        store.close()
+
+
+# -- provisioning's effects on a running broker -------------------------------------------
+
+
+def test_deprovisioning_disconnects_and_locks_out_on_reload(broker: SecureBroker) -> None:
+    provision_home(broker.layout, "home-gone", broker.bundles)
+    broker.reload()
+    d = broker.home_dir("home-gone")
+    cert, key = d / "client.crt", d / "client.key"
+    password = broker.password("home-gone")
+    probe = home(broker, "home-gone")
+    deprovision_home(broker.layout, "home-gone")
+    broker.reload()
+    probe.wait(lambda: probe.disconnected is not None, "the revoked home to be disconnected")
+    again = connect(broker, "home-gone", password, cert=(cert, key), expect_ok=False)
+    assert refused(again)
+
+
+def test_a_revoked_certificate_is_refused_even_with_the_right_password(
+    broker: SecureBroker,
+) -> None:
+    provision_home(broker.layout, "home-rot", broker.bundles)
+    broker.reload()
+    d = broker.home_dir("home-rot")
+    old_cert, old_key = d / "client.crt", d / "client.key"
+    kept = broker.base / "old-rot"
+    kept.mkdir()
+    shutil.copy(old_cert, kept / "client.crt")
+    shutil.copy(old_key, kept / "client.key")
+    old_password = broker.password("home-rot")
+    # Rotation: a new password and certificate; the old certificate goes on the CRL.
+    result = provision_home(broker.layout, "home-rot", broker.bundles, rotate=True)
+    assert result.rotated
+    old_serial = cert_serial((kept / "client.crt").read_bytes())
+    assert old_serial in broker.layout.ca(COOP).revoked_serials()
+    broker.reload()
+    new_password = broker.password("home-rot")
+    assert refused(
+        connect(broker, "home-rot", old_password, cert=(old_cert, old_key), expect_ok=False)
+    )
+    # The old certificate with the NEW password: refused by the revocation list alone.
+    assert refused(
+        connect(
+            broker,
+            "home-rot",
+            new_password,
+            cert=(kept / "client.crt", kept / "client.key"),
+            expect_ok=False,
+        )
+    )
+    home(broker, "home-rot").close()
+
+
+def test_broker_files_are_private_and_owned_by_the_broker(broker: SecureBroker) -> None:
+    layout = broker.layout
+    for path in (
+        layout.passwd,
+        layout.certs / "server.key",
+        layout.ca_dir / "ca.key",
+        broker.service(HUB_USER) / "password",
+        broker.service(HUB_USER) / "client.key",
+        broker.home_dir("home-a") / "agent.password",
+        broker.home_dir("home-a") / "client.key",
+        broker.bundles / "home-a" / "user-data",
+    ):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert layout.ca_dir.stat().st_mode & 0o777 == 0o700
+    user = default_broker_user()
+    if user is not None:
+        import pwd
+
+        uid = pwd.getpwnam(user).pw_uid
+        assert layout.passwd.stat().st_uid == uid
+        assert (layout.certs / "server.key").stat().st_uid == uid
+        assert (layout.ca_dir / "ca.key").stat().st_uid == 0  # never the broker's
+
+
+# -- the legitimate flow: a provisioned agent and the hub, over TLS ------------------------
+
+
+def test_a_provisioned_agent_delivers_to_the_hub_over_tls(
+    broker: SecureBroker, tmp_path: Path
+) -> None:
+    """The ACLs let through everything the contract needs: readings, status (and its last
+    will), consent, acks, receipts."""
+    from agent.consent_ledger import ConsentLedger
+    from hub.cli import serve
+    from sim.household import SimHome
+    from sim.modbus_server import SimModbusServers
+    from tests.harness import BIN
+
+    provision_home(broker.layout, "home-1", broker.bundles)
+    broker.reload()
+    bundle = broker.home_dir("home-1")
+    sim = SimHome("home-1", 11, SystemClock(), step_s=1)
+    hub_db = tmp_path / "hub.db"
+    hub_config = HubConfig(
+        coop=COOP,
+        db_path=hub_db,
+        broker=BrokerSettings(
+            url=f"mqtt://127.0.0.1:{broker.local_port}",
+            client_id="coopwatt-hub-tls-test",
+            username=HUB_USER,
+            password=(broker.service(HUB_USER) / "password").read_text().strip(),
+        ),
+    )
+    stop = threading.Event()
+    hub_thread = threading.Thread(target=serve, args=(hub_config, stop), daemon=True)
+    hub_thread.start()
+    with SimModbusServers([sim]) as servers:
+        devices = "".join(
+            f'[[devices]]\nname = "{name}"\nprofile = "{ep.profile}"\n'
+            f'modbus = "tcp://{ep.host}:{ep.port}"\nunit = {ep.unit}\n\n'
+            for name, ep in servers.endpoints()["home-1"].items()
+        )
+        # The provisioned config as first boot installs it, with the bundle's folder for /etc.
+        text = (bundle / "agent.toml").read_text()
+        text = text.replace("/etc/coopwatt/", f"{bundle}/").replace(
+            'data_dir = "/var/lib/coopwatt"', f'data_dir = "{tmp_path / "state"}"'
+        )
+        text = text.replace("poll_interval_s = 10", "poll_interval_s = 0.2")
+        config = tmp_path / "agent.toml"
+        config.write_text(text + "\n" + devices)
+        ConsentLedger(tmp_path / "state" / "consent.jsonl", "home-1").share_everything(
+            SystemClock().now_ms()
+        )
+        log = (tmp_path / "agent.log").open("ab")
+        agent = subprocess.Popen(
+            [str(BIN / "coopwatt-agent"), "run", "--config", str(config)], stdout=log, stderr=log
+        )
+        log.close()
+        try:
+            import sqlite3
+
+            def acked() -> bool:
+                if not (tmp_path / "state" / "outbox.db").exists() or not hub_db.exists():
+                    return False
+                with contextlib.closing(sqlite3.connect(hub_db)) as db:
+                    try:
+                        stored = db.execute("SELECT count(*) FROM readings").fetchone()[0]
+                    except sqlite3.OperationalError:
+                        return False
+                return bool(stored >= 6)
+
+            wait_for(acked, 30, "readings stored by the hub")
+            agent.send_signal(signal.SIGTERM)
+            assert agent.wait(30) == 0
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
+            stop.set()
+            hub_thread.join(30)
+    agent_log = (tmp_path / "agent.log").read_text()
+    assert "not authori" not in agent_log.lower(), agent_log
+    with contextlib.closing(__import__("sqlite3").connect(hub_db)) as db:
+        (state,) = db.execute("SELECT state FROM home_status WHERE home = 'home-1'").fetchone()
+    assert state == "offline"  # the agent's final status passed the ACL
