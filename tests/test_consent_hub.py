@@ -255,3 +255,25 @@ def test_community_figures_read_only_homes_granting_community_stats(tmp_path: Pa
         assert figures["imported"].homes == 5  # home-5 shares nothing for community stats
         assert figures["imported"].value_wh == pytest.approx(5 * 20.0)
         assert community_figures(view, T0 + 2 * Q, k=6)["imported"].value_wh is None
+
+
+def test_settlement_reads_only_homes_that_share_for_settlement(tmp_path: Path) -> None:
+    from hub.settlement.source import read_settlement_counters
+
+    with Store.open(tmp_path / "hub.db", "c1") as store:
+        book = ConsentBook(store)
+        for home, purpose in (("home-a", "settlement"), ("home-b", "forecast")):
+            terms = {"grid": {purpose: PurposeGrant(Resolution.MIN15, 400)}}
+            book.record(next_version(nothing_shared(home), terms, T0), T0)
+            store.insert_batches(
+                [(home, ReadingBatch(home, T0, [
+                    Reading("m", i + 1, T0 + i * MIN, Role.GRID, "g1",
+                            {"energy_import_wh": 10.0 * i, "energy_export_wh": 0.0})
+                    for i in range(31)
+                ]))], T0,
+            )  # fmt: skip
+        counters = read_settlement_counters(store, T0, T0 + 30 * MIN)
+        assert list(counters) == ["home-a"]  # home-b shares its meter for the forecast only
+        imported, _ = counters["home-a"].grid["m"]
+        # 15-minute consent: the quarter-hour closing counters only, not every minute's.
+        assert imported.ts_ms == (T0, T0 + 15 * MIN, T0 + 30 * MIN)

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from hub.consent import ConsentBook
 from hub.settlement.engine import day_range, settle
 from hub.settlement.ledger import GRID, MICRO_PER_UNIT, ROUNDING, Ledger, LedgerError
 from hub.settlement.scheme import INTERVAL_MS, Scheme, load_scheme
 from hub.settlement.statements import build_statement, build_statements
 from hub.store import Store
 from protocol.clock import ManualClock
+from protocol.consent import PurposeGrant, Resolution, next_version, nothing_shared
 from protocol.payloads import Reading, ReadingBatch
 from protocol.quantities import Role
 from sim.household import SimHome
@@ -67,7 +69,19 @@ def sim_readings(
     return out
 
 
+def share_for_settlement(store: Store, homes: list[str]) -> None:
+    """Each home grants its meters for settlement and community figures (settlement reads only
+    what consent shares)."""
+    book = ConsentBook(store)
+    terms = {p: PurposeGrant(Resolution.RAW, 3650) for p in ("settlement", "community-stats")}
+    for home in homes:
+        if book.current(home).version == 0:
+            streams = {role: dict(terms) for role in ("grid", "pv", "wind")}
+            book.record(next_version(nothing_shared(home), streams, NOW), NOW)
+
+
 def insert(store: Store, readings: dict[str, list[Reading]]) -> None:
+    share_for_settlement(store, list(readings))
     items = []
     for home, rs in readings.items():
         for i in range(0, len(rs), 4000):

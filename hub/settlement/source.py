@@ -11,16 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from hub.consent import DAY_MS, ConsentBook
 from hub.settlement.intervals import Series
 from hub.store import Store
+from protocol.consent import RESOLUTION_MS, Purpose
 from protocol.quantities import Role
 
-
-class Purpose(StrEnum):
-    SETTLEMENT = "settlement"
-    COMMUNITY_STATS = "community-stats"
+__all__ = ["HomeCounters", "Purpose", "read_counters"]
 
 
 @dataclass(slots=True)
@@ -37,17 +35,26 @@ def read_counters(
 ) -> dict[str, HomeCounters]:
     """Counter series of every home's devices with ``roles`` around ``[start_ms, end_ms]``.
 
-    THE one read of meter data for settlement and community statistics. ``purpose`` is what the
-    data is read for; once the consent ledger (issue 5) lands, this is where a home's readings
-    are limited to those its grants release for ``purpose``.
+    THE one read of meter data for settlement and community statistics, scoped by consent: only
+    homes whose current grant shares the stream for ``purpose``, no older than that purpose's
+    retention, and at its resolution (a coarser grant sees each bucket's closing counter only;
+    counters are exact wherever they are read, so settlement stays exact, just coarser).
     """
     wanted = frozenset(roles)
+    book = ConsentBook(store)
     raw: dict[tuple[str, str, Role], list[tuple[int, float | None, float | None, float | None]]]
     raw = {}
     for s in store.counter_samples(start_ms, end_ms, wanted):
+        terms = book.current(s.home).covers(s.role, purpose)
+        if terms is None or s.ts_ms < end_ms - terms.retention_days * DAY_MS:
+            continue
         raw.setdefault((s.home, s.device, s.role), []).append(
             (s.ts_ms, s.energy_import_wh, s.energy_export_wh, s.energy_wh)
         )
+        size = RESOLUTION_MS[terms.resolution]
+        rows = raw[(s.home, s.device, s.role)]
+        if size and len(rows) > 1 and -(-rows[-2][0] // size) == -(-s.ts_ms // size):
+            del rows[-2]  # finer than granted: keep the bucket's closing counter only
     homes: dict[str, HomeCounters] = {}
     for (home, device, role), rows in raw.items():
         h = homes.setdefault(home, HomeCounters(home))
