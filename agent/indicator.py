@@ -12,6 +12,7 @@ pwm = false          # true: a true amber on an RGB LED (red + half green); fals
 button = 23          # optional, to ground: press = "will do" (or "running" in its window),
 hold_s = 2.0         #   hold this long = snooze the light for snooze_min
 snooze_min = 60
+bounce_s = 0.05      # contact bounce to ignore
 display = "ssd1306"  # optional I2C OLED through luma.oled: pip install 'coopwatt[display]'
 i2c_port = 1
 i2c_address = 0x3C
@@ -20,9 +21,9 @@ console = "/dev/tty1"  # optional plain-text view for an HDMI screen; "-" for st
 
 Green: run flexible appliances now; amber: neutral; red: avoid; off: no current advice (none
 received, expired, or snoozed). A new prompt is announced with a short blink. Pins come from a
-gpiozero pin factory that tests replace with ``gpiozero.pins.mock.MockFactory``; blink timing
-uses an injectable monotonic clock, so no test waits for it. gpiozero is imported only when a
-light or button is configured.
+gpiozero pin factory that tests replace with ``gpiozero.pins.mock.MockFactory``; blinks and
+presses are timed by the agent's injected clock, so no test waits for them. gpiozero is imported
+only when a light or button is configured.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from typing import Any, Final, Literal
 from protocol.config_tables import ConfigError, Table
 from protocol.payloads import Level
 
-BLINK_S: Final = 1.5  # a new prompt: three short blinks
-BLINK_PERIOD_S: Final = 0.5
+BLINK_MS: Final = 1500  # a new prompt: three short blinks
+BLINK_PERIOD_MS: Final = 500
 DISPLAYS: Final = ("ssd1306", "sh1106", "ssd1309", "ssd1325", "ssd1327", "ssd1331", "ssd1351")
 LedKind = Literal["none", "rgb", "three"]
 
@@ -52,6 +53,7 @@ class IndicatorConfig:
     pwm: bool = False
     button: int | None = None
     hold_s: float = 2.0
+    bounce_s: float = 0.05  # contact bounce the button's pin ignores (gpiozero's bounce_time)
     snooze_min: int = 60
     display: str | None = None
     i2c_port: int = 1
@@ -97,6 +99,7 @@ def parse_indicator(root: Table) -> IndicatorConfig | None:
         pwm=t.choice("pwm", False, (False, True)),
         button=pins["button"],
         hold_s=t.number("hold_s", 2.0, lo=0.3, hi=30.0),
+        bounce_s=t.number("bounce_s", 0.05, lo=0.0, hi=1.0),
         snooze_min=t.integer("snooze_min", 60, lo=1, hi=24 * 60),
         display=display,
         i2c_port=t.integer("i2c_port", 1, lo=0, hi=10),
@@ -124,14 +127,14 @@ class TrafficLight:
         config: IndicatorConfig,
         *,
         pin_factory: object | None = None,
-        monotonic: Callable[[], float],
+        now_ms: Callable[[], int],
     ) -> None:
         from gpiozero import LED, RGBLED  # noqa: PLC0415 - only homes with a light need it
 
         self.config = config
-        self._now = monotonic
+        self._now = now_ms
         self._lock = threading.Lock()
-        self._blink_from = -1.0
+        self._blink_from: int | None = None
         self._shown: object = object()
         self.level: Level | None = None
         self._rgb: Any = None
@@ -157,16 +160,16 @@ class TrafficLight:
 
     @property
     def blinking(self) -> bool:
-        return self._blink_from >= 0 and self._now() - self._blink_from < BLINK_S
+        start = self._blink_from
+        return start is not None and 0 <= self._now() - start < BLINK_MS
 
     def update(self, level: Level | None) -> None:
         """Show ``level`` (None: off), blinking while a flash lasts."""
         with self._lock:
             self.level = level
             lit: Level | None = level
-            since = self._now() - self._blink_from
-            if self._blink_from >= 0 and since < BLINK_S:
-                phase_on = int(since / (BLINK_PERIOD_S / 2)) % 2 == 0
+            if self._blink_from is not None and 0 <= self._now() - self._blink_from < BLINK_MS:
+                phase_on = (self._now() - self._blink_from) // (BLINK_PERIOD_MS // 2) % 2 == 0
                 lit = (level or "amber") if phase_on else None
             if lit == self._shown:
                 return
@@ -197,8 +200,8 @@ class TrafficLight:
 class PressButton:
     """A push button to ground: a short press calls ``on_press``, a hold ``on_hold``.
 
-    The press is timed between gpiozero's pressed and released events with ``monotonic``, so a
-    test presses, moves its clock and releases.
+    The press is timed between gpiozero's pressed and released events by the agent's clock, so
+    a test presses, moves its clock and releases.
     """
 
     def __init__(
@@ -208,17 +211,20 @@ class PressButton:
         on_press: Callable[[], object],
         on_hold: Callable[[], object],
         *,
+        bounce_s: float = 0.0,
         pin_factory: object | None = None,
-        monotonic: Callable[[], float],
+        now_ms: Callable[[], int],
     ) -> None:
         from gpiozero import Button  # noqa: PLC0415
 
-        self.hold_s = hold_s
+        self.hold_ms = int(hold_s * 1000)
         self._on_press = on_press
         self._on_hold = on_hold
-        self._now = monotonic
-        self._down: float | None = None
-        self._button: Any = Button(pin, pull_up=True, bounce_time=None, pin_factory=pin_factory)
+        self._now = now_ms
+        self._down: int | None = None
+        self._button: Any = Button(
+            pin, pull_up=True, bounce_time=bounce_s or None, pin_factory=pin_factory
+        )
         self._button.when_pressed = self._pressed
         self._button.when_released = self._released
 
@@ -229,9 +235,9 @@ class PressButton:
         down, self._down = self._down, None
         if down is None:
             return
-        if self._now() - down >= self.hold_s:
+        if self._now() - down >= self.hold_ms:
             self._on_hold()
-        elif self._now() - down >= 0.03:  # shorter is contact bounce
+        else:
             self._on_press()
 
     def close(self) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -161,7 +160,6 @@ class HomePrompts:
         indicator: IndicatorConfig | None = None,
         data_dir: Path | None = None,
         pin_factory: object | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
         oled_device: Any = None,
     ) -> None:
         self.coop = coop
@@ -189,11 +187,11 @@ class HomePrompts:
         # A broken light or button must not stop the meters being read: log and go on.
         try:
             if cfg is not None and cfg.led != "none":
-                self.light = TrafficLight(cfg, pin_factory=pin_factory, monotonic=monotonic)
+                self.light = TrafficLight(cfg, pin_factory=pin_factory, now_ms=clock.now_ms)
             if cfg is not None and cfg.button is not None:
                 self.button = PressButton(
-                    cfg.button, cfg.hold_s, self.press, self.hold,
-                    pin_factory=pin_factory, monotonic=monotonic,
+                    cfg.button, cfg.hold_s, self.press, self.hold, bounce_s=cfg.bounce_s,
+                    pin_factory=pin_factory, now_ms=clock.now_ms,
                 )  # fmt: skip
         except Exception as exc:  # gpiozero's errors, or no GPIO on this machine
             log.error("cannot use the prompts' light or button on GPIO: %s", exc)

@@ -74,8 +74,14 @@ class HubProcesses:
 def write_hub_config(
     workdir: Path, coop: str, broker_url: str, db: Path, shared_group: str | None = None
 ) -> Path:
+    """A hub config for ``db``; its client id is the database's name, so a run on a fresh
+    database is also a fresh session at the broker (a persistent session keeps what an earlier
+    run subscribed to; the hub drops that only when its database remembers it)."""
     config = workdir / f"hub-{db.stem}.toml"
-    text = f'coop = "{coop}"\ndb = "{db}"\n[broker]\nurl = "{broker_url}"\n'
+    text = (
+        f'coop = "{coop}"\ndb = "{db}"\n[broker]\nurl = "{broker_url}"\n'
+        f'client_id = "hub-{db.stem}"\n'
+    )
     if shared_group:
         text += f'shared_group = "{shared_group}"\n'
     config.write_text(text)

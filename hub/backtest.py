@@ -9,8 +9,9 @@ enforces that), then every step with a known actual is scored. Baselines, from t
 
 Per target and horizon band: MAE and RMSE (W) of the P50 and of each baseline, skill as
 ``1 − error_model / error_baseline`` (on MAE and on RMSE; positive is better than the baseline),
-and the share of actuals inside [P10, P90] (ideally 80 %). Only steps where the model itself ran
-(method ``model``) are scored, and the count of forecasts that fell back is reported.
+and the share of actuals inside [P10, P90] (ideally 80 %), below P10 and above P90. Only steps
+where the model itself ran (method ``model``) are scored, and the count of forecasts that fell
+back is reported.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from hub.features import DAY_MS, STEP_MS, TARGETS, History, step_starts
+from hub.features import DAY_MS, STEP_MS, STEPS_PER_DAY, TARGETS, History, step_starts
 from hub.forecast import ForecastModel, Site, make_forecast
 from hub.solar import FloatArray
 from hub.weather import WeatherSeries
@@ -60,6 +61,31 @@ def default_issues(history: History, every_hours: int = 6) -> list[int]:
     return list(range(first, history.end_ms - STEP_MS, every_ms))
 
 
+RETRAIN_START_DAYS: Final = MIN_HISTORY_DAYS  # history before the first training issue
+RETRAIN_TRAIN_DAYS: Final = 7  # at least this many days of issues to train on
+
+
+def retrain_shortfall(history: History, holdout_days: int) -> str | None:
+    """Why ``history`` is too short to retrain on (a sentence), or None when it will do.
+
+    Retraining needs :data:`RETRAIN_START_DAYS` days before its first training issue (the
+    features look back a week), :data:`RETRAIN_TRAIN_DAYS` days of issues to train on and
+    ``holdout_days`` to test the new model against the current one: that many days from the
+    first to the last slot, and that many days' worth of demand readings. Cheap, so a command
+    can refuse before it spends minutes training.
+    """
+    needed = RETRAIN_START_DAYS + RETRAIN_TRAIN_DAYS + holdout_days
+    days = float(np.isfinite(history.demand_w).sum()) / STEPS_PER_DAY
+    span = (history.end_ms - history.start_ms) / DAY_MS
+    if days >= needed and span >= needed:
+        return None
+    return (
+        f"the database holds {days:.1f} days of demand history; retraining needs at least "
+        f"{needed} ({RETRAIN_START_DAYS} to start, {RETRAIN_TRAIN_DAYS} to train on, "
+        f"{holdout_days} to test)"
+    )
+
+
 def _safe_ratio(num: float, den: float) -> float | None:
     return None if not den > 0 else round(1.0 - num / den, 4)
 
@@ -96,6 +122,8 @@ def _band_metrics(s: _Scores, lo: int, hi: int) -> dict[str, Any]:
         "skill_mae_vs_last_week": _safe_ratio(m, mw),
         "skill_rmse_vs_last_week": _safe_ratio(r, rw),
         "coverage_p10_p90": round(float(np.mean((a >= p10) & (a <= p90))), 4),
+        "below_p10": round(float(np.mean(a < p10)), 4),
+        "above_p90": round(float(np.mean(a > p90)), 4),
     }
 
 

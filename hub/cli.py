@@ -26,14 +26,18 @@ from hub.cli_forecast import COMMANDS as FORECAST_COMMANDS
 from hub.cli_ops import COMMANDS as OPS_COMMANDS
 from hub.cli_prompts import COMMANDS as PROMPTS_COMMANDS
 from hub.cli_settlement import COMMANDS as SETTLEMENT_COMMANDS
+from hub.community import community_metrics
 from hub.config import ConfigError, HubConfig, load_config
+from hub.consent import PurposeView
 from hub.export import export_csv
+from hub.forecast_service import ForecastService
 from hub.health import HealthService
 from hub.ingest import Ingest
 from hub.prompts_service import PromptsService
 from hub.store import Store, StoreError
 from hub.summary import home_summaries
 from protocol.clock import Clock, SystemClock
+from protocol.consent import Purpose
 from protocol.systemd import Notifier, configure_logging
 
 log = logging.getLogger("hub")
@@ -87,11 +91,17 @@ def serve(
             config.broker.protocol,
             config.shared_group,
         )
+        forecast = _forecast_service(config, store, clock, ingest, book)
         ingest.start()
         prompts.start()
+        if forecast is not None:
+            forecast.start()
+        figures = PurposeView(store, book, Purpose.COMMUNITY_STATS)
         health = HealthService(
-            config.db_path, config.coop, config.broker, clock, ingest.stats, ingest.mismatched_homes
-        )
+            config.db_path, config.coop, config.broker, clock, ingest.stats,
+            ingest.mismatched_homes,
+            community=lambda now_ms: community_metrics(figures, now_ms),
+        )  # fmt: skip
         health.start()
         notifier.ready(f"ingesting for {config.coop}")
         try:
@@ -104,12 +114,37 @@ def serve(
                     book.enforce_retention(clock.now_ms())
                     next_retention = clock.now_ms() + consent.RETENTION_EVERY_MS
         finally:
+            if forecast is not None:
+                forecast.stop()
             health.stop()
             ingest.stop()
             prompts.stop()
         return ingest.stats()
     finally:
         store.close()
+
+
+def _forecast_service(
+    config: HubConfig, store: Store, clock: Clock, ingest: Ingest, book: consent.ConsentBook
+) -> ForecastService | None:
+    """The forecast beside ingest when the config has a ``[site]``: it publishes through
+    ingest's connection and reads through the consent book that ingest keeps current."""
+    site = config.site
+    if site is None:
+        log.info("forecast off: the config has no [site] table (latitude, longitude)")
+        return None
+    log.info(
+        "forecast on: lat=%s lon=%s timezone=%s pv_capacity_w=%s wind_capacity_w=%s "
+        "holidays=%d half_holidays=%d",
+        site.lat,
+        site.lon,
+        site.timezone or "mean-solar",
+        site.pv_capacity_w or "estimated",
+        site.wind_capacity_w or "estimated",
+        len(site.holidays),
+        len(site.half_holidays),
+    )
+    return ForecastService(store, config.coop, site, clock, ingest.session.publish, book=book)
 
 
 def _serve_worker(
@@ -238,6 +273,10 @@ def run(config_path: Path, log_level: str, worker: int | None) -> None:
         protocol = 5                        # or 311
         shared_group = "hub"                # optional: readings via $share/hub/... so that
                                             # extra workers (--worker N) share the load
+        [site]                              # optional: forecast demand, PV and wind
+        latitude = 52.52
+        longitude = 13.41
+        timezone = "Europe/Berlin"          # optional; see hub/config.py for every key
 
     \b
     Scale-out on one machine: with broker.shared_group set, start the hub, then as many

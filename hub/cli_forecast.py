@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from hub.backtest import backtest, default_issues
-from hub.features import DAY_MS, History
+from hub.backtest import backtest, default_issues, retrain_shortfall
+from hub.features import DAY_MS, HISTORY_DAYS, History
 from hub.forecast import (
     DEFAULT_HOURS,
     ForecastModel,
@@ -51,11 +51,32 @@ def _parse_start(text: str) -> int:
 
 
 def _site(
-    lat: float, lon: float, pv_capacity_w: float | None, wind_capacity_w: float | None
+    lat: float,
+    lon: float,
+    pv_capacity_w: float | None,
+    wind_capacity_w: float | None,
+    timezone: str | None = None,
+    holidays: tuple[datetime, ...] = (),
+    half_holidays: tuple[datetime, ...] = (),
 ) -> Site:
     try:
-        return Site(lat, lon, pv_capacity_w, wind_capacity_w)
+        return Site(
+            lat,
+            lon,
+            pv_capacity_w,
+            wind_capacity_w,
+            timezone,
+            frozenset(d.date() for d in holidays),
+            frozenset(d.date() for d in half_holidays),
+        )
     except ValueError as exc:
+        raise ForecastCliError(str(exc)) from None
+
+
+def _open_to_write(db_path: Path) -> Store:
+    try:
+        return Store.open_to_write(db_path)
+    except StoreError as exc:
         raise ForecastCliError(str(exc)) from None
 
 
@@ -100,6 +121,33 @@ _wind_cap = click.option(
     default=None,
     help="Installed wind, W. Estimated from history when left out (configure it if you can).",
 )
+_timezone = click.option(
+    "--timezone",
+    default=None,
+    help="The cooperative's IANA timezone (Europe/Berlin): demand follows the local clock. "
+    "Default: mean solar time from --lon.",
+)
+_holiday = click.option(
+    "--holiday",
+    "holidays",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    multiple=True,
+    help="A local date kept like a Sunday (a public holiday); repeat for more.",
+)
+_half_holiday = click.option(
+    "--half-holiday",
+    "half_holidays",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    multiple=True,
+    help="A local date kept like a Saturday (24 and 31 December in Germany); repeat for more.",
+)
+
+
+def _calendar(f: Any) -> Any:
+    """--timezone, --holiday and --half-holiday."""
+    return _timezone(_holiday(_half_holiday(f)))
+
+
 _model_opt = click.option(
     "--model",
     "model_path",
@@ -145,11 +193,8 @@ def weather_import(file: Path, db_path: Path) -> None:
         shortwave_radiation,temperature_2m,wind_speed_10m,cloud_cover&forecast_days=3
     """
     weather = _weather(file)
-    try:
-        with Store.open_existing(db_path) as store:
-            n = import_weather(store, weather, SystemClock().now_ms())
-    except StoreError as exc:
-        raise ForecastCliError(str(exc)) from None
+    with _open_to_write(db_path) as store:
+        n = import_weather(store, weather, SystemClock().now_ms())
     first, last = (
         datetime.fromtimestamp(int(t) / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
         for t in (weather.ts_ms[0], weather.ts_ms[-1])
@@ -170,7 +215,8 @@ def weather_import(file: Path, db_path: Path) -> None:
     "db_path",
     type=click.Path(path_type=Path),
     default=None,
-    help="Read history and imported weather from this hub database instead.",
+    help="Read history (what homes share for the forecast) and imported weather from this hub "
+    "database instead; brings the database's forecast series up to date.",
 )
 @_weather_opt
 @_lat
@@ -184,6 +230,7 @@ def weather_import(file: Path, db_path: Path) -> None:
 @click.option("--hours", type=click.IntRange(1, 168), default=DEFAULT_HOURS, show_default=True)
 @_pv_cap
 @_wind_cap
+@_calendar
 @_model_opt
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
 def forecast_cmd(
@@ -196,6 +243,9 @@ def forecast_cmd(
     hours: int,
     pv_capacity_w: float | None,
     wind_capacity_w: float | None,
+    timezone: str | None,
+    holidays: tuple[datetime, ...],
+    half_holidays: tuple[datetime, ...],
     model_path: Path | None,
     as_json: bool,
 ) -> None:
@@ -206,8 +256,9 @@ def forecast_cmd(
     mixed or absent per target), "notes" (why a target fell back) and "model".
     """
     del as_json  # JSON is the only output; the flag keeps scripts explicit
-    site = _site(lat, lon, pv_capacity_w, wind_capacity_w)
-    issue_ms = _parse_start(start) if start else SystemClock().now_ms()
+    site = _site(lat, lon, pv_capacity_w, wind_capacity_w, timezone, holidays, half_holidays)
+    now_ms = SystemClock().now_ms()
+    issue_ms = _parse_start(start) if start else now_ms
     if (history_path is None) == (db_path is None):
         raise ForecastCliError("give either --history FILE or --db DATABASE")
     weather = _weather(weather_path)
@@ -215,15 +266,14 @@ def forecast_cmd(
         history = _history(history_path)
     else:
         assert db_path is not None
-        try:
-            with Store.open_existing(db_path) as store:
-                history = read_community_history(store, issue_ms - 28 * DAY_MS, issue_ms)
-                if weather_path is None:
-                    weather = read_weather(
-                        store, issue_ms - 3_600_000, issue_ms + (hours + 2) * 3_600_000
-                    )
-        except StoreError as exc:
-            raise ForecastCliError(str(exc)) from None
+        with _open_to_write(db_path) as store:
+            history = read_community_history(
+                store, issue_ms - HISTORY_DAYS * DAY_MS, issue_ms, now_ms=now_ms
+            )
+            if weather_path is None:
+                weather = read_weather(
+                    store, issue_ms - 3_600_000, issue_ms + (hours + 2) * 3_600_000
+                )
     result = make_forecast(_model(model_path), history, weather, site, issue_ms, hours)
     _echo_json(result.to_json_obj())
 
@@ -257,6 +307,7 @@ def forecast_cmd(
 )
 @_pv_cap
 @_wind_cap
+@_calendar
 @_model_opt
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
 def backtest_cmd(
@@ -269,6 +320,9 @@ def backtest_cmd(
     to: str | None,
     pv_capacity_w: float | None,
     wind_capacity_w: float | None,
+    timezone: str | None,
+    holidays: tuple[datetime, ...],
+    half_holidays: tuple[datetime, ...],
     model_path: Path | None,
     as_json: bool,
 ) -> None:
@@ -280,7 +334,7 @@ def backtest_cmd(
     time; the weather file serves as the forecast for every issue.
     """
     del as_json
-    site = _site(lat, lon, pv_capacity_w, wind_capacity_w)
+    site = _site(lat, lon, pv_capacity_w, wind_capacity_w, timezone, holidays, half_holidays)
     history = _history(history_path)
     weather = _weather(weather_path)
     issues = default_issues(history, every_hours)
@@ -311,6 +365,7 @@ def backtest_cmd(
 @_lon
 @_pv_cap
 @_wind_cap
+@_calendar
 @click.option(
     "--model",
     "model_path",
@@ -332,6 +387,9 @@ def train_cmd(
     lon: float,
     pv_capacity_w: float | None,
     wind_capacity_w: float | None,
+    timezone: str | None,
+    holidays: tuple[datetime, ...],
+    half_holidays: tuple[datetime, ...],
     model_path: Path | None,
     holdout_days: int,
 ) -> None:
@@ -339,24 +397,25 @@ def train_cmd(
 
     Trains on everything but the last --holdout-days, then backtests the new model and the
     current one on those days. The new model replaces the current one only if it wins (a
-    higher mean RMSE skill against 24-hour persistence); otherwise it is discarded. Needs the
-    training extra: pip install 'coopwatt[train]'.
+    higher mean RMSE skill against 24-hour persistence); otherwise it is discarded. History
+    too short to retrain on is refused before any training. Needs the training extra:
+    pip install 'coopwatt[train]'.
     """
+    site = _site(lat, lon, pv_capacity_w, wind_capacity_w, timezone, holidays, half_holidays)
+    target = model_path or db_path.parent / "forecast.onnx"
+    with _open_to_write(db_path) as store:
+        now = SystemClock().now_ms()
+        history = read_community_history(store, 0, now - now % 900_000, now_ms=now)
+        weather = read_weather(store, 0, 2**62)
+    shortfall = retrain_shortfall(history, holdout_days)
+    if shortfall is not None:
+        raise ForecastCliError(shortfall)
     try:
         from models.train import retrain_from_history  # noqa: PLC0415  # the train extra
     except ImportError as exc:
         raise ForecastCliError(
             f"training needs the train extra (pip install 'coopwatt[train]'): {exc}"
         ) from None
-    site = _site(lat, lon, pv_capacity_w, wind_capacity_w)
-    target = model_path or db_path.parent / "forecast.onnx"
-    try:
-        with Store.open_existing(db_path) as store:
-            now = SystemClock().now_ms()
-            history = read_community_history(store, 0, now - now % 900_000)
-            weather = read_weather(store, 0, 2**62)
-    except StoreError as exc:
-        raise ForecastCliError(str(exc)) from None
     try:
         outcome = retrain_from_history(history, weather, site, target, holdout_days)
     except ValueError as exc:

@@ -62,3 +62,13 @@ def community_figures(
         "exported": group_total(_deltas(by_role["grid"], "energy_export_wh"), k),
         "generated": group_total(generated, k),
     }
+
+
+def community_metrics(view: PurposeView, now_ms: int, k: int = DEFAULT_K) -> dict[str, float]:
+    """The ``community`` part of ``hub/metrics``: counts always, totals only over >= k homes."""
+    out: dict[str, float] = {}
+    for name, figure in community_figures(view, now_ms, k=k).items():
+        out[f"{name}_homes"] = float(figure.homes)
+        if figure.value_wh is not None:
+            out[f"{name}_wh"] = round(figure.value_wh, 1)
+    return out

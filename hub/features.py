@@ -17,11 +17,11 @@ from typing import Final
 
 import numpy as np
 
+from hub.local_time import LocalTime
 from hub.solar import (
     FloatArray,
     IntArray,
     clear_sky_ghi_at,
-    local_day_of_week,
     local_solar_hour,
     mean_clear_sky_ghi,
     solar_elevation_deg,
@@ -185,14 +185,28 @@ def demand_level_w(history: History) -> float | None:
 
 
 def demand_features(
-    history: History, issue_ms: int, steps: int, lat: float, lon: float, level_w: float
+    history: History,
+    issue_ms: int,
+    steps: int,
+    lat: float,
+    lon: float,
+    level_w: float,
+    local: LocalTime | None = None,
 ) -> FloatArray:
-    """Rows of :data:`DEMAND_FEATURES`; the target is demand / ``level_w``."""
+    """Rows of :data:`DEMAND_FEATURES`; the target is demand / ``level_w``.
+
+    Hour and day of the week are as the community keeps them (``local``: its clock, with
+    holidays as Sundays and half-holidays as Saturdays); without ``local``, mean solar time at
+    ``lon`` and no holidays.
+    """
+    local = local or LocalTime(lon)
     t = step_starts(issue_ms, steps)
     series = history.demand_w / level_w
     at = _at
-    hour_sin, hour_cos, horizon_h = _time_features(t, issue_ms, lon)
-    dow = local_day_of_week(t + STEP_MS // 2, lon).astype(np.float64)
+    _, _, horizon_h = _time_features(t, issue_ms, lon)
+    angle = 2 * np.pi * local.hour(t + STEP_MS // 2) / 24.0
+    hour_sin, hour_cos = np.sin(angle), np.cos(angle)
+    dow = local.day_of_week(t + STEP_MS // 2).astype(np.float64)
     weekend = (dow >= 5).astype(np.float64)
     daylight = clear_sky_ghi_at(t + STEP_MS // 2, lat, lon) / 1000.0
     same7 = _same_slot_days(issue_ms, t, 7)
@@ -211,7 +225,7 @@ def demand_features(
     same_weekday_2w = _fill(same_weekday_2w, lag_week_smooth)
     same21 = _same_slot_days(issue_ms, t, 21)
     values21 = at(series, history.start_ms, same21.ravel()).reshape(same21.shape)
-    dow21 = local_day_of_week(same21.ravel() + STEP_MS // 2, lon).reshape(same21.shape)
+    dow21 = local.day_of_week(same21.ravel() + STEP_MS // 2).reshape(same21.shape)
     match = (dow21 >= 5) == (weekend[:, None] > 0.5)
     profile_daytype = _fill(_nanmean(np.where(match, values21, np.nan), 1), profile7)
     last = issue_ms - STEP_MS * np.arange(1, 5, dtype=np.int64)

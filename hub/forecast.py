@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -38,6 +39,7 @@ from hub.features import (
     step_starts,
     wind_features,
 )
+from hub.local_time import LocalTime, check_timezone, day_number
 from hub.solar import FloatArray
 from hub.weather import StepWeather, WeatherSeries, to_steps
 
@@ -57,13 +59,19 @@ class ModelError(Exception):
 
 @dataclass(frozen=True)
 class Site:
-    """Where the cooperative is (degrees, north and east positive) and its generation capacity
-    (W, AC nameplate), when configured; an unconfigured capacity is estimated from history."""
+    """Where the cooperative is (degrees, north and east positive), its generation capacity
+    (W, AC nameplate) when configured (an unconfigured capacity is estimated from history), and
+    how its days run for the demand forecast: its IANA ``timezone`` (else local mean solar time)
+    and the local dates it keeps like a Sunday (``holidays``) or a Saturday (``half_holidays``).
+    """
 
     lat: float
     lon: float
     pv_capacity_w: float | None = None
     wind_capacity_w: float | None = None
+    timezone: str | None = None
+    holidays: frozenset[date] = frozenset()
+    half_holidays: frozenset[date] = frozenset()
 
     def __post_init__(self) -> None:
         if not (-90 <= self.lat <= 90 and -180 <= self.lon <= 180):
@@ -72,6 +80,18 @@ class Site:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive")
+        if self.timezone is not None:
+            check_timezone(self.timezone)
+
+    @cached_property
+    def local(self) -> LocalTime:
+        """The site's clock and holidays, for the demand features."""
+        return LocalTime(
+            self.lon,
+            self.timezone,
+            frozenset(day_number(d) for d in self.holidays),
+            frozenset(day_number(d) for d in self.half_holidays),
+        )
 
 
 @dataclass(frozen=True)
@@ -159,12 +179,23 @@ class ForecastModel:
         }
         (out,) = self.session.run([f"{target}_quantiles"], feed)
         q = np.sort(np.asarray(out, dtype=np.float64).reshape(-1, 3), axis=1)
-        k = self.interval_scale[target]
-        mid = q[:, 1]
-        result: FloatArray = np.column_stack(
-            [mid - k * (mid - q[:, 0]), mid, mid + k * (q[:, 2] - mid)]
-        )
-        return result
+        return scale_band(q, self.interval_scale[target])
+
+
+def scale_band(q: FloatArray, k: float) -> FloatArray:
+    """Calibrated quantiles from fitted ones (N, 3), sorted: P10 and P90 move to ``k`` times
+    their fitted distance from the P50 (``k`` from the model's calibration, see
+    ``models.train.interval_scale``).
+
+    A fitted P10 at or below zero stays where it is: it says the target may well be nothing (PV
+    at night, wind in a calm), and narrowing it towards a P50 just above zero would lift the band
+    off the zeros that are the commonest outcome. Without this the calibration could only narrow
+    PV's and wind's bands by giving up every zero at once, so it never narrowed them at all.
+    """
+    mid = q[:, 1]
+    low = np.where(q[:, 0] <= 0.0, q[:, 0], mid - k * (mid - q[:, 0]))
+    result: FloatArray = np.column_stack([low, mid, mid + k * (q[:, 2] - mid)])
+    return result
 
 
 def load_model(path: str | Path | None = None) -> ForecastModel:
@@ -214,7 +245,7 @@ def model_inputs(
         level = demand_level_w(history)
         if level is None:
             return "under a day of demand history"
-        x = demand_features(history, issue_ms, steps, site.lat, site.lon, level)
+        x = demand_features(history, issue_ms, steps, site.lat, site.lon, level, site.local)
         return Inputs(x, level, all_steps)
     cap = capacity_w(history, target, site)
     if cap is None:

@@ -5,9 +5,9 @@ Refreshes every ``every_s`` seconds of the injected clock and soon after new wea
 ``coopwatt-hub weather import`` in another process is noticed too). Each forecast is published
 retained, so an operator's dashboard or the prompt planner gets the latest one on subscribing.
 
-:func:`read_community_history` is the ONE place the forecast reads the cooperative's readings:
-once consent lands it is scoped to data granted for the ``forecast`` purpose, and nothing else
-in the forecast touches the readings.
+:func:`read_community_history` is the ONE place the forecast reads the cooperative's readings,
+scoped by consent to what homes grant for the ``forecast`` purpose; nothing else in the forecast
+touches the readings.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ import csv
 import io
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import numpy as np
 
-from hub.features import DAY_MS, HISTORY_DAYS, STEP_MS, History
+from hub.consent import ConsentBook
+from hub.features import DAY_MS, HISTORY_DAYS, STEP_MS, STEPS_PER_DAY, History
 from hub.forecast import (
     DEFAULT_HOURS,
     ForecastModel,
@@ -37,12 +39,12 @@ from hub.store import Store
 from hub.weather import WeatherSeries
 from protocol.clock import Clock
 from protocol.codec import encode
+from protocol.consent import RESOLUTION_MS, Purpose
 from protocol.payloads import Forecast, TargetQuantiles
+from protocol.quantities import Role
 from protocol.topics import HubTopic, hub_topic
 
 log = logging.getLogger(__name__)
-
-LATE_DATA_MS: Final = 2 * DAY_MS  # readings may arrive this late (an agent's outbox backlog)
 
 
 class Publish(Protocol):
@@ -60,33 +62,83 @@ class HistoryError(ValueError):
 # -- reading history -------------------------------------------------------------------------
 
 
-def history_from_slots(rows: list[tuple[int, str, float]], start_ms: int, end_ms: int) -> History:
-    """Community series from per-slot, per-role sums (see :meth:`Store.power_slots`).
+HOUR_MS: Final = 3_600_000
+SERIES_ROLES: Final = frozenset({Role.GRID, Role.PV, Role.WIND, Role.BATTERY})
+"""The streams the community series counts (a ``load`` sub-meter is inside a grid meter's)."""
+TAIL_SLOTS: Final = 8
+"""How many of the latest slots are checked for readings still on their way."""
+
+
+def history_from_slots(
+    rows: Sequence[tuple[int, str, float] | tuple[int, str, float, int]], start_ms: int, end_ms: int
+) -> History:
+    """Community series from per-slot, per-role sums (see :meth:`Store.forecast_series`).
 
     Demand is what the homes consumed: grid import (export negative) plus PV, wind and battery
-    discharge, in slots where grid meters reported; PV and wind are their generation.
+    discharge, in slots where grid meters reported; PV and wind are their generation. When rows
+    carry a device count, a slot among the last :data:`TAIL_SLOTS` that fewer than 90 % of the
+    usual grid meters have reported yet (their readings are still on the way) counts as
+    unknown, not as a drop in demand. (Generation is left as it is: many inverters sleep at
+    night and stop reporting, which is no drop either.)
     """
     start_ms = start_ms - start_ms % STEP_MS
     n = max(0, (end_ms - start_ms) // STEP_MS)
-    by_role = {role: np.full(n, np.nan) for role in ("grid", "pv", "wind", "battery")}
-    for slot, role, power in rows:
+    roles = ("grid", "pv", "wind", "battery")
+    by_role = {role: np.full(n, np.nan) for role in roles}
+    counts = {role: np.zeros(n) for role in roles}
+    for row in rows:
+        slot, role, power = row[0], row[1], row[2]
         i = (slot - start_ms) // STEP_MS
         if role in by_role and 0 <= i < n:
             by_role[role][i] = power
+            counts[role][i] = row[3] if len(row) > 3 else np.nan
     grid = by_role["grid"]
+    meters = counts["grid"]
+    if n > TAIL_SLOTS and np.isfinite(meters).all():
+        usual = np.median(meters[max(0, n - TAIL_SLOTS - STEPS_PER_DAY) : n - TAIL_SLOTS])
+        tail = slice(n - TAIL_SLOTS, n)
+        grid[tail] = np.where(meters[tail] < 0.9 * usual, np.nan, grid[tail])
     generation = sum(np.nan_to_num(by_role[r]) for r in ("pv", "wind", "battery"))
     demand = np.where(np.isfinite(grid), grid + generation, np.nan)
     return History(start_ms, demand, by_role["pv"], by_role["wind"])
 
 
-def read_community_history(store: Store, start_ms: int, end_ms: int) -> History:
-    """The community's 15-minute history from the hub store: THE forecast's read of readings.
+def forecast_members(store: Store, book: ConsentBook, now_ms: int) -> dict[int, tuple[int, int]]:
+    """The devices whose power the forecast may count, as ``device id -> (from_ms, span_ms)``:
+    those whose home's current grant shares the stream for the ``forecast`` purpose, no older
+    than that grant's retention (to the hour) and no finer than its resolution (15 minutes at
+    the finest)."""
+    members: dict[int, tuple[int, int]] = {}
+    for device_id, home, _device, role in store.device_ids():
+        if role not in SERIES_ROLES:
+            continue
+        terms = book.current(home).covers(role, Purpose.FORECAST)
+        if terms is None:
+            continue
+        span_ms = max(STEP_MS, RESOLUTION_MS[terms.resolution])
+        # On the hour, as consent enforces retention hourly: the window then moves (and the
+        # series sheds a slot per device) once an hour, not at every refresh.
+        from_ms = now_ms - terms.retention_days * DAY_MS
+        members[device_id] = (from_ms - from_ms % HOUR_MS, span_ms)
+    return members
 
-    Consent: this is where the ``forecast`` purpose scoping goes when the consent ledger lands,
-    so that the forecast only ever sees streams granted for it.
+
+def read_community_history(
+    store: Store, start_ms: int, end_ms: int, *, now_ms: int, book: ConsentBook | None = None
+) -> History:
+    """The community's 15-minute history from the hub store: THE forecast's read of members'
+    data, scoped by consent to the ``forecast`` purpose.
+
+    Only devices whose home grants their stream for the forecast count, within that grant's
+    retention (before ``now_ms``) and at its resolution (:func:`forecast_members`). The series
+    is kept incrementally (:meth:`Store.sync_forecast_series`): a read folds in the readings
+    committed since the last one and then reads one row per slot and role, so it costs
+    milliseconds whatever the size of the cooperative. ``book`` defaults to the ledger as
+    committed; the running hub passes the one ingest keeps current.
     """
-    store.refresh_power_slots(STEP_MS)
-    rows = store.power_slots(start_ms, end_ms)
+    book = book if book is not None else ConsentBook(store)
+    store.sync_forecast_series(forecast_members(store, book, now_ms))
+    rows = store.forecast_series(start_ms, end_ms)
     if not rows:
         return History.empty(end_ms)
     # Start at the first slot with data, not at ``start_ms`` (which may be the epoch).
@@ -237,8 +289,10 @@ class ForecastService:
         every_s: int = 900,
         weather_poll_s: int = 60,
         hours: int = DEFAULT_HOURS,
+        book: ConsentBook | None = None,
     ) -> None:
         self.store = store
+        self.book = book
         self.coop = coop
         self.site = site
         self.clock = clock
@@ -266,7 +320,9 @@ class ForecastService:
             now = self.clock.now_ms()
             issue = align_issue_ms(now)
             self._weather_seen = self.store.weather_imported_ms()
-            history = read_community_history(self.store, issue - HISTORY_DAYS * DAY_MS, issue)
+            history = read_community_history(
+                self.store, issue - HISTORY_DAYS * DAY_MS, issue, now_ms=now, book=self.book
+            )
             weather = read_weather(
                 self.store, issue - 3_600_000, issue + (self.hours + 2) * 3_600_000
             )

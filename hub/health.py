@@ -272,6 +272,7 @@ class HealthService:
         interval_s: int = 30,
         thresholds: Thresholds | None = None,
         home_assistant: bool = True,
+        community: Callable[[int], dict[str, float]] | None = None,
     ) -> None:
         self.db_path = db_path
         self.coop = coop
@@ -281,6 +282,7 @@ class HealthService:
         self.interval_s = interval_s
         self.thresholds = thresholds or Thresholds()
         self.home_assistant = home_assistant
+        self.community = community  # now_ms -> figures, already limited to groups of >= k homes
         self.metrics_topic = hub_topic(coop, HubTopic.METRICS)
         self.alerts_topic = hub_topic(coop, HubTopic.ALERTS)
         self.forecast_topic = hub_topic(coop, HubTopic.FORECAST)
@@ -314,9 +316,15 @@ class HealthService:
 
     def tick(self) -> HubMetrics | None:
         """Publish when due (by the hub's clock); call it often. Returns what was published."""
-        if self.clock.now_ms() < self._next_due_ms:
+        now = self.clock.now_ms()
+        if now < self._next_due_ms:
             return None
-        return self.publish_now()
+        try:
+            return self.publish_now()
+        except Exception:  # monitoring must never take the hub down with it
+            log.exception("could not publish hub metrics")
+            self._next_due_ms = now + self.interval_s * 1000
+            return None
 
     # -- paho's thread ----------------------------------------------------------------------------
 
@@ -402,6 +410,8 @@ class HealthService:
             if old.kind == "home-mismatch" and recent and key not in keys:
                 alerts.append(old)
         metrics = build_metrics(self.coop, snap, alerts, self.interval_s, self.thresholds)
+        if self.community is not None:
+            metrics = replace(metrics, community=self.community(snap.now_ms) or None)
         current = {a.key: a for a in alerts}
         events = [HubAlert(self.coop, snap.now_ms, "raised", a) for k, a in current.items()
                   if k not in self._active]  # fmt: skip

@@ -97,8 +97,10 @@ class Ingest:
         self._status_topic = hub_topic(coop, HubTopic.STATUS)
         self.primary = primary
         readings = home_filter(coop, HomeTopic.READINGS)
+        plain = readings
         if shared_group is not None:
             readings = f"$share/{shared_group}/{readings}"
+        self._unsubscribe = _stale_filters(store, settings.client_id, readings, plain)
         self._filters: tuple[str, ...] = (
             (readings, home_filter(coop, HomeTopic.STATUS)) if primary else (readings,)
         )
@@ -204,6 +206,8 @@ class Ingest:
 
     def _on_connect(self) -> None:
         # Runs on every (re)connection: subscriptions and retained state survive reconnects.
+        for topic_filter in self._unsubscribe:
+            self.session.client.unsubscribe(topic_filter)
         for topic_filter in self._filters:
             self.session.subscribe(topic_filter, qos=1)
         if self.primary:
@@ -414,6 +418,22 @@ class Ingest:
             return replace(status, ts_ms=self.clock.now_ms())
         except ValueError:  # a clock outside 2000..2100 (a test's clock at 0): leave ts out
             return status
+
+
+def _stale_filters(store: Store, client_id: str, readings: str, plain: str) -> tuple[str, ...]:
+    """Readings filters this client id subscribed to before and must drop now.
+
+    A persistent session keeps its subscriptions across restarts: a hub that joins a shared
+    group, leaves one or changes it would otherwise get every batch through both. The filter
+    each client id uses is remembered in the database's ``meta`` table.
+    """
+    key = f"readings_filter:{client_id}"
+    row = store.reader().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    stale = {plain, str(row[0])} if row is not None else {plain}
+    if row is None or row[0] != readings:
+        with store.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, readings))
+    return tuple(sorted(stale - {readings}))
 
 
 def _format_stats(stats: dict[str, int]) -> str:

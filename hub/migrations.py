@@ -355,6 +355,90 @@ def _v6_prompts(db: Database) -> None:
         db.execute(statement)
 
 
+def _v7_forecast_series(db: Database) -> None:
+    """The forecast's community series, kept up to date as readings are committed
+    (:meth:`hub.store.Store.sync_forecast_series`), so a forecast reads ~3,000 rows, not millions.
+
+    ``forecast_pending``: (device, seq) of every reading with ``power_w`` committed since the
+    last sync, queued by a trigger on ``readings`` once the series exists (meta
+    ``forecast_series``). ``forecast_members``: the devices whose power the series counts, from
+    ``from_ms`` on, at ``span_ms`` resolution (their consent for the ``forecast`` purpose).
+    ``forecast_power_15min`` (rebuilt): per member and span, the sum and count of its ``power_w``
+    samples, and ``contrib_w``, the mean power it adds to each 15-minute slot of the span.
+    ``forecast_community_15min``: per slot and role, the sum of contributions and how many
+    devices contributed. Triggers keep it equal to the sum of ``contrib_w`` whenever a
+    per-device row is added, changed or deleted (consent erasure deletes them directly), so the
+    two never disagree; a rebuild that adds whole devices at once sets meta ``forecast_bulk``
+    inside its transaction and adds their sums in one statement instead.
+
+    Replaces migration 4's per-device seq cursor, which missed readings that arrived out of seq
+    order and left every forecast to sum millions of per-device rows.
+    """
+    add = (
+        "INSERT INTO forecast_community_15min (slot_ms, role, power_w, devices) "
+        "SELECT NEW.slot_ms + s.k * 900000, "
+        "(SELECT role FROM devices WHERE id = NEW.device_id), NEW.contrib_w, 1 "
+        "FROM forecast_span_steps s WHERE s.k < NEW.span_ms / 900000 "
+        "ON CONFLICT (slot_ms, role) DO UPDATE SET power_w = power_w + excluded.power_w, "
+        "devices = devices + 1;"
+    )
+    subtract = (
+        "UPDATE forecast_community_15min SET power_w = power_w - OLD.contrib_w, "
+        "devices = devices - 1 WHERE role = (SELECT role FROM devices WHERE id = OLD.device_id) "
+        "AND slot_ms >= OLD.slot_ms AND slot_ms < OLD.slot_ms + OLD.span_ms;"
+    )
+    bulk = "NOT EXISTS (SELECT 1 FROM meta WHERE key = 'forecast_bulk')"
+    for statement in (
+        "DROP TABLE forecast_cursor",
+        "DROP INDEX forecast_power_15min_slot",
+        "DROP TABLE forecast_power_15min",
+        """
+        CREATE TABLE forecast_power_15min (
+            device_id INTEGER NOT NULL REFERENCES devices(id),
+            slot_ms INTEGER NOT NULL,
+            span_ms INTEGER NOT NULL,
+            power_sum_w REAL NOT NULL,
+            samples REAL NOT NULL,
+            contrib_w REAL,
+            PRIMARY KEY (device_id, slot_ms)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE forecast_community_15min (
+            slot_ms INTEGER NOT NULL,
+            role TEXT NOT NULL,
+            power_w REAL NOT NULL,
+            devices INTEGER NOT NULL,
+            PRIMARY KEY (slot_ms, role)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE forecast_members (
+            device_id INTEGER PRIMARY KEY REFERENCES devices(id),
+            from_ms INTEGER NOT NULL,
+            span_ms INTEGER NOT NULL
+        )
+        """,
+        "CREATE TABLE forecast_pending (id INTEGER PRIMARY KEY, device_id INTEGER, seq INTEGER)",
+        "CREATE TABLE forecast_span_steps (k INTEGER PRIMARY KEY)",
+        "WITH RECURSIVE n(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM n WHERE k < 95) "
+        "INSERT INTO forecast_span_steps (k) SELECT k FROM n",
+        "CREATE TRIGGER forecast_pending_reading AFTER INSERT ON readings "
+        "WHEN NEW.power_w IS NOT NULL AND EXISTS "
+        "(SELECT 1 FROM meta WHERE key = 'forecast_series') "
+        "BEGIN INSERT INTO forecast_pending (device_id, seq) VALUES (NEW.device_id, NEW.seq); END",
+        "CREATE TRIGGER forecast_contrib_insert AFTER INSERT ON forecast_power_15min "
+        f"WHEN NEW.contrib_w IS NOT NULL AND {bulk} BEGIN {add} END",
+        "CREATE TRIGGER forecast_contrib_delete AFTER DELETE ON forecast_power_15min "
+        f"WHEN OLD.contrib_w IS NOT NULL BEGIN {subtract} END",
+        "CREATE TRIGGER forecast_contrib_update_old AFTER UPDATE OF contrib_w "
+        f"ON forecast_power_15min WHEN OLD.contrib_w IS NOT NULL AND {bulk} BEGIN {subtract} END",
+        "CREATE TRIGGER forecast_contrib_update_new AFTER UPDATE OF contrib_w "
+        f"ON forecast_power_15min WHEN NEW.contrib_w IS NOT NULL AND {bulk} BEGIN {add} END",
+    ):
+        db.execute(statement)
+
+
 MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
     (1, _v1_initial),
     (2, _v2_reading_period),
@@ -362,6 +446,7 @@ MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
     (4, _v4_forecast),
     (5, _v5_consent),
     (6, _v6_prompts),
+    (7, _v7_forecast_series),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 

@@ -242,13 +242,15 @@ def make_jobs(homes: Iterable[HomeAppliances], outlook: Outlook) -> list[Job]:
 class PlannerSettings:
     """Tuning. ``freeze_ms``: a window starting this soon is not moved; ``hysteresis``: a run
     moves only to save more than this share of its expected energy; ``peak_weight`` (β) and
-    ``spread_weight`` (λ): see the module docstring; ``rounds``: best-response passes."""
+    ``spread_weight`` (λ): see the module docstring; ``rounds``: best-response passes at most,
+    fewer once a pass lowers the total by less than ``settle`` of it."""
 
     freeze_ms: int = 2 * 3_600_000
     hysteresis: float = 0.1
     peak_weight: float = 0.5
     spread_weight: float = 0.5
     rounds: int = 40
+    settle: float = 1e-4  # stop once a pass lowers the total cost by less than this share
 
 
 def phi_cdf(z: float) -> float:
@@ -525,6 +527,7 @@ def plan(
 
     for _ in range(settings.rounds):
         moves = 0
+        before = costs.total()
         for key in order:
             if key not in windows:
                 continue
@@ -545,7 +548,8 @@ def plan(
                 windows[key] = found[0]
                 moves += 1
             costs.add(windows[key], p)
-        if not moves:
+        # Each move lowers the total; stop when a whole pass gains next to nothing.
+        if not moves or before - costs.total() < settings.settle * abs(before):
             break
 
     to_ms = {

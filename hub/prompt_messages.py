@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from hub.planner import STEP_H, JobKey, Plan, Span, import_chance
+from hub.planner import STEP_H, STEP_MS, JobKey, Plan, Span, import_chance
 from protocol.payloads import AppliancePrompt, Level, LevelSpan, Prompts, PromptWindow
 
 GREEN_CHANCE: Final = 0.2  # at most this chance of drawing from the grid: green for everyone
@@ -72,10 +72,11 @@ def local_wh(plan: Plan, key: JobKey, spans: tuple[Span, ...]) -> float:
 
 
 def usual_local_wh(plan: Plan, key: JobKey) -> float:
-    """The same, had the run started at its earliest start (what the benefit is measured from)."""
+    """The same, had the run started as early as it still can (its earliest start, or now):
+    what the benefit is measured from."""
     o = plan.outlook
     job = plan.jobs[key]
-    first = max(0, job.window_first)
+    first = max(0, job.window_first, -((o.start_ms - plan.now_ms) // STEP_MS))
     cells = range(first, min(o.steps, first + job.steps))
     return sum(
         job.power_w
@@ -174,15 +175,16 @@ def build_prompts(
     )
 
 
-def content(prompts: Prompts | None) -> object:
-    """What a home would notice changing: windows, reasons and the light's course, not the
-    issue time (the hub re-sends unchanged prompts only to extend their validity)."""
-    if prompts is None:
-        return None
-    return (
-        tuple(
-            (a.appliance, tuple((w.start_ms, w.end_ms) for w in a.windows))
-            for a in prompts.appliances
-        ),
-        tuple((s.end_ms, s.level) for s in prompts.levels[:-1]),
-    )
+def same_advice(old: Prompts | None, new: Prompts) -> bool:
+    """Whether ``new`` tells the home nothing ``old`` did not: the same windows, and the same
+    light at every moment ``old`` covers from ``new``'s issue on. (The hub re-sends unchanged
+    advice only to extend its validity.)"""
+    if old is None:
+        return False
+    windows = [(a.appliance, a.windows) for a in old.appliances]
+    if windows != [(a.appliance, a.windows) for a in new.appliances]:
+        return False
+    moments = {new.issued_ms} | {
+        s.start_ms for p in (old, new) for s in p.levels if s.start_ms >= new.issued_ms
+    }
+    return all(old.level_at(t) == new.level_at(t) for t in moments if t < old.valid_until_ms)

@@ -37,7 +37,7 @@ from hub.planner import (
     outlook_from_forecast,
     plan,
 )
-from hub.prompt_messages import MessageSettings, build_prompts, content
+from hub.prompt_messages import MessageSettings, build_prompts, same_advice
 from hub.shift_learning import (
     BASELINE_DAYS,
     DAY_MS,
@@ -320,7 +320,7 @@ class PromptsService:
         self.plans = 0
         self.published = 0
         self._forecast: Forecast | None = self.db.forecast()
-        self._sent: dict[str, tuple[object, int]] = {}  # home -> (content, valid_until_ms)
+        self._sent: dict[str, Prompts] = {}  # home -> the prompts it was last sent
         self._dirty = threading.Event()
         self._dirty.set()
         self._wake = threading.Event()
@@ -371,9 +371,12 @@ class PromptsService:
 
     def on_appliances(self, home: str, appliances: Appliances) -> None:
         if not appliances.appliances:
+            # Every agent without appliances (or prompts consent) says so on each connection:
+            # only a home the hub holds something for is erased and has its prompts cleared.
             erased = self.db.forget(home)
-            log.info("home=%s withdrew its appliances; erased %d prompt rows", home, erased)
-            self._clear(home)
+            if erased or home in self._sent:
+                log.info("home=%s withdrew its appliances; erased %d prompt rows", home, erased)
+                self._clear(home)
         elif not check_timezone(appliances.timezone):
             log.warning("home=%s: unknown timezone %r; its appliances are not planned",
                         home, appliances.timezone)  # fmt: skip
@@ -447,15 +450,14 @@ class PromptsService:
 
     def _send(self, prompts: Prompts, now_ms: int) -> None:
         seen = self._sent.get(prompts.home)
-        what = content(prompts)
         half = self.messages.validity_ms // 2
-        if seen is not None and seen[0] == what and now_ms < seen[1] - half:
+        if same_advice(seen, prompts) and seen is not None and now_ms < seen.valid_until_ms - half:
             return
         if self.publish is None:
             return
         topic = home_topic(self.coop, prompts.home, HomeTopic.PROMPTS)
         self.publish(topic, encode(prompts), qos=1, retain=True)
-        self._sent[prompts.home] = (what, prompts.valid_until_ms)
+        self._sent[prompts.home] = prompts
         self.published += 1
 
     # -- learning --------------------------------------------------------------------------

@@ -4,8 +4,9 @@ After a planned run's window has passed, the hub asks two things. Did the home's
 appliance's energy in the window (more than the home used in the same hours on the days
 before)? And what did the household answer (``done``, ``accepted``, ``snoozed``)? The meters
 weigh more than words: an accepted prompt that nobody acted on is not a shift. Each answered run
-adds its outcome (0..1) to what the home *followed* and the chance it had to run that day to
-what it was *expected* to follow; both fade with a half-life, so a household that changes its
+adds its outcome (0..1) to what the home *followed* and the chance the appliance had to run
+that day at all to what it was *expected* to follow (a washer used four days a week cannot
+follow a window on the other three); both fade with a half-life, so a household that changes its
 habits is followed within weeks. The planner counts each run of the home with
 ``followed / expected`` (with a prior of one half, worth two runs, until it knows better).
 """
@@ -51,7 +52,7 @@ class ShiftEstimate:
         ``chance`` (0..1) to run that day at all."""
         f = self.faded(now_ms)
         outcome = min(1.0, max(0.0, outcome))
-        return ShiftEstimate(f.followed + outcome * chance, f.expected + chance, f.updated_ms)
+        return ShiftEstimate(f.followed + outcome, f.expected + chance, f.updated_ms)
 
 
 def feedback_outcome(actions: Sequence[str]) -> float | None:

@@ -20,7 +20,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -252,6 +252,29 @@ class Store:
         a schema older or newer than this code's raises :class:`StoreError`.
         """
         return cls._open(Path(path), None, create=False, clock=clock or SystemClock(), durable=True)
+
+    @classmethod
+    def open_to_write(cls, path: str | Path, *, clock: Clock | None = None) -> Self:
+        """Open an existing hub database, whatever its cooperative, to change it.
+
+        For tools that write (``weather import``, the forecast's derived series): never creates
+        a file, and brings an older schema up to date as the hub itself would. A missing file,
+        or one coopwatt did not make, raises :class:`NotAHubDatabaseError`.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise NotAHubDatabaseError(f"{path}: no such database file")
+        try:
+            conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'coop'").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError:
+            row = None
+        if row is None:
+            raise NotAHubDatabaseError(f"{path}: not a coopwatt hub database")
+        return cls.open(path, str(row[0]), clock=clock)
 
     @classmethod
     def _open(
@@ -723,97 +746,220 @@ class Store:
         row = self._reader().execute("SELECT max(imported_ms) FROM weather").fetchone()
         return None if row[0] is None else int(row[0])
 
-    def refresh_power_slots(self, slot_ms: int = 900_000, devices_per_commit: int = 200) -> int:
-        """Fold readings stored since the last call into per-device 15-minute power sums.
+    def device_ids(self) -> list[tuple[int, str, str, Role]]:
+        """Registered devices as (id, home, device, role), by id."""
+        return [
+            (int(i), home, device, Role(role))
+            for i, home, device, role in self._reader().execute(
+                "SELECT id, home, device, role FROM devices ORDER BY id"
+            )
+        ]
 
-        Incremental: per device, only readings above its ``forecast_cursor`` seq are read, by
-        primary key. A raw reading counts in the slot holding its ``ts_ms``; an aggregate
-        (``period_ms`` set) is spread over the slots its period covers, weighted by overlap.
-        Commits every ``devices_per_commit`` devices so ingest is never held up for long.
-        Returns the number of readings folded in.
+    def sync_forecast_series(
+        self, members: Mapping[int, tuple[int, int]], *, devices_per_commit: int = 100
+    ) -> int:
+        """Bring the forecast's community series (migration 7) up to date; returns the readings
+        folded in.
+
+        ``members`` maps each device whose power the series may count to ``(from_ms,
+        span_ms)``: from when (aligned down to the span) and at what resolution (a multiple of
+        15 minutes that divides a day: its mean over each span is spread over the span's
+        slots). The caller decides who is a member (consent: :mod:`hub.forecast_service`).
+        Devices that stop being members leave the series, and their older slots leave it as
+        ``from_ms`` moves on. A new member, or one whose span changed or whose ``from_ms`` moved
+        back, is folded in afresh from its stored readings, ``devices_per_commit`` devices per
+        transaction so that ingest is never held up for long; everyone else only folds in the
+        readings queued since the last call. A raw reading counts in the slot holding its
+        ``ts_ms``; an aggregate (``period_ms`` set) is spread over the slots its period covers,
+        weighted by overlap.
         """
-        conn = self._conn
-        with self._lock:
-            ids = [int(r[0]) for r in conn.execute("SELECT id FROM devices ORDER BY id")]
-            cursors = {int(d): int(s) for d, s in conn.execute("SELECT * FROM forecast_cursor")}
+        want: dict[int, tuple[int, int]] = {}
+        for device_id, (from_ms, span_ms) in members.items():
+            if span_ms <= 0 or span_ms % _QUARTER_MS or _DAY_MS % span_ms:
+                raise ValueError(f"span of device {device_id} must divide a day in quarter-hours")
+            want[int(device_id)] = (from_ms - from_ms % span_ms, span_ms)
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM meta WHERE key = 'forecast_series'").fetchone() is None:
+                # From now on the trigger queues every reading for the next sync.
+                conn.execute("INSERT INTO meta (key, value) VALUES ('forecast_series', '1')")
+            have = {
+                int(d): (int(f), int(s))
+                for d, f, s in conn.execute(
+                    "SELECT device_id, from_ms, span_ms FROM forecast_members"
+                )
+            }
+            for device_id in have.keys() - want.keys():
+                # The delete trigger takes each row's contribution out of the series.
+                conn.execute("DELETE FROM forecast_power_15min WHERE device_id = ?", (device_id,))
+                conn.execute("DELETE FROM forecast_members WHERE device_id = ?", (device_id,))
+            moved = [
+                (device_id, from_ms)
+                for device_id, (from_ms, span_ms) in want.items()
+                if device_id in have and have[device_id] != (from_ms, span_ms)
+                and have[device_id][1] == span_ms and from_ms > have[device_id][0]
+            ]  # fmt: skip
+            conn.executemany(
+                "DELETE FROM forecast_power_15min WHERE device_id = ? AND slot_ms < ?", moved
+            )
+            conn.executemany(
+                "UPDATE forecast_members SET from_ms = ? WHERE device_id = ?",
+                [(from_ms, device_id) for device_id, from_ms in moved],
+            )
+        rebuild = sorted(
+            device_id
+            for device_id, (from_ms, span_ms) in want.items()
+            if device_id not in have
+            or have[device_id][1] != span_ms
+            or from_ms < have[device_id][0]
+        )
         folded = 0
-        for first in range(0, len(ids), devices_per_commit):
-            with self._lock:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for device_id in ids[first : first + devices_per_commit]:
-                        folded += self._fold_device(
-                            conn, device_id, cursors.get(device_id, 0), slot_ms
-                        )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+        for first in range(0, len(rebuild), devices_per_commit):
+            chunk = {d: want[d] for d in rebuild[first : first + devices_per_commit]}
+            with self.transaction() as conn:
+                folded += _rebuild_forecast_devices(conn, chunk)
+        with self.transaction() as conn:
+            folded += _fold_forecast_pending(conn, want)
+            conn.execute("DELETE FROM forecast_community_15min WHERE devices <= 0")
         return folded
 
-    @staticmethod
-    def _fold_device(conn: sqlite3.Connection, device_id: int, after_seq: int, slot_ms: int) -> int:
-        rows = conn.execute(
-            "SELECT seq, ts_ms, period_ms, power_w FROM readings "
-            "WHERE device_id = ? AND seq > ? ORDER BY seq",
-            (device_id, after_seq),
-        ).fetchall()
-        if not rows:
-            return 0
-        sums: dict[int, list[float]] = {}
-        for _, ts_ms, period_ms, power_w in rows:
-            if power_w is None:
-                continue
-            if not period_ms or period_ms <= 0:
-                acc = sums.setdefault(ts_ms - ts_ms % slot_ms, [0.0, 0.0])
-                acc[0] += power_w
-                acc[1] += 1.0
-                continue
-            start = ts_ms - period_ms
-            slot = start - start % slot_ms
-            while slot < ts_ms:
-                overlap = min(ts_ms, slot + slot_ms) - max(start, slot)
-                if overlap > 0:
-                    weight = overlap / slot_ms
-                    acc = sums.setdefault(slot, [0.0, 0.0])
-                    acc[0] += power_w * weight
-                    acc[1] += weight
-                slot += slot_ms
-        conn.executemany(
-            "INSERT INTO forecast_power_15min (device_id, slot_ms, power_sum_w, samples) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (device_id, slot_ms) DO UPDATE SET "
-            "power_sum_w = power_sum_w + excluded.power_sum_w, "
-            "samples = samples + excluded.samples",
-            [(device_id, slot, s, n) for slot, (s, n) in sums.items() if n > 0],
-        )
-        conn.execute(
-            "INSERT INTO forecast_cursor (device_id, seq) VALUES (?, ?) "
-            "ON CONFLICT (device_id) DO UPDATE SET seq = excluded.seq",
-            (device_id, int(rows[-1][0])),
-        )
-        return len(rows)
-
-    def power_slots(self, start_ms: int, end_ms: int) -> list[tuple[int, str, float]]:
-        """Per 15-minute slot and role, the sum over devices of each device's mean ``power_w``
-        in that slot (W), for slots ``start_ms <= slot_ms < end_ms``. Call
-        :meth:`refresh_power_slots` first to include the latest readings."""
+    def forecast_series(self, start_ms: int, end_ms: int) -> list[tuple[int, str, float, int]]:
+        """The forecast's community series for slots ``start_ms <= slot_ms < end_ms``: per
+        15-minute slot and role, (slot_ms, role, summed mean power_w, devices counted), by
+        slot. Call :meth:`sync_forecast_series` first to include the latest readings."""
         return [
-            (int(slot), str(role), float(power))
-            for slot, role, power in self._reader().execute(
-                "SELECT f.slot_ms, d.role, SUM(f.power_sum_w / f.samples) "
-                "FROM forecast_power_15min f JOIN devices d ON d.id = f.device_id "
-                "WHERE f.slot_ms >= ? AND f.slot_ms < ? GROUP BY f.slot_ms, d.role "
-                "ORDER BY f.slot_ms",
+            (int(slot), str(role), float(power), int(devices))
+            for slot, role, power, devices in self._reader().execute(
+                "SELECT slot_ms, role, power_w, devices FROM forecast_community_15min "
+                "WHERE slot_ms >= ? AND slot_ms < ? AND devices > 0 ORDER BY slot_ms",
                 (start_ms, end_ms),
             )
         ]
 
-    def prune_power_slots(self, before_ms: int) -> int:
-        """Drop 15-minute power sums of slots before ``before_ms``; returns how many."""
-        with self._lock:
-            cur = self._conn.execute(
-                "DELETE FROM forecast_power_15min WHERE slot_ms < ?", (before_ms,)
-            )
-            self._conn.commit()
-            return cur.rowcount
+
+_QUARTER_MS: Final = 900_000
+_DAY_MS: Final = 86_400_000
+_UPSERT_FORECAST_POWER: Final = (
+    "INSERT INTO forecast_power_15min (device_id, slot_ms, span_ms, power_sum_w, samples, "
+    "contrib_w) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, slot_ms) DO UPDATE SET "
+    "power_sum_w = power_sum_w + excluded.power_sum_w, samples = samples + excluded.samples, "
+    "contrib_w = (power_sum_w + excluded.power_sum_w) / (samples + excluded.samples)"
+)
+
+
+def _spread(
+    sums: dict[tuple[int, int], list[float]],
+    device_id: int,
+    from_ms: int,
+    span_ms: int,
+    ts_ms: int,
+    period_ms: int | None,
+    power_w: float,
+) -> None:
+    """Add one reading to per-(device, span start) [sum, samples] from ``from_ms`` on."""
+    if not period_ms or period_ms <= 0:
+        slot = ts_ms - ts_ms % _QUARTER_MS
+        if slot >= from_ms:
+            acc = sums.setdefault((device_id, slot - slot % span_ms), [0.0, 0.0])
+            acc[0] += power_w
+            acc[1] += 1.0
+        return
+    start = ts_ms - period_ms
+    slot = start - start % _QUARTER_MS
+    while slot < ts_ms:
+        overlap = min(ts_ms, slot + _QUARTER_MS) - max(start, slot)
+        if overlap > 0 and slot >= from_ms:
+            weight = overlap / _QUARTER_MS
+            acc = sums.setdefault((device_id, slot - slot % span_ms), [0.0, 0.0])
+            acc[0] += power_w * weight
+            acc[1] += weight
+        slot += _QUARTER_MS
+
+
+def _upsert_forecast_power(
+    conn: sqlite3.Connection,
+    sums: dict[tuple[int, int], list[float]],
+    spans: Mapping[int, tuple[int, int]],
+) -> None:
+    conn.executemany(
+        _UPSERT_FORECAST_POWER,
+        [(d, slot, spans[d][1], s, n, s / n) for (d, slot), (s, n) in sums.items() if n > 0],
+    )
+
+
+def _rebuild_forecast_devices(conn: sqlite3.Connection, devices: dict[int, tuple[int, int]]) -> int:
+    """Fold these devices into the series afresh from their stored readings (one transaction)."""
+    for device_id, (from_ms, span_ms) in devices.items():
+        conn.execute("DELETE FROM forecast_power_15min WHERE device_id = ?", (device_id,))
+        # Queued readings are stored readings: the refold below counts them.
+        conn.execute("DELETE FROM forecast_pending WHERE device_id = ?", (device_id,))
+        conn.execute(
+            "INSERT INTO forecast_members (device_id, from_ms, span_ms) VALUES (?, ?, ?) "
+            "ON CONFLICT (device_id) DO UPDATE SET from_ms = excluded.from_ms, "
+            "span_ms = excluded.span_ms",
+            (device_id, from_ms, span_ms),
+        )
+    # Whole devices at once: per-row triggers off, their sums added in one statement below.
+    conn.execute("INSERT INTO meta (key, value) VALUES ('forecast_bulk', '1')")
+    folded = 0
+    for device_id, (from_ms, span_ms) in devices.items():
+        conn.execute(
+            "INSERT INTO forecast_power_15min (device_id, slot_ms, span_ms, power_sum_w, "
+            "samples, contrib_w) SELECT device_id, ts_ms - ts_ms % ?, ?, SUM(power_w), "
+            "COUNT(*), SUM(power_w) / COUNT(*) FROM readings WHERE device_id = ? AND ts_ms >= ? "
+            "AND power_w IS NOT NULL AND (period_ms IS NULL OR period_ms <= 0) "
+            "GROUP BY ts_ms - ts_ms % ?",
+            (span_ms, span_ms, device_id, from_ms, span_ms),
+        )
+        sums: dict[tuple[int, int], list[float]] = {}
+        for ts_ms, period_ms, power_w in conn.execute(
+            "SELECT ts_ms, period_ms, power_w FROM readings WHERE device_id = ? AND ts_ms > ? "
+            "AND power_w IS NOT NULL AND period_ms > 0",
+            (device_id, from_ms),
+        ):
+            _spread(sums, device_id, from_ms, span_ms, ts_ms, period_ms, power_w)
+        _upsert_forecast_power(conn, sums, devices)
+        row = conn.execute(
+            "SELECT COUNT(*) FROM readings WHERE device_id = ? AND ts_ms >= ? "
+            "AND power_w IS NOT NULL",
+            (device_id, from_ms),
+        ).fetchone()
+        folded += int(row[0])
+    conn.execute(
+        _sql(
+            "INSERT INTO forecast_community_15min (slot_ms, role, power_w, devices)",
+            "SELECT f.slot_ms + s.k * 900000, d.role, SUM(f.contrib_w), COUNT(*)",
+            "FROM forecast_power_15min f JOIN devices d ON d.id = f.device_id",
+            "JOIN forecast_span_steps s ON s.k < f.span_ms / 900000",
+            "WHERE f.device_id IN (" + ", ".join("?" * len(devices)) + ")",
+            "AND f.contrib_w IS NOT NULL",
+            "GROUP BY 1, 2 ON CONFLICT (slot_ms, role) DO UPDATE SET",
+            "power_w = power_w + excluded.power_w, devices = devices + excluded.devices",
+        ),
+        list(devices),
+    )
+    conn.execute("DELETE FROM meta WHERE key = 'forecast_bulk'")
+    return folded
+
+
+def _fold_forecast_pending(conn: sqlite3.Connection, members: Mapping[int, tuple[int, int]]) -> int:
+    """Fold the readings queued since the last sync into the members' sums (one transaction);
+    the update triggers carry each change of a member's mean into the community series."""
+    row = conn.execute("SELECT max(id) FROM forecast_pending").fetchone()
+    if row[0] is None:
+        return 0
+    last = int(row[0])
+    sums: dict[tuple[int, int], list[float]] = {}
+    folded = 0
+    for device_id, ts_ms, period_ms, power_w in conn.execute(
+        "SELECT r.device_id, r.ts_ms, r.period_ms, r.power_w FROM forecast_pending p "
+        "JOIN readings r ON r.device_id = p.device_id AND r.seq = p.seq WHERE p.id <= ?",
+        (last,),
+    ):
+        terms = members.get(device_id)
+        if terms is None or power_w is None:
+            continue  # not a member (no consent for the forecast): never counted
+        _spread(sums, device_id, terms[0], terms[1], ts_ms, period_ms, power_w)
+        folded += 1
+    _upsert_forecast_power(conn, sums, members)
+    conn.execute("DELETE FROM forecast_pending WHERE id <= ?", (last,))
+    return folded

@@ -340,7 +340,10 @@ def _fast_reading_batch(obj: dict[str, Any]) -> ReadingBatch | None:
     roles = _ROLES
     try:
         for item in items:
-            if type(item) is not dict or not _READING_REQUIRED <= item.keys() <= _READING_FIELDS:
+            if type(item) is not dict:
+                return None
+            keys = item.keys()
+            if keys not in (_READING_REQUIRED, _READING_FIELDS):  # == as sets
                 return None
             device, seq, ts_ms = item["device"], item["seq"], item["ts_ms"]
             grant, quantities, period_ms = item["grant"], item["quantities"], None

@@ -26,6 +26,9 @@ _MIN_TS_MS: Final = 946_684_800_000
 _MAX_TS_MS: Final = 4_102_444_800_000
 
 
+# Ids that passed check_id (strings only: a set holds nothing else that equals one).
+_CHECKED_IDS: Final[set[str]] = set()
+_MAX_CHECKED_IDS: Final = 4096
 # Per role, the numeric quantities its devices may carry (the fast path of Reading's checks).
 _NUMERIC_FOR: Final[dict[Role, frozenset[str]]] = {
     role: frozenset(n for n, q in GLOSSARY.items() if q.kind is float and allowed_for(role, n))
@@ -58,8 +61,13 @@ class Reading:
     period_ms: int | None = None
 
     def __post_init__(self) -> None:
-        check_id(self.device, "device")
-        check_id(self.grant, "grant")
+        # A hub sees the same few device and grant ids in every batch: each is matched once.
+        if self.device not in _CHECKED_IDS or self.grant not in _CHECKED_IDS:
+            check_id(self.device, "device")
+            check_id(self.grant, "grant")
+            if len(_CHECKED_IDS) >= _MAX_CHECKED_IDS:
+                _CHECKED_IDS.clear()
+            _CHECKED_IDS.update((self.device, self.grant))
         if not 1 <= self.seq < 2**53:
             raise ValueError(f"seq {self.seq} out of range")
         _check_ts(self.ts_ms, "ts_ms")
@@ -458,10 +466,17 @@ class HubMetrics:
     counters: dict[str, int]
     forecast_issued_ms: int | None = None
     truncated: bool | None = None
+    # Neighbourhood energy over the last hour, from homes sharing for community-stats: for each
+    # of imported, exported and generated, "<name>_homes" and, only over at least k homes,
+    # "<name>_wh" (withheld below k, so no figure exposes a single home).
+    community: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         check_id(self.coop, "coop")
         _check_ts(self.ts_ms, "ts_ms")
+        for name, value in (self.community or {}).items():
+            if not math.isfinite(value) or len(name) > 40:
+                raise ValueError(f"community figure {name!r} is not a finite number")
         if not 1 <= self.interval_s <= 86400:
             raise ValueError(f"interval_s {self.interval_s} is not 1 to 86400")
         for name in ("homes_total", "homes_online", "homes_stale", "backlog_total"):

@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from hub.cli import main
-from hub.features import DAY_MS, STEP_MS, History
+from hub.features import STEP_MS, History
 from hub.store import Store
+from protocol.clock import SystemClock
 from tests.test_forecast_features import LAT, LON, T0, sim_community
 
 FIXTURES = Path(__file__).parent / "fixtures" / "forecast"
@@ -216,10 +217,63 @@ def test_forecast_from_the_database(tmp_path: Path) -> None:
     assert obj["notes"]["demand"].startswith("under a day")
 
 
-def test_train_without_enough_history_says_so(tmp_path: Path) -> None:
+def test_weather_import_writes_through_a_writing_opener(tmp_path: Path) -> None:
+    """A database one schema version behind is brought up to date, as the hub would, rather
+    than refused as the read-only opener refuses it; a file that is not a hub's is refused."""
+    import sqlite3
+
+    from sqlite_utils import Database
+
+    from hub.migrations import LATEST_VERSION, MIGRATIONS, migrate
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    migrate(Database(conn), 0, MIGRATIONS[:-1])
+    conn.execute("INSERT INTO meta (key, value) VALUES ('coop', 'old-coop')")
+    conn.commit()
+    conn.close()
+    code, out = _run("weather", "import", str(FIXTURES / "open-meteo.csv"), "--db", str(db))
+    assert code == 0, out
+    with Store.open_existing(db) as store:
+        assert store.schema_version() == LATEST_VERSION
+        assert len(store.weather_rows(0, 2**62)) == 72
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    code, out = _run("weather", "import", str(FIXTURES / "open-meteo.csv"), "--db", str(other))
+    assert code == 2 and "not a coopwatt hub database" in out, out
+
+
+def test_train_without_enough_history_says_so_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three days of shared history: refused up front (exit 2), without training a thing."""
+    from hub.consent import ConsentBook
+    from protocol.consent import PurposeGrant, Resolution, next_version, nothing_shared
+    from protocol.payloads import Reading, ReadingBatch
+    from protocol.quantities import Role
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained although the history is too short")
+
+    monkeypatch.setattr("models.train.train", no_training, raising=False)
+    monkeypatch.setattr("models.train.retrain_from_history", no_training, raising=False)
     db = tmp_path / "hub.db"
-    Store.open(db, f"t-{uuid.uuid4().hex[:8]}").close()
+    now = SystemClock().now_ms()
+    now -= now % STEP_MS
+    with Store.open(db, f"t-{uuid.uuid4().hex[:8]}") as store:
+        book = ConsentBook(store)
+        terms = {"grid": {"forecast": PurposeGrant(Resolution.RAW, 30)}}
+        book.record(next_version(nothing_shared("home-1"), terms, now), now)
+        readings = [
+            Reading("m", i + 1, now - (3 * 96 - i) * STEP_MS, Role.GRID, "g1", {"power_w": 500.0})
+            for i in range(3 * 96)
+        ]
+        store.insert_batches([("home-1", ReadingBatch("home-1", now, readings))], now)
     code, out = _run("train", "--from-db", str(db), "--lat", "52", "--lon", "5")
     assert code == 2, out
-    assert "retraining needs at least" in out
-    assert DAY_MS > 0
+    assert "holds 3.0 days of demand history; retraining needs at least 29" in out, out
+    assert "Traceback" not in out
+    code, out = _run(
+        "train", "--from-db", str(db), "--lat", "52", "--lon", "5", "--holdout-days", "3"
+    )
+    assert code == 2 and "needs at least 18" in out, out

@@ -210,3 +210,57 @@ def test_cloud_cover_stands_in_for_missing_radiation() -> None:
     assert np.isfinite(a).all() and np.isfinite(b).all()
     assert a.max() > 700
     np.testing.assert_allclose(b, 0.25 * a)
+
+
+def test_local_time_without_a_timezone_is_mean_solar_time() -> None:
+    from hub.local_time import LocalTime
+    from hub.solar import local_solar_hour
+
+    ts = T0 + np.arange(0, 8 * 96, 7, dtype=np.int64) * STEP_MS
+    for lon in (5.0, -105.2, 151.2):
+        local = LocalTime(lon)
+        np.testing.assert_array_equal(local.hour(ts), local_solar_hour(ts, lon))
+        np.testing.assert_array_equal(local.day_of_week(ts), local_day_of_week(ts, lon))
+
+
+def test_local_time_follows_summer_time_and_keeps_holidays() -> None:
+    from datetime import date
+
+    from hub.local_time import LocalTime, day_number
+
+    berlin = LocalTime(13.4, "Europe/Berlin")
+    # 2026-03-29: clocks go from 02:00 to 03:00 CET, i.e. at 01:00 UTC.
+    switch = 1_774_746_000_000  # 2026-03-29T01:00Z
+    hours = berlin.hour(np.asarray([switch - STEP_MS, switch], dtype=np.int64))
+    np.testing.assert_allclose(hours, [1.75, 3.0])
+    assert berlin.hour(np.asarray([T0]))[0] == 2.0  # 2026-07-01T00:00Z is 02:00 CEST
+    christmas = LocalTime(
+        13.4,
+        "Europe/Berlin",
+        frozenset({day_number(date(2026, 12, 25))}),
+        frozenset({day_number(date(2026, 12, 24)), day_number(date(2026, 12, 26))}),
+    )
+    eve_noon = 1_798_110_000_000  # 2026-12-24T11:00Z, a Thursday
+    days = eve_noon + np.arange(3, dtype=np.int64) * DAY_MS
+    assert berlin.day_of_week(days).tolist() == [3, 4, 5]
+    # Christmas Eve like a Saturday, Christmas Day like a Sunday; a Saturday stays one.
+    assert christmas.day_of_week(days).tolist() == [5, 6, 5]
+
+
+def test_demand_features_see_holidays_as_sundays() -> None:
+    from datetime import date
+
+    from hub.forecast import Site
+
+    history, _ = sim_community()
+    past = history.before(T0)
+    level = demand_level_w(past)
+    assert level is not None
+    site = Site(LAT, LON, timezone="Europe/Amsterdam", holidays=frozenset({date(2026, 7, 1)}))
+    plain = demand_features(past, T0, 192, LAT, LON, level)
+    kept = demand_features(past, T0, 192, LAT, LON, level, site.local)
+    dow = DEMAND_FEATURES.index("day_of_week")
+    weekend = DEMAND_FEATURES.index("weekend")
+    assert plain[8, dow] == 2 and plain[8, weekend] == 0  # 02:00 local, a Wednesday
+    assert kept[8, dow] == 6 and kept[8, weekend] == 1  # ... kept as a Sunday
+    assert kept[100, dow] == 3  # the next day is an ordinary Thursday

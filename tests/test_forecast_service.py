@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hub.features import DAY_MS, STEP_MS
+from hub.consent import ConsentBook
+from hub.features import DAY_MS, STEP_MS, History
 from hub.forecast import Site
 from hub.forecast_service import (
     ForecastService,
+    forecast_members,
     history_from_slots,
     import_weather,
     read_community_history,
@@ -22,6 +24,7 @@ from hub.forecast_service import (
 from hub.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode_message, encode
+from protocol.consent import PurposeGrant, Resolution, next_version
 from protocol.payloads import Forecast, Reading, ReadingBatch
 from protocol.quantities import Role
 from protocol.topics import HubTopic, hub_topic
@@ -55,15 +58,38 @@ def _fill_store(store: Store, homes: int = 3, days: int = DAYS) -> None:
     store.insert_batches(batches, T0)
 
 
+def grant(
+    store: Store,
+    homes: list[str],
+    streams: dict[str, dict[str, PurposeGrant]] | None = None,
+    at_ms: int = T0,
+) -> ConsentBook:
+    """Record the next consent version of each home (default: grid and pv for the forecast)."""
+    book = ConsentBook(store)
+    terms = streams or {r: {"forecast": PurposeGrant(Resolution.RAW, 365)} for r in ("grid", "pv")}
+    for home in homes:
+        outcome = book.record(next_version(book.current(home), terms, at_ms), at_ms)
+        assert outcome.recorded, outcome.reason
+    return book
+
+
+HOMES = ["home-0", "home-1", "home-2"]
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store.open(tmp_path / "hub.db", f"f-{uuid.uuid4().hex[:10]}", clock=ManualClock(T0))
+    grant(s, HOMES)
     _fill_store(s)
     return s
 
 
+def _read(store: Store, now_ms: int = T0, days: int = DAYS) -> History:
+    return read_community_history(store, T0 - days * DAY_MS, T0, now_ms=now_ms)
+
+
 def test_history_from_the_store_is_the_community_sum(store: Store) -> None:
-    history = read_community_history(store, T0 - DAYS * DAY_MS, T0)
+    history = _read(store)
     expected, _ = sim_community()
     offset = (T0 - DAYS * DAY_MS - expected.start_ms) // STEP_MS
     n = DAYS * 96
@@ -71,9 +97,118 @@ def test_history_from_the_store_is_the_community_sum(store: Store) -> None:
     np.testing.assert_allclose(history.demand_w, expected.demand_w[offset : offset + n], rtol=1e-9)
     assert np.isnan(history.wind_w).all()
     # Incremental: a second read folds in nothing new and gives the same series.
-    assert store.refresh_power_slots() == 0
-    again = read_community_history(store, T0 - DAYS * DAY_MS, T0)
+    assert store.sync_forecast_series(forecast_members(store, ConsentBook(store), T0)) == 0
+    again = _read(store)
     np.testing.assert_array_equal(again.demand_w, history.demand_w)
+
+
+def _series(store: Store) -> dict[tuple[int, str], tuple[float, int]]:
+    return {(s, r): (p, n) for s, r, p, n in store.forecast_series(0, 2**62)}
+
+
+def _rebuilt(
+    store: Store, book: ConsentBook, now_ms: int
+) -> dict[tuple[int, str], tuple[float, int]]:
+    """The series folded afresh from every stored reading, for comparison."""
+    members = forecast_members(store, book, now_ms)
+    store.sync_forecast_series({})  # everyone leaves...
+    assert store.forecast_series(0, 2**62) == []
+    store.sync_forecast_series(members)  # ...and is folded in again from the readings
+    return _series(store)
+
+
+def _assert_same(
+    a: dict[tuple[int, str], tuple[float, int]], b: dict[tuple[int, str], tuple[float, int]]
+) -> None:
+    assert a.keys() == b.keys()
+    for key, (power, devices) in a.items():
+        assert b[key][1] == devices, key
+        assert b[key][0] == pytest.approx(power, rel=1e-9, abs=1e-6), key
+
+
+def test_new_readings_are_folded_in_whatever_their_order(store: Store) -> None:
+    book = ConsentBook(store)
+    _read(store)
+    start = T0 + DAY_MS
+    late = [  # a backlog arriving after newer readings: seqs below the ones already stored
+        Reading("grid", 10_000 + k, start + k * 300_000, Role.GRID, "g1", {"power_w": 100.0 + k})
+        for k in range(6)
+    ]
+    store.insert_batches([("home-0", ReadingBatch("home-0", T0, late[3:]))], T0)
+    assert store.sync_forecast_series(forecast_members(store, book, T0)) == 3
+    store.insert_batches([("home-0", ReadingBatch("home-0", T0, late[:3]))], T0)
+    agg = Reading(  # an hour's aggregate from a compacted outbox: spread over four slots
+        "pv", 20_000, start + 2 * 3_600_000, Role.PV, "g1", {"power_w": 400.0}, 3_600_000
+    )
+    store.insert_batches([("home-1", ReadingBatch("home-1", T0, [agg]))], T0)
+    assert store.sync_forecast_series(forecast_members(store, book, T0)) == 4
+    series = _series(store)
+    assert series[(start, "grid")] == pytest.approx((101.0, 1))  # mean of 100, 101, 102
+    assert series[(start + STEP_MS, "grid")] == pytest.approx((104.0, 1))
+    for k in range(4):
+        assert series[(start + 3_600_000 + k * STEP_MS, "pv")] == pytest.approx((400.0, 1))
+    _assert_same(series, _rebuilt(store, book, T0))
+
+
+def test_the_forecast_sees_only_homes_that_grant_it(store: Store) -> None:
+    full = _read(store)
+    # home-2 withdraws pv from the forecast but shares it for settlement: its readings stay,
+    # the forecast stops counting them.
+    settlement = {"settlement": PurposeGrant(Resolution.RAW, 365)}
+    book = grant(
+        store,
+        ["home-2"],
+        {"grid": {"forecast": PurposeGrant(Resolution.RAW, 365)}, "pv": settlement},
+    )
+    scoped = read_community_history(store, T0 - DAYS * DAY_MS, T0, now_ms=T0, book=book)
+    np.testing.assert_allclose(scoped.pv_w, full.pv_w * 2 / 3, rtol=1e-9)
+    assert store.count_readings("home-2") == 2 * DAYS * 96 * 3
+    # home-1 withdraws pv altogether: consent erases its readings and derived rows at once,
+    # and the series loses them without the forecast having to run.
+    grant(store, ["home-1"], {"grid": {"forecast": PurposeGrant(Resolution.RAW, 365)}})
+    assert store.count_readings("home-1") == DAYS * 96 * 3
+    series = _series(store)
+    pv = [p for (slot, role), (p, n) in series.items() if role == "pv" and n]
+    np.testing.assert_allclose(
+        sorted(pv), sorted(full.pv_w[np.isfinite(full.pv_w)] / 3), rtol=1e-6, atol=1e-6
+    )
+    after = _read(store)
+    np.testing.assert_allclose(after.pv_w, full.pv_w / 3, rtol=1e-9, atol=1e-6)
+    _assert_same(_series(store), _rebuilt(store, ConsentBook(store), T0))
+
+
+def test_retention_and_resolution_of_the_forecast_grant(store: Store) -> None:
+    terms = {
+        "grid": {
+            "forecast": PurposeGrant(Resolution.HOURLY, 2),
+            "settlement": PurposeGrant(Resolution.RAW, 365),
+        },
+        "pv": {"forecast": PurposeGrant(Resolution.RAW, 365)},
+    }
+    book = grant(store, HOMES, terms)
+    history = read_community_history(store, T0 - DAYS * DAY_MS, T0, now_ms=T0, book=book)
+    known = np.isfinite(history.demand_w)
+    assert known.sum() == 2 * 96  # two days of grid kept for the forecast; pv for all nine
+    assert np.isfinite(history.pv_w).sum() == DAYS * 96
+    # Hourly: each hour's four slots hold the same value, the hour's mean.
+    grid = (history.demand_w - history.pv_w)[known].reshape(-1, 4)
+    np.testing.assert_allclose(grid, grid[:, :1].repeat(4, axis=1), rtol=1e-9)
+    # A day later the window has moved on by a day.
+    later = read_community_history(store, T0 - DAYS * DAY_MS, T0, now_ms=T0 + DAY_MS, book=book)
+    assert np.isfinite(later.demand_w).sum() == 96
+    _assert_same(_series(store), _rebuilt(store, book, T0 + DAY_MS))
+
+
+def test_readings_still_on_their_way_are_unknown_not_a_drop(store: Store) -> None:
+    full = _read(store)
+    rows = [(s, r, p, n) for s, r, p, n in store.forecast_series(0, T0)]
+    last = max(s for s, *_ in rows)
+    # The last slot as if only one of three homes had reported yet.
+    partial = [(s, r, p / 3, 1) if s == last else (s, r, p, n) for s, r, p, n in rows]
+    h = history_from_slots(partial, T0 - DAYS * DAY_MS, T0)
+    assert np.isnan(h.demand_w[-1])
+    np.testing.assert_array_equal(h.demand_w[:-1], full.demand_w[:-1])
+    np.testing.assert_allclose(h.pv_w[-1], full.pv_w[-1] / 3)  # generation left as it is
 
 
 def test_aggregate_readings_spread_over_their_period() -> None:
@@ -189,3 +324,54 @@ def test_to_payload_rounds_to_a_tenth_of_a_watt() -> None:
     payload = to_payload("c-1", result, T0)
     assert len(payload.pv.p50_w) == 4
     assert all(round(v, 1) == v for v in payload.demand.p50_w)
+
+
+def test_the_hub_runs_the_forecast_beside_ingest_when_a_site_is_configured(
+    mosquitto: RunningBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import functools
+    import logging
+    import threading
+
+    from hub.cli import serve
+    from hub.config import HubConfig
+    from protocol.session import BrokerSettings
+
+    caplog.set_level(logging.INFO)
+    for site in (None, SITE):
+        coop = f"s-{uuid.uuid4().hex[:10]}"
+        broker = BrokerSettings(url=mosquitto.url, client_id=f"hub-{coop}")
+        config = HubConfig(coop, tmp_path / f"{coop}.db", broker, site=site)
+        probe = Probe(mosquitto, coop)
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=serve, args=(config, stop), kwargs={"clock": ManualClock(T0)}
+        )
+        thread.start()
+        topic = hub_topic(coop, HubTopic.FORECAST)
+        status = hub_topic(coop, HubTopic.STATUS)
+
+        def seen(messages: list[tuple[str, bytes]], wanted: str = status) -> bool:
+            return _count(messages, wanted) >= 1
+
+        try:
+            probe.wait_for(seen)
+            if site is not None:
+                probe.wait_for(functools.partial(seen, wanted=topic))
+                forecast = _latest(probe, topic)
+                assert forecast.start_ms == T0
+                assert forecast.demand.method == "fallback"  # no home shares anything yet
+        finally:
+            stop.set()
+            thread.join(15)
+            probe.close()
+        assert not thread.is_alive()  # stopped cleanly, forecast thread and all
+        if site is None:
+            assert "forecast off: the config has no [site]" in caplog.text
+            assert _count(probe.messages, topic) == 0
+        else:
+            assert "forecast on: lat=52.0 lon=5.0" in caplog.text
+            assert "forecast published" in caplog.text
+            clear = Probe(mosquitto, coop)  # leave no retained forecast behind
+            clear.publish(topic, b"", retain=True)
+            clear.close()

@@ -13,11 +13,12 @@ pytest.importorskip("onnx")
 pytest.importorskip("tqdm")
 
 from hub.features import FEATURES, TARGETS
-from hub.forecast import ForecastModel, Site
+from hub.forecast import ForecastModel, Site, scale_band
 from models.train import (
     Settings,
     export_onnx,
     fit_quantiles,
+    interval_scale,
     retrain_from_history,
 )
 from tests.test_forecast_features import LAT, LON, sim_community
@@ -71,3 +72,34 @@ def test_retrain_needs_enough_history(tmp_path: Path) -> None:
             history, weather, Site(LAT, LON), tmp_path / "m.onnx", holdout_days=14,
             settings=TINY, include_open_data=False,
         )  # fmt: skip
+
+
+class _Fixed:
+    """Stands in for a fitted regressor: predicts given values."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.values
+
+
+def test_calibration_narrows_a_band_over_many_zeros() -> None:
+    """PV-like rows: half are night (actual 0, P10 exactly 0, P50 just above it), half day.
+    The fitted band covers 95 %: calibration must narrow it to 80 % (it used to stay at 1.0,
+    because narrowing lifted the P10 off every night's zero at once)."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    night = np.arange(n) < n // 2
+    p50 = np.where(night, 0.002, 0.5)
+    p10 = np.where(night, 0.0, 0.2)
+    p90 = np.where(night, 0.01, 0.8)
+    y = np.where(night, 0.0, np.clip(rng.normal(0.5, 0.15, n), 0, None))
+    models = [_Fixed(p10), _Fixed(p50), _Fixed(p90)]
+    x = np.zeros((n, 1), dtype=np.float32)
+    k = interval_scale(models, x, y)
+    assert 0.3 < k < 0.9
+    band = np.maximum(scale_band(np.column_stack([p10, p50, p90]), k), 0.0)
+    covered = (y >= band[:, 0]) & (y <= band[:, 2])
+    assert covered.mean() == pytest.approx(0.8, abs=0.01)
+    assert covered[night].all()  # the zeros stay inside

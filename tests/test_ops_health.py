@@ -417,3 +417,14 @@ def test_home_assistant_finds_the_hub_and_is_reminded_after_a_restart(
     watcher.wait(lambda ms: len(configs(ms)) == before + len(expected), "announced again")
     for topic in expected:  # leave the shared test broker clean
         _publish(mosquitto, topic, b"", retain=True)
+
+
+def test_monitoring_never_takes_the_hub_down(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A clock outside 2000-2100 (a test's clock at 0) or a missing database: logged, no raise."""
+    settings = BrokerSettings(url="mqtt://127.0.0.1:1", client_id="never-connects")
+    health = HealthService(tmp_path / "missing.db", "c-1", settings, ManualClock(0), dict)
+    assert health.tick() is None
+    assert "could not publish hub metrics" in caplog.text
+    assert health.tick() is None  # and it waits an interval before trying again

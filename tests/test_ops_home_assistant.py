@@ -25,7 +25,6 @@ from agent.ha_discovery import (
 from agent.outbox import Polled
 from protocol.config_tables import ConfigError
 from protocol.quantities import Role
-from protocol.session import BrokerSettings
 from sim.broker import RunningBroker
 from tests.harness import BIN, simulated_home, wait_for
 
@@ -40,15 +39,16 @@ class Household:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.cond = threading.Condition()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ha-{home}")
+        self.node = f"coopwatt_{home}_".replace("-", "_")
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
-        node = f"coopwatt_{home}_".replace("-", "_")
         self.client.subscribe(f"coopwatt/{home}/#", qos=1)
         self.client.subscribe("homeassistant/sensor/+/+/config", qos=1)
-        self.node = node
 
     def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.startswith("homeassistant/") and self.node not in msg.topic:
+            return  # other tests' devices on the shared test broker
         with self.cond:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
             self.cond.notify_all()
@@ -186,7 +186,11 @@ def test_the_agent_shares_with_home_assistant_only_when_asked(
     assert result.returncode == 2 and "broker.url is missing" in result.stderr
 
 
-def test_settings_repr_hides_the_password() -> None:
-    settings = BrokerSettings("mqtt://ha.local", "x", "user", "hunter2")
-    assert "hunter2" not in repr(settings)
-    assert load_ha_config  # the loader is the one the CLI uses
+def test_the_password_stays_out_of_reprs(tmp_path: Path) -> None:
+    (tmp_path / "ha.password").write_text("hunter2\n")
+    (tmp_path / "ha.toml").write_text(
+        '[broker]\nurl = "mqtt://ha.local"\nusername = "coopwatt"\npassword_file = "ha.password"\n'
+    )
+    config = load_ha_config(tmp_path / "ha.toml", "home-1")
+    assert config.broker.password == "hunter2"
+    assert "hunter2" not in repr(config)

@@ -265,7 +265,11 @@ def test_units_are_notify_services_with_a_watchdog_and_hardening(name: str) -> N
 def test_the_agent_may_use_gpio_and_serial_ports() -> None:
     service = _unit("coopwatt-agent.service")["Service"]
     assert set(service["SupplementaryGroups"].split()) == {"gpio", "dialout"}
-    assert "PrivateDevices" not in service  # /dev/gpiochip* and /dev/ttyUSB* stay visible
+    # /dev/gpiochip* and /dev/ttyUSB* must stay reachable: PrivateDevices= hides them, and
+    # ProtectClock= (like any DeviceAllow=) narrows device access to a list without them.
+    for key in ("PrivateDevices", "ProtectClock", "DeviceAllow", "DevicePolicy"):
+        assert key not in service, key
+    assert service["WorkingDirectory"] == "/var/lib/coopwatt"  # lgpio's pipes go there
 
 
 def test_mosquitto_drop_in_runs_the_generated_config() -> None:

@@ -9,6 +9,7 @@ tested too.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -30,10 +31,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from hub.broker_config import MAX_PACKET_BYTES, write_broker_config
-from hub.config import HubConfig
+from hub.config import load_config
 from hub.ingest import Ingest
 from hub.pki import cert_serial
 from hub.provision import (
@@ -46,14 +47,15 @@ from hub.provision import (
 )
 from hub.store import Store
 from protocol.clock import SystemClock
-from protocol.codec import MAX_PAYLOAD_BYTES, encode
-from protocol.payloads import Reading, ReadingBatch
+from protocol.codec import MAX_PAYLOAD_BYTES, decode, encode
+from protocol.payloads import HubMetrics, HubStatus, Reading, ReadingBatch
 from protocol.quantities import Role
 from protocol.session import BrokerSettings
 from sim.broker import find_mosquitto, free_port
 from tests.harness import wait_for
 
 COOP = "sec-coop"
+GOLDEN = Path(__file__).parent / "golden"
 WAIT_S = 10.0
 T0 = 1_782_900_000_000
 
@@ -82,9 +84,10 @@ class SecureBroker:
         log = (self.base / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen([exe, "-c", str(self.layout.conf)], stdout=log, stderr=log)
         log.close()
+        proc = self.proc
         for port in (self.tls_port, self.local_port):
-            wait_for(lambda p=port: _listening(p) or self.proc.poll() is not None, WAIT_S)  # type: ignore[union-attr,misc]
-        assert self.proc.poll() is None, self.log()
+            wait_for(lambda p=port: _listening(p) or proc.poll() is not None, WAIT_S)  # type: ignore[misc]
+        assert proc.poll() is None, self.log()
 
     def reload(self) -> None:
         """SIGHUP, and wait until Mosquitto says it reloaded (it logs each reload)."""
@@ -172,6 +175,7 @@ class Probe:
 
     def subscribe(self, topic: str) -> list[Any]:
         _, mid = self.client.subscribe(topic, qos=1)
+        assert mid is not None
         self.wait(lambda: mid in self.subacks, f"suback for {topic}")
         return self.subacks[mid]
 
@@ -193,7 +197,7 @@ def connect(
     cert: tuple[Path, Path] | None = None,
     tls: bool = True,
     port: int | None = None,
-    protocol: int = mqtt.MQTTv5,
+    protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
     expect_ok: bool = True,
 ) -> Probe:
     client = mqtt.Client(
@@ -607,16 +611,15 @@ def test_a_provisioned_agent_delivers_to_the_hub_over_tls(
     bundle = broker.home_dir("home-1")
     sim = SimHome("home-1", 11, SystemClock(), step_s=1)
     hub_db = tmp_path / "hub.db"
-    hub_config = HubConfig(
-        coop=COOP,
-        db_path=hub_db,
-        broker=BrokerSettings(
-            url=f"mqtt://127.0.0.1:{broker.local_port}",
-            client_id="coopwatt-hub-tls-test",
-            username=HUB_USER,
-            password=(broker.service(HUB_USER) / "password").read_text().strip(),
-        ),
+    # The hub's config as the operator writes it: coop, db, and the [broker] table
+    # broker-config wrote for the hub's account.
+    hub_toml = tmp_path / "hub.toml"
+    hub_toml.write_text(
+        f'coop = "{COOP}"\ndb = "{hub_db}"\n\n'
+        + (broker.service(HUB_USER) / "broker.toml").read_text()
     )
+    hub_config = load_config(hub_toml)
+    assert hub_config.broker.username == HUB_USER and hub_config.broker.password
     stop = threading.Event()
     hub_thread = threading.Thread(target=serve, args=(hub_config, stop), daemon=True)
     hub_thread.start()
@@ -669,3 +672,28 @@ def test_a_provisioned_agent_delivers_to_the_hub_over_tls(
     with contextlib.closing(__import__("sqlite3").connect(hub_db)) as db:
         (state,) = db.execute("SELECT state FROM home_status WHERE home = 'home-1'").fetchone()
     assert state == "offline"  # the agent's final status passed the ACL
+
+
+def test_the_operators_monitor_config_works_over_tls(broker: SecureBroker) -> None:
+    """operator.toml as broker-config wrote it: TLS, client certificate, password file."""
+    from tests.harness import BIN
+
+    hub = hub_local(broker)
+    status = encode(HubStatus(COOP, "online", T0, "0.1.0"))
+    metrics = dataclasses.replace(
+        decode(HubMetrics, (GOLDEN / "hub-metrics__two-alerts.json").read_bytes()), coop=COOP
+    )
+    try:
+        hub.publish(hub_topic("status"), status, retain=True)
+        hub.publish(hub_topic("metrics"), encode(metrics), retain=True)
+        config = broker.service(OPERATOR_USER) / "operator.toml"
+        result = subprocess.run(
+            [str(BIN / "coopwatt-hub"), "monitor", "--config", str(config), "--once"],
+            check=False, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "homes online 2/3" in result.stdout
+    finally:
+        hub.publish(hub_topic("status"), b"", retain=True)
+        hub.publish(hub_topic("metrics"), b"", retain=True)
+        hub.close()
