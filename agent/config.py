@@ -3,7 +3,6 @@
 ```toml
 coop = "sunny-street"
 home = "home-7"
-grant = "g-2026-1"            # consent grant the readings are released under
 poll_interval_s = 10          # default for every device
 data_dir = "/var/lib/coopwatt"  # the outbox lives here
 outbox_budget_mb = 256        # disk for readings waiting to be sent (about 50 days of a home)
@@ -65,9 +64,6 @@ class DeviceConfig:
 class AgentConfig:
     coop: str
     home: str
-    # Ignored: consent now lives in the household's ledger (``coopwatt-agent consent``).
-    # Accepted while configs written for the first release are around; to be removed.
-    grant: str | None
     broker: BrokerSettings
     data_dir: Path
     devices: tuple[DeviceConfig, ...]
@@ -91,7 +87,11 @@ def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfi
     root = Table(data)
     coop = root.ident("coop")
     home = root.ident("home")
-    grant = root.text("grant")
+    if "grant" in data:
+        raise ConfigError(
+            "grant is not set in the config: the household grants consent with "
+            "`coopwatt-agent consent grant` (see `coopwatt-agent consent --help`)"
+        )
     poll_s = root.number("poll_interval_s", 10.0, lo=0.1, hi=86400.0)
     data_dir = root.path("data_dir", base_dir, ".")
     assert data_dir is not None
@@ -146,7 +146,7 @@ def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfi
             raise ConfigError("an [indicator] part is on the GPIO pin of an S0 meter")
     root.done()
     return AgentConfig(
-        coop, home, grant, broker, data_dir, tuple(devices), poll_s, int(budget_mb * 1024 * 1024),
+        coop, home, broker, data_dir, tuple(devices), poll_s, int(budget_mb * 1024 * 1024),
         timezone, appliances, indicator,
     )  # fmt: skip
 

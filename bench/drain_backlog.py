@@ -110,7 +110,7 @@ def main() -> None:
                 with SimModbusServers([sim]) as servers:
                     eps = servers.endpoints()["home-1"]
                     config = AgentConfig(
-                        coop="bench", home="home-1", grant=None,
+                        coop="bench", home="home-1",
                         broker=BrokerSettings(broker.url, "agent-bench"),
                         data_dir=tmp / "agent",
                         devices=tuple(DeviceConfig(k, e.profile, f"tcp://{e.host}:{e.port}",

@@ -140,7 +140,6 @@ def _agent(
     config = AgentConfig(
         coop=COOP,
         home=home.home,
-        grant=None,
         broker=BrokerSettings(broker.url, f"agent-{home.home}", protocol=broker.protocol),
         data_dir=data_dir / home.home,
         devices=devices,

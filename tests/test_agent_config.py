@@ -15,7 +15,6 @@ from agent.config import ConfigError, load_config, parse_config
 GOOD = """
 coop = "sunny-street"
 home = "home-7"
-grant = "g-1"
 poll_interval_s = 10
 data_dir = "state"
 
@@ -43,7 +42,8 @@ def test_good_config_loads_with_paths_relative_to_the_file(tmp_path: Path) -> No
     (tmp_path / "agent.toml").write_text(GOOD)
     (tmp_path / "secret").write_text("s3cr3t\n")
     config = load_config(tmp_path / "agent.toml")
-    assert (config.coop, config.home, config.grant) == ("sunny-street", "home-7", "g-1")
+    assert (config.coop, config.home) == ("sunny-street", "home-7")
+    assert config.consent_path == tmp_path / "state" / "consent.jsonl"
     assert config.data_dir == tmp_path / "state"
     assert config.broker.password == "s3cr3t"
     assert "s3cr3t" not in repr(config)  # secrets never reach logs through a repr
@@ -77,6 +77,7 @@ def _load(tmp_path: Path, text: str) -> None:
         ('name = "pv-inverter"', 'name = "grid-meter"', "share a name"),
         ("[broker]", "[brokr]", "broker is missing"),
         ('coop = "sunny-street"', "coop = [", "not valid TOML"),
+        ('home = "home-7"', 'home = "home-7"\ngrant = "g-1"', "grants consent with"),
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, old: str, new: str, message: str) -> None:
@@ -105,7 +106,7 @@ _values: st.SearchStrategy[Any] = st.recursive(
     max_leaves=10,
 )
 _keys = st.sampled_from(
-    ["coop", "home", "grant", "poll_interval_s", "data_dir", "broker", "devices", "extra"]
+    ["coop", "home", "poll_interval_s", "data_dir", "broker", "devices", "extra"]
 )
 
 

@@ -12,7 +12,6 @@ from protocol.quantities import Role
 BASE: dict[str, Any] = {
     "coop": "c",
     "home": "h",
-    "grant": "g",
     "broker": {"url": "mqtt://hub:1883"},
 }
 

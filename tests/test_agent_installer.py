@@ -141,7 +141,6 @@ def _config(tmp_path: Path, broker_url: str, bus: ImageServer, extra: str = "") 
     text = f"""
 coop = "check-coop"
 home = "home-1"
-grant = "g-1"
 data_dir = "state"
 
 [broker]

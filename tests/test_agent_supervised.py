@@ -24,7 +24,6 @@ def test_failing_device_is_offline_in_status_and_comes_back(tmp_path: Path) -> N
             {
                 "coop": "sup-coop",
                 "home": "home-1",
-                "grant": "g-1",
                 "poll_interval_s": 1,
                 "data_dir": str(tmp_path),
                 "broker": {"url": "mqtt://127.0.0.1:1"},  # never started here

@@ -90,7 +90,7 @@ class Home:
         self.observer = Observer(broker, self.coop)
         eps = self.servers.endpoints()["home-1"]
         self.config = AgentConfig(
-            coop=self.coop, home="home-1", grant=None,
+            coop=self.coop, home="home-1",
             broker=BrokerSettings(broker.url, f"agent-{self.coop}"), data_dir=tmp / "agent",
             devices=tuple(DeviceConfig(n, e.profile, f"tcp://{e.host}:{e.port}", e.unit, 60.0)
                           for n, e in eps.items()),

@@ -73,7 +73,6 @@ class InProcess:
         config = AgentConfig(
             coop=self.coop,
             home="home-1",
-            grant=None,
             broker=BrokerSettings(f"mqtt://127.0.0.1:{port}", f"agent-{self.coop}"),
             data_dir=self.tmp / "agent",
             devices=tuple(

@@ -71,7 +71,6 @@ class Rig:
         config = AgentConfig(
             coop=coop,
             home="home-1",
-            grant=None,
             broker=BrokerSettings(broker.url, f"agent-{coop}"),
             data_dir=tmp / "agent",
             devices=tuple(

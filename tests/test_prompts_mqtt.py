@@ -85,7 +85,6 @@ def rig(mosquitto: RunningBroker, tmp_path: Path, request: pytest.FixtureRequest
     config = AgentConfig(
         coop=coop,
         home="home-1",
-        grant=None,
         broker=BrokerSettings(mosquitto.url, f"agent-{coop}"),
         data_dir=tmp_path / "agent",
         devices=(DeviceConfig("heat-pump", "s0-pulse-1000", "", 1, 60.0, gpio=S0, role=Role.LOAD),),
