@@ -168,7 +168,7 @@ class ConsentBook:
             conn.executemany("DELETE FROM readings WHERE device_id = ?", ids)
             deleted = conn.total_changes - before
             # Derived per-device data goes too: it was computed from what is withdrawn.
-            for table in ("forecast_power_15min", "forecast_cursor"):
+            for table in ("forecast_power_15min", "forecast_members"):
                 if _has_table(conn, table):
                     conn.executemany(f"DELETE FROM {table} WHERE device_id = ?", ids)  # noqa: S608
         return deleted
@@ -289,9 +289,7 @@ class PurposeView:
             if g is None:
                 continue
             oldest = max(since_ms or 0, now_ms - g.retention_days * DAY_MS)
-            rows = (
-                x for x in self.store.iter_readings(h) if x.device == device and x.ts_ms >= oldest
-            )
+            rows = self.store.iter_readings(h, device=device, since_ms=oldest)
             yield from _at_resolution(rows, r, RESOLUTION_MS[g.resolution])
 
 
