@@ -586,14 +586,27 @@ class Store:
             )
         ]
 
-    def iter_readings(self, home: str | None = None) -> Iterator[StoredReading]:
+    def iter_readings(
+        self, home: str | None = None, *, device: str | None = None, since_ms: int | None = None
+    ) -> Iterator[StoredReading]:
         """Stream readings ordered by home, device, seq, without loading them all.
 
         The order comes from the ``devices`` unique index and the ``readings`` primary key, so
-        SQLite needs no sort and memory stays flat however large the table is.
+        SQLite needs no sort and memory stays flat however large the table is. ``device`` (with
+        ``home``) and ``since_ms`` (``ts_ms >= since_ms``) are filtered by SQLite, so a caller
+        after one device's last hour does not turn every stored reading into an object.
         """
         cols = ", ".join(f"r.{n}" for n in QUANTITY_NAMES)
-        where = "" if home is None else "WHERE d.home = ?"
+        conditions, params = [], []
+        for condition, value in (
+            ("d.home = ?", home),
+            ("d.device = ?", device),
+            ("r.ts_ms >= ?", since_ms),
+        ):
+            if value is not None:
+                conditions.append(condition)
+                params.append(value)
+        where = "WHERE " + " AND ".join(conditions) if conditions else ""
         sql = _sql(
             "SELECT d.home, d.device, d.role, r.seq, r.ts_ms, r.grant_id, r.received_ms,",
             "r.period_ms,",
@@ -602,7 +615,7 @@ class Store:
             where,
             "ORDER BY d.home, d.device, r.seq",
         )
-        cursor = self._reader().execute(sql, () if home is None else (home,))
+        cursor = self._reader().execute(sql, params)
         names = QUANTITY_NAMES
         roles = {r.value: r for r in Role}
         try:
