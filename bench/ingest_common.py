@@ -41,6 +41,25 @@ class HubProcesses:
 
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    client_ids: list[str] = field(default_factory=list)
+    broker_url: str = ""
+
+    def forget_sessions(self) -> None:
+        """End the stopped hub's persistent sessions at the broker: a later run's hub is a new
+        client, and an old session would go on queueing (or, in a shared group, taking a share
+        of) every batch published."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        host, port = self.broker_url.removeprefix("mqtt://").split(":")
+        for client_id in self.client_ids:
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                            protocol=mqtt.MQTTv5)  # fmt: skip
+            c.connect(host, int(port), clean_start=True)  # no session expiry: gone at disconnect
+            c.loop_start()
+            time.sleep(0.1)
+            c.disconnect()
+            c.loop_stop()
 
     @property
     def pids(self) -> list[int]:
@@ -101,7 +120,8 @@ def start_hub(
     """``coopwatt-hub run`` (and ``--worker 1..workers-1`` on a shared subscription when
     ``workers`` > 1); returns once each has connected to the broker."""
     config = write_hub_config(workdir, coop, broker_url, db, "hub" if workers > 1 else None)
-    hub = HubProcesses()
+    hub = HubProcesses(broker_url=broker_url)
+    hub.client_ids = [f"hub-{db.stem}"] + [f"hub-{db.stem}-w{n}" for n in range(1, workers)]
     exe = str(BIN / "coopwatt-hub")
     for n in range(workers):
         extra = [] if n == 0 else ["--worker", str(n)]

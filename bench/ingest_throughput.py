@@ -226,6 +226,7 @@ def hub_run(
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
         hub.stop()
+        hub.forget_sessions()
     for path in hub.logs:  # each process's own counters, from its last log line
         stopped = [x for x in path.read_text().splitlines() if " stopped " in x]
         if stopped:

@@ -6,10 +6,11 @@ that are safely on the hub's disk. A duplicate (the agent resent because an ack 
 again, or the agent would resend it forever.
 
 Threads: paho's network thread runs ``on_message``, which only enqueues, so a slow disk never
-stalls the MQTT keepalive. One worker thread drains the queue in groups (up to ``max_group``
-messages, or whatever is waiting), decodes them, writes the whole group in one transaction,
-commits, then publishes one ack per home. Under load groups grow, so commits (and their fsyncs)
-stay few while throughput rises.
+stalls the MQTT keepalive (unless ``max_queue_bytes`` are already waiting: then it holds that
+message until the worker takes its next group, and the broker keeps the rest). One worker thread
+drains the queue in groups (up to ``max_group`` messages, or whatever is waiting), decodes them,
+writes the whole group in one transaction, commits, then publishes one ack per home. Under load
+groups grow, so commits (and their fsyncs) stay few while throughput rises.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from protocol.clock import Clock
 from protocol.codec import CodecError, HomeMismatchError, decode_message, encode
 from protocol.payloads import HomeStatus, HubStatus, ReadingBatch
 from protocol.quantities import Role
-from protocol.session import BrokerSettings, MqttSession
+from protocol.session import SESSION_EXPIRY_S, BrokerSettings, MqttSession
 from protocol.topics import HomeTopic, HubTopic, check_id, home_filter, home_topic, hub_topic
 
 log = logging.getLogger(__name__)
 
 _Message = tuple[str, bytes]
+QUEUE_WAIT_S: Final = 20.0  # at most, per message, before it is queued over max_queue_bytes
 
 STAT_NAMES: Final = (
     "received",  # messages taken from the broker
@@ -57,7 +59,8 @@ class Ingest:
 
     ``clock`` stamps ``received_ms`` on stored readings and the hub's status messages. A group
     (one transaction, one ack per home) is at most ``max_group`` messages or about
-    ``max_group_bytes`` of payload (8 MiB is some 50,000 readings), whichever comes first.
+    ``max_group_bytes`` of payload (8 MiB is some 30,000 readings), whichever comes first; at
+    most ``max_queue_bytes`` of payload wait behind it (the broker keeps the rest).
 
     Scale-out: with ``shared_group`` the readings come through the MQTT 5 shared subscription
     ``$share/{shared_group}/coopwatt/{coop}/homes/+/readings``, so the broker hands each batch to
@@ -77,6 +80,7 @@ class Ingest:
         *,
         max_group: int = 500,
         max_group_bytes: int = 8 * 1024 * 1024,
+        max_queue_bytes: int = 64 * 1024 * 1024,
         shared_group: str | None = None,
         primary: bool = True,
     ) -> None:
@@ -94,6 +98,8 @@ class Ingest:
         self.clock = clock
         self.max_group = max_group
         self.max_group_bytes = max_group_bytes
+        self.max_queue_bytes = max_queue_bytes
+        self._queued_bytes = 0  # payload waiting in the queue
         self._status_topic = hub_topic(coop, HubTopic.STATUS)
         self.primary = primary
         readings = home_filter(coop, HomeTopic.READINGS)
@@ -123,6 +129,9 @@ class Ingest:
             will=(self._status_topic, encode(HubStatus(coop=coop, state="offline")))
             if primary
             else None,
+            # An extra worker keeps no session: Mosquitto goes on handing an absent member of a
+            # shared group its share of readings, to sit unacked until it came back.
+            session_expiry_s=SESSION_EXPIRY_S if primary else 0,
         )
 
     def route(self, kind: HomeTopic, handler: Callable[[str, Any], None]) -> None:
@@ -216,12 +225,21 @@ class Ingest:
             )
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        # Must not block: paho's network thread also keeps the connection alive.
+        # Runs on paho's network thread, which also keeps the connection alive: it waits only
+        # while max_queue_bytes of payload are already waiting, until the worker takes its
+        # next group. Meanwhile this message is not acknowledged to the broker, which keeps
+        # the rest (its in-flight window to the hub is full), so the hub's memory stays bounded
+        # however large a backlog the homes bring back after an outage.
         with self._cond:
+            self._cond.wait_for(
+                lambda: self._closing or self._queued_bytes < self.max_queue_bytes,
+                QUEUE_WAIT_S,
+            )
             if self._closing:
                 self._stats["dropped"] += 1
                 return
             self._pending += 1
+            self._queued_bytes += len(payload)
             self._queue.put((topic, payload))
             self._cond.notify_all()
 
@@ -248,6 +266,9 @@ class Ingest:
                 size += len(item[1])
             if not group:
                 continue
+            with self._cond:
+                self._queued_bytes -= size
+                self._cond.notify_all()
             try:
                 self._process(group)
             except Exception:

@@ -106,8 +106,12 @@ class MqttSession:
         will: tuple[str, bytes] | None = None,
         min_backoff_s: int = 1,
         max_backoff_s: int = 60,
+        session_expiry_s: int = SESSION_EXPIRY_S,
     ) -> None:
+        # session_expiry_s: how long the broker keeps this session (subscriptions, queued QoS 1
+        # messages) while the client is away; 0 ends it at disconnect.
         self.settings = settings
+        self.session_expiry_s = session_expiry_s
         self.connected = threading.Event()
         self._stopping = False
         self._unreachable = False
@@ -118,7 +122,7 @@ class MqttSession:
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else False,
+            clean_session=None if v5 else session_expiry_s == 0,
         )
         # QoS 1 delivery is what the contract relies on; keep many in flight for backlog drains.
         self.client.max_inflight_messages_set(100)
@@ -175,12 +179,14 @@ class MqttSession:
         props = None
         if self.settings.protocol == 5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            props.SessionExpiryInterval = self.session_expiry_s
         self.client.connect_async(
             self.settings.host,
             self.settings.port,
             keepalive=self.settings.keepalive_s,
-            clean_start=False if self.settings.protocol == 5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            clean_start=self.session_expiry_s == 0
+            if self.settings.protocol == 5
+            else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=props,
         )
         self.client.loop_start()

@@ -29,6 +29,7 @@ import contextlib
 import heapq
 import logging
 import selectors
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -52,9 +53,9 @@ from protocol.consent import (
     next_version,
     nothing_shared,
 )
-from protocol.payloads import Ack, HomeStatus, Reading, Receipt
+from protocol.payloads import Ack, Appliance, Appliances, HomeStatus, Reading, Receipt
 from protocol.quantities import Role
-from protocol.session import SESSION_EXPIRY_S, BrokerSettings, MqttSession, parse_broker_url
+from protocol.session import BrokerSettings, MqttSession, parse_broker_url
 from protocol.topics import HomeTopic, home_topic
 from sim.household import SimHome
 
@@ -89,6 +90,47 @@ class HomeCounts:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
+class LinkedClock:
+    """Simulated time that several processes share: ``speed`` times the wall from ``start_ms``
+    at the monotonic instant ``origin_s`` (Linux's CLOCK_MONOTONIC is one clock for every
+    process), frozen at ``end_ms`` when given. A soak's hub and load generator each build one
+    from the same three numbers."""
+
+    def __init__(
+        self, start_ms: int, speed: float, origin_s: float, end_ms: int | None = None
+    ) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self.start_ms = start_ms
+        self.speed = speed
+        self.origin_s = origin_s
+        self.end_ms = end_ms
+
+    def now_ms(self) -> int:
+        t = self.start_ms + int((time.monotonic() - self.origin_s) * 1000 * self.speed)
+        t = max(t, self.start_ms)
+        return t if self.end_ms is None else min(t, self.end_ms)
+
+    def sleep_until_ms(self, target_ms: int, stop: threading.Event) -> bool:
+        while True:
+            now = self.now_ms()
+            if now >= target_ms:
+                return stop.is_set()
+            frozen = self.end_ms is not None and target_ms > self.end_ms and now >= self.end_ms
+            wait_s = 0.05 if frozen else (target_ms - now) / 1000 / self.speed
+            if stop.wait(min(max(wait_s, 0.001), 1.0)):
+                return True
+
+
+def typical_appliances(home: str, index: int, ts_ms: int, grant: str) -> Appliances:
+    """What a household lets the hub plan for: a washing machine, and at every fourth home an
+    electric car charged overnight."""
+    items = [Appliance("washing-machine", 1000.0, 120, 8 * 60, 20 * 60, False, 4)]
+    if index % 4 == 0:
+        items.append(Appliance("ev-charger", 7000.0, 240, 18 * 60, 7 * 60, True, 5))
+    return Appliances(home, ts_ms, "Europe/Amsterdam", items, grant)
+
+
 def share_everything(home: str, issued_ms: int, retention_days: int = 365) -> ConsentGrant:
     """Version 1 of a home's consent: every stream, every purpose, raw readings."""
     terms = PurposeGrant(Resolution.RAW, retention_days)
@@ -111,6 +153,7 @@ class LoadHome:
         resend_after_s: float = RESEND_AFTER_S,
     ) -> None:
         self.home = home
+        self.index = index
         self.sim = SimHome(
             home,
             seed * 100_000 + index,
@@ -279,6 +322,7 @@ class Neighbourhood:
         resend_after_s: float = RESEND_AFTER_S,
         status_every_s: float = 300.0,
         keepalive_s: int = 60,
+        appliances: bool = False,
     ) -> None:
         if homes < 1:
             raise ValueError("a neighbourhood has at least one home")
@@ -290,6 +334,7 @@ class Neighbourhood:
         self.protocol = protocol
         self.keepalive_s = keepalive_s
         self.status_every_ms = int(status_every_s * 1000)
+        self.appliances = appliances  # publish typical_appliances() for the prompts planner
         width = max(4, len(str(homes)))
         self.homes = [
             LoadHome(
@@ -371,7 +416,7 @@ class Neighbourhood:
         props = None
         if self.protocol == 5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            props.SessionExpiryInterval = h.session.session_expiry_s
         try:
             h.session.client.connect(
                 self.host,
@@ -402,6 +447,10 @@ class Neighbourhood:
         s.subscribe(home_topic(self.coop, h.home, HomeTopic.RECEIPTS), qos=1)
         s.publish(home_topic(self.coop, h.home, HomeTopic.CONSENT), encode(h.grant), retain=True)
         self._publish_status(h, self.clock.now_ms())
+        if self.appliances and h.counts.connects == 0:
+            payload = typical_appliances(h.home, h.index, self.clock.now_ms(), h.grant.grant)
+            topic = home_topic(self.coop, h.home, HomeTopic.APPLIANCES)
+            s.publish(topic, encode(payload), retain=True)
         h.counts.connects += 1
         if h.counts.connects > 1:
             h.restart()  # what was in flight may be lost with the connection
@@ -545,12 +594,16 @@ class Neighbourhood:
         on_tick: Callable[[int], bool] | None = None,
         tick_ms: int = 60_000,
         drain_timeout_s: float = 600.0,
+        send_every_s: float = 0.0,
     ) -> None:
         """Poll every home at the cadence until the clock reaches ``until_ms`` (the last poll is
         at or before it), sending as an agent does; then wait until everything is acked.
 
         ``on_tick(now_ms)`` runs every ``tick_ms`` of clock time; returning False stops early.
         Homes that fall behind a fast clock send the polls they owe together, in one batch.
+        ``send_every_s`` (clock time) makes each home send what it polled at most that often,
+        as an agent behind a slow link does: a soak on a fast clock then costs the hub fewer,
+        larger messages for the same readings.
         """
         n = len(self.homes)
         start_ms = self.clock.now_ms()
@@ -560,13 +613,25 @@ class Neighbourhood:
         next_tick = start_ms + tick_ms
         self._next_status_ms = start_ms + self.status_every_ms
         status_queue: deque[LoadHome] = deque()
+        send_every_ms = int(send_every_s * 1000)
+        held: dict[int, list[Key]] = {}  # polled, waiting for the home's next send
+        send_due: list[tuple[int, int]] = []  # (clock ms, home index) of homes holding polls
         while True:
             now_ms = self.clock.now_ms()
             live: dict[int, list[Key]] = {}
             while due and due[0][0] <= min(now_ms, until_ms):
                 t_ms, i = heapq.heappop(due)
-                live.setdefault(i, []).extend(self.homes[i].poll(t_ms))
+                keys = self.homes[i].poll(t_ms)
                 heapq.heappush(due, (t_ms + self.cadence_ms, i))
+                if send_every_ms:
+                    if i not in held:
+                        heapq.heappush(send_due, (t_ms + send_every_ms, i))
+                    held.setdefault(i, []).extend(keys)
+                else:
+                    live.setdefault(i, []).extend(keys)
+            while send_due and send_due[0][0] <= now_ms:
+                _, i = heapq.heappop(send_due)
+                live[i] = held.pop(i)
             for i, keys in live.items():
                 self._pump(self.homes[i], now_ms, keys)
             for h in list(self._backlogged):  # backlogs, as the window makes room
@@ -586,6 +651,8 @@ class Neighbourhood:
             if now_ms >= until_ms and (not due or due[0][0] > until_ms):
                 break
             self.io(0.01 if not live else 0.0)
+        for i, keys in held.items():  # what the last turn polled
+            self._pump(self.homes[i], self.clock.now_ms(), keys)
         self.drain(drain_timeout_s)
 
     # -- results ---------------------------------------------------------------------------
