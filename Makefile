@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml | check-python
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { echo "python3-venv is missing: sudo apt-get install python3-venv"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[agent,hub,sim,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[agent,hub,sim,train,dev]'
 	touch $(STAMP)
 
 # Mosquitto is the broker; install it with apt when missing and we may (root, or sudo without a

@@ -6,7 +6,11 @@ separate ``coopwatt-hub run --worker N`` process would.
 
 from __future__ import annotations
 
+import configparser
+import shutil
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +186,25 @@ def test_shared_group_in_the_config_and_the_worker_option(tmp_path: Path) -> Non
     result = CliRunner().invoke(hub_main, ["run", "--config", str(config), "--worker", "1"])
     assert result.exit_code == 2
     assert "--worker needs broker.shared_group" in result.output
+
+
+UNIT = Path(__file__).parent.parent / "systemd" / "coopwatt-hub-worker@.service"
+
+
+def test_the_worker_unit_runs_a_numbered_worker_beside_the_hub(tmp_path: Path) -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(UNIT.read_text())
+    unit, service = parser["Unit"], parser["Service"]
+    assert service["ExecStart"].endswith("run --config /etc/coopwatt/hub.toml --worker %i")
+    assert "coopwatt-hub.service" in unit["After"] and unit["PartOf"] == "coopwatt-hub.service"
+    assert service["Type"] == "notify" and service["RestartPreventExitStatus"] == "2"
+    assert service["User"] == "coopwatt" and service["ProtectSystem"] == "strict"
+    if shutil.which("systemd-analyze") is None:
+        return
+    bin_dir = Path(sys.executable).parent
+    instance = tmp_path / "coopwatt-hub-worker@1.service"
+    instance.write_text(UNIT.read_text().replace("/opt/coopwatt/bin/", f"{bin_dir}/"))
+    result = subprocess.run(["systemd-analyze", "verify", str(instance)],
+                            check=False, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0 and not result.stderr and not result.stdout, result.stderr
