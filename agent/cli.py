@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from agent.cli_consent import consent
+from agent.cli_consent import config_option, consent
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.profiles import ProfileError
 from protocol.clock import SystemClock
@@ -19,8 +19,6 @@ from protocol.systemd import Notifier, configure_logging
 
 if TYPE_CHECKING:
     from agent.ha_discovery import HomeAssistantBridge
-
-DEFAULT_CONFIG = Path("/etc/coopwatt/agent.toml")
 
 
 class AgentCliError(click.ClickException):
@@ -42,14 +40,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    help="Agent config file (TOML).",
-)
+@config_option
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -267,14 +258,7 @@ def read(
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    help="Agent config file (TOML).",
-)
+@config_option
 @click.option(
     "--broker-timeout",
     "broker_timeout_s",

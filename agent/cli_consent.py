@@ -24,7 +24,7 @@ PURPOSES = [p.value for p in Purpose]
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
-    show_default=True, help="The agent's config file (it says where the ledger is).",
+    show_default=True, help="The agent's config file (TOML).",
 )  # fmt: skip
 
 
