@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final, Literal
@@ -59,8 +60,9 @@ class Ingest:
 
     ``clock`` stamps ``received_ms`` on stored readings and the hub's status messages. A group
     (one transaction, one ack per home) is at most ``max_group`` messages or about
-    ``max_group_bytes`` of payload (8 MiB is some 30,000 readings), whichever comes first; at
-    most ``max_queue_bytes`` of payload wait behind it (the broker keeps the rest).
+    ``max_group_bytes`` of payload (8 MiB is some 30,000 readings), whichever comes first, or
+    what arrived within ``linger_s`` of the group's first message; at most ``max_queue_bytes``
+    of payload wait behind it (the broker keeps the rest).
 
     Scale-out: with ``shared_group`` the readings come through the MQTT 5 shared subscription
     ``$share/{shared_group}/coopwatt/{coop}/homes/+/readings``, so the broker hands each batch to
@@ -81,6 +83,7 @@ class Ingest:
         max_group: int = 500,
         max_group_bytes: int = 8 * 1024 * 1024,
         max_queue_bytes: int = 64 * 1024 * 1024,
+        linger_s: float = 0.05,
         shared_group: str | None = None,
         primary: bool = True,
     ) -> None:
@@ -99,6 +102,7 @@ class Ingest:
         self.max_group = max_group
         self.max_group_bytes = max_group_bytes
         self.max_queue_bytes = max_queue_bytes
+        self.linger_s = linger_s
         self._queued_bytes = 0  # payload waiting in the queue
         self._status_topic = hub_topic(coop, HubTopic.STATUS)
         self.primary = primary
@@ -251,17 +255,23 @@ class Ingest:
             group: list[_Message] = []
             size = 0
             # Block for the first message, then take what is waiting, up to max_group messages
-            # or max_group_bytes of payload (memory stays bounded on a Pi under a backlog).
+            # or max_group_bytes of payload (memory stays bounded on a Pi under a backlog), and
+            # what arrives within linger_s: homes polling every few seconds each send a small
+            # message, and one commit (one fsync) for each would cost more than the rest.
             block = not stopping
+            deadline: float | None = None
             while len(group) < self.max_group and size < self.max_group_bytes:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
-                    item = self._queue.get(block=block)
+                    item = self._queue.get(block=block, timeout=timeout)
                 except queue.Empty:
                     break
-                block = False
                 if item is None:  # stop requested: finish what is queued, then return
-                    stopping = True
+                    stopping, block = True, False
                     continue
+                if deadline is None:
+                    deadline = time.monotonic() + self.linger_s
+                block = not stopping and time.monotonic() < deadline
                 group.append(item)
                 size += len(item[1])
             if not group:

@@ -107,7 +107,6 @@ def test_homes_poll_on_a_fast_clock_and_every_ack_reaches_its_home(
     finally:
         hood.close()
     assert ticks
-    assert totals.counts.messages >= 8 * 20  # up to a message per poll (fewer when behind)
     # 10 simulated minutes at a 10 s cadence: about 60 polls a home, spread over the cadence.
     polls = [h.seq["grid-meter"] for h in hood.homes]
     assert all(55 <= p <= 61 for p in polls), polls
