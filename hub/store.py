@@ -20,7 +20,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -587,14 +587,20 @@ class Store:
         ]
 
     def iter_readings(
-        self, home: str | None = None, *, device: str | None = None, since_ms: int | None = None
-    ) -> Iterator[StoredReading]:
+        self,
+        home: str | None = None,
+        *,
+        device: str | None = None,
+        since_ms: int | None = None,
+        newest_first: bool = False,
+    ) -> Generator[StoredReading, None, None]:
         """Stream readings ordered by home, device, seq, without loading them all.
 
         The order comes from the ``devices`` unique index and the ``readings`` primary key, so
         SQLite needs no sort and memory stays flat however large the table is. ``device`` (with
-        ``home``) and ``since_ms`` (``ts_ms >= since_ms``) are filtered by SQLite, so a caller
-        after one device's last hour does not turn every stored reading into an object.
+        ``home``) and ``since_ms`` (``ts_ms >= since_ms``) are filtered by SQLite (the
+        ``readings_device_ts`` index), so a caller after one device's last hour does not turn
+        every stored reading into an object. ``newest_first`` reverses the seq order.
         """
         cols = ", ".join(f"r.{n}" for n in QUANTITY_NAMES)
         conditions, params = [], []
@@ -614,6 +620,7 @@ class Store:
             "FROM devices d JOIN readings r ON r.device_id = d.id",
             where,
             "ORDER BY d.home, d.device, r.seq",
+            "DESC" if newest_first else "",
         )
         cursor = self._reader().execute(sql, params)
         names = QUANTITY_NAMES

@@ -6,6 +6,7 @@ test broker allows anonymous access), so it sees whatever any home sends.
 
 from __future__ import annotations
 
+import random
 import threading
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import AgentConfig, DeviceConfig
@@ -255,6 +258,57 @@ def test_community_figures_read_only_homes_granting_community_stats(tmp_path: Pa
         assert figures["imported"].homes == 5  # home-5 shares nothing for community stats
         assert figures["imported"].value_wh == pytest.approx(5 * 20.0)
         assert community_figures(view, T0 + 2 * Q, k=6)["imported"].value_wh is None
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    resolution=st.sampled_from(list(Resolution)),
+    steps=st.lists(st.tuples(st.integers(1, 40), st.booleans()), min_size=1, max_size=40),
+    shuffled=st.randoms(use_true_random=False),
+    since_min=st.integers(0, 300),
+)
+def test_counter_ends_are_the_ends_of_what_the_purpose_reads(
+    tmp_path_factory: pytest.TempPathFactory,
+    resolution: Resolution,
+    steps: list[tuple[int, bool]],
+    shuffled: random.Random,
+    since_min: int,
+) -> None:
+    """Community figures read each device's first and last reading in the window, not all of
+    them: the ends must be those of the full stream at the granted resolution, whatever the
+    spacing, gaps and arrival order, and with readings that carry no counter."""
+    tmp = tmp_path_factory.mktemp("ends")
+    with Store.open(tmp / "hub.db", "c1") as store:
+        book = ConsentBook(store)
+        grant = {"grid": {"community-stats": PurposeGrant(resolution, 30)}}
+        book.record(next_version(nothing_shared("home-1"), grant, T0), T0)
+        readings, t, energy = [], T0, 0.0
+        for n, (gap_min, counted) in enumerate(steps):
+            t += gap_min * MIN
+            energy += gap_min
+            q: dict[str, float | str] = {"power_w": 100.0}
+            if counted:
+                q |= {"energy_import_wh": energy, "energy_export_wh": 0.0}
+            readings.append(Reading("m", n + 1, t, Role.GRID, "g1", q))
+        shuffled.shuffle(readings)
+        store.insert_batches([("home-1", ReadingBatch("home-1", T0, readings))], T0)
+        view = PurposeView(store, book, Purpose.COMMUNITY_STATS)
+        now, since = t + MIN, T0 + since_min * MIN
+        counters = ("energy_import_wh", "energy_export_wh")
+        whole: dict[str, list[float]] = {}  # every value the purpose reads, in order
+        for r in view.readings(now, role=Role.GRID, since_ms=since):
+            for c in counters:
+                if c in r.quantities:
+                    whole.setdefault(c, []).append(float(r.quantities[c]))
+        ends = list(view.counter_ends(now, role=Role.GRID, since_ms=since, counters=counters))
+        if not any(True for _ in view.readings(now, role=Role.GRID, since_ms=since)):
+            assert ends == []
+            return
+        [(home, device, by_counter)] = ends
+        assert (home, device) == ("home-1", "m")
+        assert by_counter == {c: (v[0], v[-1]) for c, v in whole.items()}
 
 
 def test_settlement_reads_only_homes_that_share_for_settlement(tmp_path: Path) -> None:
