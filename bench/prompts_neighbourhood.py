@@ -26,6 +26,8 @@ The forecast the planners see is the simulated truth with errors: a per-day erro
 other use; the flexible appliances are what the planners place on top of it.
 
 Shifted load: the power of the runs that moved because of a prompt; its peak is the herding.
+A home that follows runs in the window its run had in the last plan before that window began
+(a later plan cannot move a run that has already started or run).
 """
 
 from __future__ import annotations
@@ -241,7 +243,10 @@ def simulate(world: World, scenario: str, settings: PlannerSettings) -> Outcome:
             previous = dict(p.windows)
         out.plan_s += time.perf_counter() - began
         for key, spans in p.windows.items():
-            if spans[0][0] >= t:  # not started: this plan is the latest word on it
+            # Not started: this plan is the latest word on it. A run whose window has begun is
+            # what the household acted on; a later plan that places it again (the per-home
+            # planner keeps no record of runs done) must not move it after the fact.
+            if spans[0][0] >= t and not (key in last and last[key][0][0] < t):
                 last[key] = spans
         t += PLAN_EVERY_H * H
     out.planned = len(last)

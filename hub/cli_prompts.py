@@ -143,7 +143,7 @@ def plan_cmd(db_path: Path, forecast_path: Path | None, at: str | None, as_json:
                 homes.append(
                     HomeAppliances(name, declared.timezone, tuple(declared.appliances), shift)
                 )
-        previous = {r.key: r.windows for r in book.runs(ending_after_ms=now)}
+        previous = book.previous_windows(now, outlook.start_ms)
     p = plan(make_jobs(homes, outlook), outlook, now, previous)
     for home in homes:
         prompts = build_prompts(p, home.home, now)

@@ -26,7 +26,8 @@ the total cost, so moving each run to its best place in turn only ever lowers th
 stops. Re-planning starts from the previous plan; a run whose window starts within
 ``freeze_ms`` is pinned, and any other moves only when that lowers the cost by more than
 ``hysteresis`` of its own expected energy, so a forecast that wobbles does not make windows
-flap.
+flap. A run whose window has started or passed stays in the plan (pinned) for as long as its
+day's window overlaps the outlook, so a run is planned once a day, never again after it ran.
 """
 
 from __future__ import annotations
@@ -411,8 +412,10 @@ def _placement_cost(spans: Iterable[Span], first: int, deltas: Sequence[float]) 
 @dataclass(frozen=True)
 class Plan:
     """Where every run goes. ``windows``: per run, its spans in UTC ms; ``load_w``: the expected
-    load the plan adds per step; ``frozen``: runs pinned because they start soon (or started);
-    ``moved``: runs of the previous plan now placed elsewhere; ``cost``: the total cost."""
+    load the plan adds per step; ``frozen``: runs pinned because they start soon, started or
+    are over (``windows`` keeps those too, so passing it back as ``previous`` never plans a day's
+    run twice; prompts show only the runs that have not ended); ``moved``: runs of the previous
+    plan now placed elsewhere; ``cost``: the total cost."""
 
     outlook: Outlook
     now_ms: int
@@ -469,11 +472,13 @@ def plan(
         old = previous.get(key)
         spans = _steps(outlook, old) if old else None
         if spans and old and min(s for s, _ in old) < now_ms + settings.freeze_ms:
-            # Starts soon or has started: the household may be acting on it. Kept while it
-            # still respects the appliance's window (the household may have changed it).
-            if max(e for _, e in old) > now_ms and _fits(
-                job, spans, job.window_first, job.window_last
-            ):
+            # Starts soon, has started or is over: the household may be acting on it, or has
+            # run (or skipped) it. Kept while it still respects the appliance's window (the
+            # household may have changed it), *also once it has ended*: a run dropped from the
+            # plan would be a run never sent to the next re-plan, which would place that day's
+            # run a second time in what is left of its window (a washer done at 13:00 prompted
+            # again for 18:00), after the surplus it was sent to.
+            if _fits(job, spans, job.window_first, job.window_last):
                 windows[key] = spans
                 frozen.add(key)
                 costs.add(spans, job.expected_w)

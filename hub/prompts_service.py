@@ -148,6 +148,16 @@ class PromptBook:
             out.append(PlannedRun(key, spans, energy, chance, first, outcome, metered, judged))
         return out
 
+    def previous_windows(
+        self, now_ms: int, outlook_start_ms: int
+    ) -> dict[JobKey, tuple[Span, ...]]:
+        """The runs a re-plan starts from: those not over, and also those over whose day's
+        window the outlook still reaches (a day at most). The planner keeps the finished ones
+        pinned, so a run done this morning is not prompted again this afternoon, nor its
+        record overwritten before it is judged."""
+        since = min(now_ms, outlook_start_ms) - DAY_MS
+        return {r.key: r.windows for r in self.runs(ending_after_ms=since)}
+
     def record_plan(self, p: Plan, sent_ms: int) -> None:
         """Record every run of ``p`` as sent; withdraw runs sent before and no longer planned
         that have not started."""
@@ -432,7 +442,7 @@ class PromptsService:
                 log.warning("the latest forecast ends too soon to plan; prompts will expire")
                 return {}
             homes = self.homes(now)
-            previous = {r.key: r.windows for r in self.db.runs(ending_after_ms=now)}
+            previous = self.db.previous_windows(now, outlook.start_ms)
             p = plan(make_jobs(homes, outlook), outlook, now, previous, self.planner)
             self.db.record_plan(p, now)
             self.last_plan = p

@@ -14,9 +14,11 @@ from hub.planner import (
     STEP_MS,
     HomeAppliances,
     Job,
+    JobKey,
     Outlook,
     Plan,
     PlannerSettings,
+    Span,
     expected_import_w,
     import_chance,
     make_jobs,
@@ -168,6 +170,28 @@ def test_a_window_close_to_its_start_is_never_moved(
 
 
 @FAST
+@given(scenarios(), st.lists(st.integers(1, 6 * 4), min_size=2, max_size=4))
+def test_a_run_that_has_started_or_ended_is_never_planned_again(
+    case: tuple[Outlook, list[Job], int], gaps: list[int]
+) -> None:
+    # Each re-plan starts from the plan before, as the hub and the benchmark do: a run once
+    # started keeps its window in every later plan, also after it has ended, instead of being
+    # placed a second time in what is left of its window.
+    o, jobs, now = case
+    p = plan(jobs, o, now)
+    t = now
+    started: dict[JobKey, tuple[Span, ...]] = {}
+    for gap in gaps:
+        t += gap * STEP_MS
+        started.update({key: spans for key, spans in p.windows.items() if spans[0][0] < t})
+        p = plan(jobs, o, t, p.windows)
+        check_constraints(p)
+        for key, spans in started.items():
+            assert p.windows.get(key) == spans, f"{key} planned again after it started"
+            assert key in p.frozen
+
+
+@FAST
 @given(scenarios())
 def test_the_planner_never_ends_worse_than_its_first_greedy_pass(
     case: tuple[Outlook, list[Job], int],
@@ -243,6 +267,24 @@ def test_a_big_forecast_change_moves_windows_that_are_not_about_to_start() -> No
     assert second.moved > 0
     check_constraints(second)
     assert all(spans[0][0] >= START + 12 * HOUR for spans in second.windows.values())
+
+
+def test_a_run_done_this_morning_is_not_prompted_again_in_the_afternoon() -> None:
+    # Re-planned every three hours from the plan before: a washer run that ended at 11:00 must
+    # not come back at 15:00 (after the surplus it was sent to, and a second prompt the same day).
+    o = solar_day()
+    washer = Appliance("washer", 1500, 120, 6 * 60, 20 * 60, False, 7)
+    homes = [HomeAppliances(f"home-{i}", "UTC", (washer,), 1.0) for i in range(20)]
+    jobs = [j for j in make_jobs(homes, o) if j.key[2] == "2026-07-01"]
+    morning = plan(jobs, o, START + 6 * HOUR)
+    assert any(spans[-1][1] <= START + 12 * HOUR for spans in morning.windows.values())
+    p = morning
+    for hour in (9, 12, 15, 18, 21):
+        p = plan(jobs, o, START + hour * HOUR, p.windows)
+        check_constraints(p)
+        assert p.windows == morning.windows, hour
+        assert p.moved == 0
+    assert p.frozen == set(p.windows)
 
 
 def test_runs_of_homes_that_rarely_follow_weigh_less() -> None:

@@ -4,11 +4,13 @@ record, and an estimate that finds each home's real habit."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hub.planner import JobKey
 from hub.shift_learning import (
     DAY_MS,
     HALF_LIFE_MS,
@@ -22,6 +24,8 @@ from hub.shift_learning import (
     metered_outcome,
     run_outcome,
 )
+from tests.test_prompts_hub import H as PLAN_H
+from tests.test_prompts_hub import Hub, forecast
 
 T0 = 1_782_900_000_000
 H = 3_600_000
@@ -126,3 +130,28 @@ def test_meters_that_do_not_cover_the_window_cannot_tell() -> None:
     window = (T0 + 10 * DAY_MS, T0 + 10 * DAY_MS + H)
     meters = HomeMeters({"grid": _series(300, {})}, {}, {}, {})
     assert measure_run(meters, "washer", [window], 1000.0) is None
+
+
+def test_a_run_is_judged_on_the_window_it_was_sent_not_on_a_later_replan(tmp_path: Path) -> None:
+    # The hub re-plans every three hours from 06:00 UTC. A washer run that is over must stay as
+    # it was sent: re-planned into the afternoon, its record (what learn() judges the meters and
+    # answers against) would name a window the household never saw, and it would be prompted
+    # twice in a day.
+    hub = Hub(tmp_path)
+    try:
+        began: dict[JobKey, tuple[tuple[int, int], ...]] = {}
+        for _ in range(5):
+            now = hub.clock.now_ms()
+            hub.service.on_forecast(forecast(now))
+            hub.service.replan()
+            for r in hub.service.db.runs():
+                if r.start_ms < now:
+                    began.setdefault(r.key, r.windows)
+            hub.clock.advance(3 * PLAN_H)
+        today = {k for k in began if k[2] == "2026-07-01"}
+        assert len(today) == len(hub.homes)
+        recorded = {r.key: r.windows for r in hub.service.db.runs()}
+        for key in today:
+            assert recorded[key] == began[key], key
+    finally:
+        hub.close()
