@@ -25,6 +25,7 @@ per day, forecasts and prompts published, and settlement's outcome. Not for CI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -97,6 +98,12 @@ def hub_process(config: str, start_ms: int, speed: float, origin_s: float, end_m
     print(json.dumps(stats), flush=True)
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 class Watcher:
     """Counts what the hub publishes: forecasts, and homes' prompts."""
 
@@ -161,7 +168,9 @@ def main() -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     db, scheme = tmp / "hub.db", tmp / "scheme.toml"
     scheme.write_text(SCHEME)
-    with run_mosquitto(tmp / "broker") as broker:
+    # Interrupted (Ctrl-C, SIGTERM, an exception), the hub process is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with run_mosquitto(tmp / "broker") as broker, contextlib.ExitStack() as cleanup:
         assert broker.process is not None
         config = tmp / "hub.toml"
         config.write_text(
@@ -177,6 +186,7 @@ def main() -> None:
                  str(origin_s), str(end_ms)], stderr=log, stdout=subprocess.PIPE,
                 cwd=Path(__file__).parent,
             )  # fmt: skip
+        cleanup.callback(stop_process, hub)
         while "connected to" not in hub_log.read_text(errors="replace"):
             if hub.poll() is not None:
                 raise SystemExit(f"the hub did not start:\n{hub_log.read_text()[-3000:]}")
