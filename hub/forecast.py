@@ -51,6 +51,9 @@ SHIPPED_MODEL: Final = Path(__file__).resolve().parent.parent / "models" / "fore
 MODEL_FORMAT: Final = "coopwatt-forecast-1"
 
 Method = Literal["model", "fallback", "mixed", "absent"]
+CAPACITY_MODES: Final = ("configured", "estimated")
+"""How a PV or wind output is normalised: by the configured capacity or by one estimated from
+history. The band is calibrated per mode (``coopwatt.interval_scale.{target}.{mode}``)."""
 
 
 class ModelError(Exception):
@@ -168,10 +171,31 @@ class ForecastModel:
         self.interval_scale = {
             t: float(meta.get(f"coopwatt.interval_scale.{t}", "1.0")) for t in TARGETS
         }
+        # PV and wind may carry one factor per capacity mode (see interval_scale_for).
+        self.mode_interval_scale = {
+            (t, mode): float(meta[f"coopwatt.interval_scale.{t}.{mode}"])
+            for t in TARGETS
+            for mode in CAPACITY_MODES
+            if f"coopwatt.interval_scale.{t}.{mode}" in meta
+        }
         self.metadata = dict(meta)
 
-    def predict(self, target: str, x: np.ndarray) -> FloatArray:
-        """Normalised quantiles, shape (N, 3), sorted so P10 <= P50 <= P90."""
+    def interval_scale_for(self, target: str, configured: bool = False) -> float:
+        """The band's calibration factor for ``target``: the one calibrated on rows normalised
+        the same way (capacity ``configured``, or estimated from history) when the model has
+        it, else the one calibrated on all rows (older models, and demand).
+
+        Why per mode: an estimated capacity (a high percentile of 28 days) is small after a
+        calm or dull month, so the normalised output is larger and more erratic than with the
+        nameplate; one factor for both leaves the configured band too wide and the estimated
+        one too narrow.
+        """
+        mode = "configured" if configured else "estimated"
+        return self.mode_interval_scale.get((target, mode), self.interval_scale[target])
+
+    def predict(self, target: str, x: np.ndarray, configured: bool = False) -> FloatArray:
+        """Normalised quantiles, shape (N, 3), sorted so P10 <= P50 <= P90; ``configured``
+        says whether a PV or wind output is normalised by a configured capacity."""
         # Every input must be fed: the other targets get zero rows, which cost nothing.
         feed = {
             f"{t}_features": x if t == target else np.zeros((0, len(FEATURES[t])), np.float32)
@@ -179,7 +203,7 @@ class ForecastModel:
         }
         (out,) = self.session.run([f"{target}_quantiles"], feed)
         q = np.sort(np.asarray(out, dtype=np.float64).reshape(-1, 3), axis=1)
-        return scale_band(q, self.interval_scale[target])
+        return scale_band(q, self.interval_scale_for(target, configured))
 
 
 def scale_band(q: FloatArray, k: float) -> FloatArray:
@@ -213,6 +237,7 @@ class Inputs:
     x: np.ndarray
     scale_w: float
     covered: np.ndarray  # bool per step: the weather this target needs reaches the step
+    configured: bool = False  # PV/wind: scale_w is the configured capacity, not an estimate
 
 
 def has_stream(history: History, target: str, site: Site) -> bool:
@@ -248,6 +273,7 @@ def model_inputs(
         x = demand_features(history, issue_ms, steps, site.lat, site.lon, level, site.local)
         return Inputs(x, level, all_steps)
     cap = capacity_w(history, target, site)
+    configured = (site.pv_capacity_w if target == "pv" else site.wind_capacity_w) is not None
     if cap is None:
         return f"{target} capacity unknown: not configured and under a day of {target} history"
     if target == "pv":
@@ -255,12 +281,12 @@ def model_inputs(
         if not covered.any():
             return "no irradiance or cloud forecast for these hours"
         x = pv_features(history, issue_ms, steps, site.lat, site.lon, weather, cap)
-        return Inputs(x, cap, covered)
+        return Inputs(x, cap, covered, configured)
     covered = np.isfinite(weather.wind_speed_m_s)
     if not covered.any():
         return "no wind speed forecast for these hours"
     x = wind_features(history, issue_ms, steps, site.lon, weather, cap)
-    return Inputs(x, cap, covered)
+    return Inputs(x, cap, covered, configured)
 
 
 def _fallback(target: str, history: History, issue_ms: int, steps: int) -> TargetForecast:
@@ -309,7 +335,8 @@ def forecast_target(
     elif isinstance(inputs, str):
         reason = inputs
     else:
-        q = np.clip(model.predict(target, inputs.x), 0.0, None) * inputs.scale_w
+        q = model.predict(target, inputs.x, inputs.configured)
+        q = np.clip(q, 0.0, None) * inputs.scale_w
         if inputs.covered.all():
             return TargetForecast(q[:, 0], q[:, 1], q[:, 2], "model")
         fb = _fallback(target, history, issue_ms, steps)

@@ -40,6 +40,7 @@ import numpy as np
 from hub.backtest import RETRAIN_START_DAYS, backtest, mean_skill, retrain_shortfall
 from hub.features import DAY_MS, FEATURES, STEP_MS, TARGETS, History
 from hub.forecast import (
+    CAPACITY_MODES,
     MODEL_FORMAT,
     QUANTILES,
     ForecastModel,
@@ -86,6 +87,7 @@ PV_CAPACITY_W: Final = 3_400.0  # PVDAQ system 50: its highest 15-minute output 
 
 HOUR_MS: Final = 3_600_000
 CALIBRATION_EVERY_DAYS: Final = 7
+MIN_CALIBRATION_ROWS: Final = 200
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -279,8 +281,19 @@ def rows_for(
 # -- fitting and export ----------------------------------------------------------------------
 
 
+DEMAND_ANCHOR: Final = "same_weekday_2w"
+"""The seasonal anchor the demand P50 is blended with (see :class:`Blended`)."""
+
+
 @dataclass(frozen=True)
 class Settings:
+    """Training settings. The ``demand_*`` ones can give demand its own tree shape and blend its
+    P50 with :data:`DEMAND_ANCHOR`; they default to the shared settings and no blend, because
+    the variant that won on a July–September validation split (15 leaves, 400 per leaf, L2 1.0,
+    blend 0.7, with five more recent-level features) scored worse on the held-out quarter
+    (``models/MODEL_CARD.md``).
+    """
+
     every_hours: float = 3.0
     step_fraction: float = 0.35
     max_iter: int = 250
@@ -288,16 +301,48 @@ class Settings:
     max_leaf_nodes: int = 31
     min_samples_leaf: int = 100
     seed: int = 0
+    demand_max_leaf_nodes: int = 31
+    demand_min_samples_leaf: int = 100
+    demand_l2_regularization: float = 0.0
+    # Weight of the trees in demand's P50, the rest on DEMAND_ANCHOR (1.0: trees only).
+    demand_blend: float = 1.0
 
     @classmethod
     def quick(cls) -> Settings:
         return cls(every_hours=12.0, step_fraction=0.2, max_iter=60, learning_rate=0.15)
 
 
-def fit_quantiles(x: np.ndarray, y: FloatArray, settings: Settings) -> list[Any]:
+@dataclass(frozen=True)
+class Blended:
+    """A fitted regressor blended with one input feature: ``weight · model(x) + (1 − weight) ·
+    x[:, feature]`` (both in the target's normalised unit).
+
+    Why: the demand trees and the two-week same-weekday anchor err differently (the trees on
+    the jitter they try to model, the anchor on level changes), and a fixed blend of the two
+    beat either alone on validation. Exported exactly (scaled leaf weights, a Gather, a Mul and
+    an Add), so ONNX and scikit-learn agree.
+    """
+
+    model: Any
+    weight: float
+    feature: int
+
+    def predict(self, x: np.ndarray) -> FloatArray:
+        tree: FloatArray = self.model.predict(x)
+        anchor = np.asarray(x[:, self.feature], dtype=np.float64)
+        result: FloatArray = self.weight * tree + (1.0 - self.weight) * anchor
+        return result
+
+
+def fit_quantiles(
+    x: np.ndarray, y: FloatArray, settings: Settings, target: str | None = None
+) -> list[Any]:
+    """P10, P50 and P90 regressors for one target (``target`` "demand" uses the demand
+    settings and blends its P50 with :data:`DEMAND_ANCHOR`)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    models = []
+    demand = target == "demand"
+    models: list[Any] = []
     for q in QUANTILES:
         # The central forecast is fitted with squared error (the conditional mean): a median
         # regression on a target that is zero more than half the time (wind, PV at dusk)
@@ -308,23 +353,53 @@ def fit_quantiles(x: np.ndarray, y: FloatArray, settings: Settings) -> list[Any]
             quantile=None if central else q,
             max_iter=settings.max_iter,
             learning_rate=settings.learning_rate,
-            max_leaf_nodes=settings.max_leaf_nodes,
-            min_samples_leaf=settings.min_samples_leaf,
+            max_leaf_nodes=settings.demand_max_leaf_nodes if demand else settings.max_leaf_nodes,
+            min_samples_leaf=(
+                settings.demand_min_samples_leaf if demand else settings.min_samples_leaf
+            ),
+            l2_regularization=settings.demand_l2_regularization if demand else 0.0,
             early_stopping=False,
             random_state=settings.seed,
         )
         m.fit(x, y)
-        models.append(m)
+        if central and demand and settings.demand_blend < 1.0:
+            anchor = FEATURES["demand"].index(DEMAND_ANCHOR)
+            models.append(Blended(m, settings.demand_blend, anchor))
+        else:
+            models.append(m)
     return models
 
 
-def _tree_ensemble(model: Any, input_name: str, output_name: str) -> Any:
+def _regressor_nodes(model: Any, input_name: str, output_name: str) -> tuple[list[Any], list[Any]]:
+    """ONNX nodes and initialisers computing ``model`` (a fitted HistGradientBoostingRegressor
+    or a :class:`Blended` one) from ``input_name`` into ``output_name``, shape (N, 1)."""
+    from onnx import TensorProto, helper
+
+    if not isinstance(model, Blended):
+        return [_tree_ensemble(model, input_name, output_name)], []
+    tree, anchor, scaled = (f"{output_name}_{s}" for s in ("tree", "anchor", "anchor_scaled"))
+    index, weight = f"{output_name}_index", f"{output_name}_weight"
+    nodes = [
+        _tree_ensemble(model.model, input_name, tree, scale=model.weight),
+        helper.make_node("Gather", [input_name, index], [anchor], axis=1),
+        helper.make_node("Mul", [anchor, weight], [scaled]),
+        helper.make_node("Add", [tree, scaled], [output_name]),
+    ]
+    inits = [
+        helper.make_tensor(index, TensorProto.INT64, [1], [model.feature]),
+        helper.make_tensor(weight, TensorProto.FLOAT, [], [1.0 - model.weight]),
+    ]
+    return nodes, inits
+
+
+def _tree_ensemble(model: Any, input_name: str, output_name: str, scale: float = 1.0) -> Any:
     """A fitted HistGradientBoostingRegressor as one ONNX ``TreeEnsembleRegressor`` node.
 
     HGB goes left when ``x <= threshold`` (float64). The ONNX node compares float32, so each
     threshold is rounded DOWN to a float32: for float32 inputs, ``x <= t32`` exactly when
     ``x <= t64``, and ONNX agrees with scikit-learn bit for bit on the branch taken.
     Features never hold NaN (see :mod:`hub.features`), so missing-value routing is not needed.
+    ``scale`` multiplies every leaf and the baseline (a blend's weight, see :class:`Blended`).
     """
     from onnx import helper
 
@@ -363,7 +438,7 @@ def _tree_ensemble(model: Any, input_name: str, output_name: str) -> Any:
                 attrs["target_treeids"].append(tree_id)
                 attrs["target_nodeids"].append(node_id)
                 attrs["target_ids"].append(0)
-                attrs["target_weights"].append(float(node["value"]))
+                attrs["target_weights"].append(float(node["value"]) * scale)
     return helper.make_node(
         "TreeEnsembleRegressor",
         [input_name],
@@ -372,9 +447,18 @@ def _tree_ensemble(model: Any, input_name: str, output_name: str) -> Any:
         n_targets=1,
         aggregate_function="SUM",
         post_transform="NONE",
-        base_values=[float(np.ravel(model._baseline_prediction)[0])],
+        base_values=[float(np.ravel(model._baseline_prediction)[0]) * scale],
         **attrs,
     )
+
+
+def model_identity(body: bytes, info: dict[str, str]) -> str:
+    """The model's id: a hash of its graph (``body``, serialised before any metadata) and of its
+    band calibration (``coopwatt.interval_scale.*`` in ``info``), which changes the forecast
+    as much as the graph does; not of the training date, so a rerun reproduces it."""
+    calibration = {k: v for k, v in sorted(info.items()) if k.startswith("coopwatt.interval_scale")}
+    digest = hashlib.sha256(body + json.dumps(calibration).encode()).hexdigest()[:12]
+    return f"coopwatt-forecast-{digest}"
 
 
 def export_onnx(fitted: dict[str, list[Any]], path: Path, info: dict[str, str]) -> str:
@@ -382,7 +466,7 @@ def export_onnx(fitted: dict[str, list[Any]], path: Path, info: dict[str, str]) 
     import onnx
     from onnx import TensorProto, helper
 
-    nodes, inputs, outputs = [], [], []
+    nodes, inputs, outputs, inits = [], [], [], []
     for target, models in fitted.items():
         input_name = f"{target}_features"
         n_features = len(FEATURES[target])
@@ -392,18 +476,19 @@ def export_onnx(fitted: dict[str, list[Any]], path: Path, info: dict[str, str]) 
         quantile_outputs = []
         for qi, model in enumerate(models):
             name = f"{target}_q{qi}"
-            nodes.append(_tree_ensemble(model, input_name, name))
+            model_nodes, model_inits = _regressor_nodes(model, input_name, name)
+            nodes.extend(model_nodes)
+            inits.extend(model_inits)
             quantile_outputs.append(name)
         out_name = f"{target}_quantiles"
         nodes.append(helper.make_node("Concat", quantile_outputs, [out_name], axis=1))
         outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [None, 3]))
-    graph = helper.make_graph(nodes, "coopwatt_forecast", inputs, outputs)
+    graph = helper.make_graph(nodes, "coopwatt_forecast", inputs, outputs, initializer=inits)
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
     )
     model.ir_version = 8
-    body = model.SerializeToString()
-    model_id = f"coopwatt-forecast-{hashlib.sha256(body).hexdigest()[:12]}"
+    model_id = model_identity(model.SerializeToString(), info)
     meta = {
         "coopwatt.format": MODEL_FORMAT,
         "coopwatt.id": model_id,
@@ -441,14 +526,15 @@ def train(
     # One day in CALIBRATION_EVERY_DAYS of each source's issues is kept out of the fit: on those
     # the P10-P90 band is widened or narrowed to cover 80 % (split-conformal style).
     data: dict[str, list[tuple[np.ndarray, FloatArray]]] = {t: [] for t in TARGETS}
-    calib: dict[str, list[tuple[np.ndarray, FloatArray]]] = {t: [] for t in TARGETS}
+    calib: dict[str, list[tuple[np.ndarray, FloatArray, str]]] = {t: [] for t in TARGETS}
     with tqdm(total=total, desc="features", unit="issue", file=sys.stderr) as bar:
         for ds, issues in plan:
             held = [(i // DAY_MS) % CALIBRATION_EVERY_DAYS == 3 for i in issues]
             fit_issues = [i for i, h in zip(issues, held, strict=True) if not h]
             calib_issues = [i for i, h in zip(issues, held, strict=True) if h]
             data[ds.target].append(rows_for(ds, fit_issues, settings.step_fraction, rng, bar))
-            calib[ds.target].append(rows_for(ds, calib_issues, settings.step_fraction, rng, bar))
+            xc, yc = rows_for(ds, calib_issues, settings.step_fraction, rng, bar)
+            calib[ds.target].append((xc, yc, capacity_mode(ds)))
     fitted: dict[str, list[Any]] = {}
     scales: dict[str, float] = {}
     with tqdm(total=len(TARGETS), desc="fit", unit="target", file=sys.stderr) as bar:
@@ -458,13 +544,31 @@ def train(
             if y.size < 500:
                 raise ValueError(f"only {y.size} training rows for {target}; need more history")
             bar.set_postfix_str(f"{target}: {y.size} rows")
-            fitted[target] = fit_quantiles(x, y, settings)
+            fitted[target] = fit_quantiles(x, y, settings, target)
             xc = np.concatenate([r[0] for r in calib[target]])
             yc = np.concatenate([r[1] for r in calib[target]])
             scales[target] = interval_scale(fitted[target], xc, yc)
+            if target != "demand":
+                # One factor per capacity mode as well, when the mode has rows enough
+                # (hub.forecast.ForecastModel.interval_scale_for says why).
+                for mode in CAPACITY_MODES:
+                    rows = [r for r in calib[target] if r[2] == mode]
+                    if sum(r[1].size for r in rows) >= MIN_CALIBRATION_ROWS:
+                        scales[f"{target}.{mode}"] = interval_scale(
+                            fitted[target],
+                            np.concatenate([r[0] for r in rows]),
+                            np.concatenate([r[1] for r in rows]),
+                        )
             bar.update(1)
     info = {**info, **{f"coopwatt.interval_scale.{t}": f"{k:.4f}" for t, k in scales.items()}}
     return export_onnx(fitted, out, info)
+
+
+def capacity_mode(ds: Dataset) -> str:
+    """Whether ``ds``'s PV or wind output is normalised by a configured capacity or an estimated
+    one (:data:`hub.forecast.CAPACITY_MODES`); demand counts as "estimated" (it has no mode)."""
+    configured = ds.site.pv_capacity_w if ds.target == "pv" else ds.site.wind_capacity_w
+    return "configured" if ds.target != "demand" and configured is not None else "estimated"
 
 
 def interval_scale(models: list[Any], x: np.ndarray, y: FloatArray, target: float = 0.8) -> float:
@@ -476,7 +580,7 @@ def interval_scale(models: list[Any], x: np.ndarray, y: FloatArray, target: floa
     grows smoothly with k. (Moving that P10 as well made coverage jump at k = 1, from about 55 %
     to over 90 %, as every zero left the band at once: the search then always ended at 1.0.)
     """
-    if y.size < 200:
+    if y.size < MIN_CALIBRATION_ROWS:
         return 1.0
     q = np.sort(np.column_stack([m.predict(x) for m in models]), axis=1)
 
@@ -553,16 +657,18 @@ def held_out_backtests(
     report: dict[str, Any] = {"model": model.id, "every_hours": every_hours, "runs": {}}
     runs = []
     for ds in datasets:
-        if ds.name not in ("demand 74 homes", "pv", "wind configured"):
-            continue
         _, test_start, test_end = SPLITS[ds.target]
         issues = issue_times(test_start, test_end, every_hours)
-        runs.append((ds, issues, "forecast"))
+        if ds.name == "wind":  # the other capacity mode, which has its own band calibration
+            runs.append((ds, issues, "forecast", "wind, capacity estimated (forecast weather)"))
+        if ds.name not in ("demand 74 homes", "pv", "wind configured"):
+            continue
+        runs.append((ds, issues, "forecast", f"{ds.target} (forecast weather)"))
         if ds.measured is not None:
-            runs.append((ds, issues, "measured"))
-    total = sum(len(i) for _, i, _ in runs)
+            runs.append((ds, issues, "measured", f"{ds.target} (measured weather)"))
+    total = sum(len(r[1]) for r in runs)
     with tqdm(total=total, desc="backtest", unit="issue", file=sys.stderr) as bar:
-        for ds, issues, kind in runs:
+        for ds, issues, kind, key in runs:
             if kind == "forecast":
                 weather: Callable[[int], WeatherSeries] = ds.weather_at
             else:
@@ -583,7 +689,7 @@ def held_out_backtests(
                 datetime.fromtimestamp(issues[0] / 1000, UTC).date().isoformat(),
                 datetime.fromtimestamp(issues[-1] / 1000, UTC).date().isoformat(),
             ]
-            report["runs"][f"{ds.target} ({kind} weather)"] = r
+            report["runs"][key] = r
     return report
 
 
@@ -705,7 +811,7 @@ def _measured_window(measured: WeatherSeries) -> Callable[[int], WeatherSeries]:
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = [
-        f"{'run':<28} {'band':<7} {'MAE W':>9} {'skill/pers24':>12} "
+        f"{'run':<44} {'band':<7} {'MAE W':>9} {'skill/pers24':>12} "
         f"{'skill/week':>10} {'P10-P90':>8}"
     ]
     for name, run in report["runs"].items():
@@ -714,7 +820,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 if not m.get("n"):
                     continue
                 lines.append(
-                    f"{name:<28} {band:<7} {m['mae_w']:>9.1f} "
+                    f"{name:<44} {band:<7} {m['mae_w']:>9.1f} "
                     f"{_pct(m['skill_rmse_vs_persistence_24h']):>12} "
                     f"{_pct(m['skill_rmse_vs_last_week']):>10} {_pct(m['coverage_p10_p90']):>8}"
                 )

@@ -3,6 +3,7 @@ model only when it wins the backtest. Skipped without the train extra."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ pytest.importorskip("tqdm")
 from hub.features import FEATURES, TARGETS
 from hub.forecast import ForecastModel, Site, scale_band
 from models.train import (
+    DEMAND_ANCHOR,
+    Blended,
     Settings,
     export_onnx,
     fit_quantiles,
@@ -24,6 +27,7 @@ from models.train import (
 from tests.test_forecast_features import LAT, LON, sim_community
 
 TINY = Settings(every_hours=12.0, step_fraction=0.3, max_iter=10, learning_rate=0.3)
+BLENDED = replace(TINY, demand_blend=0.7, demand_max_leaf_nodes=15, demand_l2_regularization=1.0)
 
 
 def test_onnx_export_matches_scikit_learn(tmp_path: Path) -> None:
@@ -103,3 +107,36 @@ def test_calibration_narrows_a_band_over_many_zeros() -> None:
     covered = (y >= band[:, 0]) & (y <= band[:, 2])
     assert covered.mean() == pytest.approx(0.8, abs=0.01)
     assert covered[night].all()  # the zeros stay inside
+
+
+def test_a_blended_demand_p50_exports_exactly(tmp_path: Path) -> None:
+    """Demand's P50 is the trees blended with its seasonal anchor; the ONNX graph computes the
+    same blend (scaled leaves + Gather/Mul/Add) as scikit-learn."""
+    rng = np.random.default_rng(2)
+    fitted = {}
+    xs = {}
+    for target in TARGETS:
+        n = len(FEATURES[target])
+        x = rng.normal(size=(600, n)).astype(np.float32)
+        y = x[:, 0] * 2 + np.sin(x[:, 1]) + rng.normal(scale=0.3, size=600)
+        fitted[target] = fit_quantiles(x, y, BLENDED, target)
+        xs[target] = x
+    blended = fitted["demand"][1]
+    assert isinstance(blended, Blended)
+    assert blended.feature == FEATURES["demand"].index(DEMAND_ANCHOR)
+    x = xs["demand"]
+    expected_p50 = (
+        BLENDED.demand_blend * blended.model.predict(x)
+        + (1 - BLENDED.demand_blend) * x[:, blended.feature]
+    )
+    np.testing.assert_allclose(blended.predict(x), expected_p50, rtol=1e-5, atol=1e-6)
+    path = tmp_path / "m.onnx"
+    export_onnx(fitted, path, {"coopwatt.interval_scale.wind.configured": "0.5"})
+    model = ForecastModel(path)
+    for target in TARGETS:
+        expected = np.sort(np.column_stack([m.predict(xs[target]) for m in fitted[target]]), axis=1)
+        np.testing.assert_allclose(model.predict(target, xs[target]), expected, atol=1e-5)
+    # A per-mode calibration factor applies to its mode only; others use the pooled one.
+    assert model.interval_scale_for("wind", configured=True) == 0.5
+    assert model.interval_scale_for("wind") == model.interval_scale["wind"] == 1.0
+    assert model.interval_scale_for("pv", configured=True) == 1.0
