@@ -26,8 +26,8 @@ from typing import Any, Final, Literal
 import hub
 from hub.store import HomeInsert, InsertResult, Store
 from protocol.clock import Clock
-from protocol.codec import CodecError, HomeMismatchError, decode_message, encode
-from protocol.payloads import HomeStatus, HubStatus, ReadingBatch
+from protocol.codec import CodecError, HomeMismatchError, decode_stored_message, encode
+from protocol.payloads import HomeStatus, HubStatus, ReadingColumns
 from protocol.quantities import Role
 from protocol.session import SESSION_EXPIRY_S, BrokerSettings, MqttSession
 from protocol.topics import HomeTopic, HubTopic, check_id, home_filter, home_topic, hub_topic
@@ -290,14 +290,14 @@ class Ingest:
                     self._cond.notify_all()
 
     def _process(self, group: list[_Message]) -> None:
-        batches: list[tuple[str, ReadingBatch]] = []
+        batches: list[tuple[str, ReadingColumns]] = []
         statuses: list[HomeStatus] = []
         routed: list[tuple[HomeTopic, str, Any]] = []
         rejected = 0
         mismatched: list[str] = []
         for topic, payload in group:
             try:
-                address, decoded = decode_message(topic, payload)
+                address, decoded = decode_stored_message(topic, payload)
             except CodecError as exc:
                 rejected += 1
                 if isinstance(exc, HomeMismatchError):
@@ -307,7 +307,7 @@ class Ingest:
             if address.coop != self.coop or address.home is None:
                 rejected += 1
                 log.warning("rejected message on %r: not a home topic of %s", topic, self.coop)
-            elif isinstance(decoded, ReadingBatch):
+            elif isinstance(decoded, ReadingColumns):
                 batches.append((address.home, decoded))
             elif isinstance(decoded, HomeStatus):
                 statuses.append(decoded)
@@ -369,33 +369,43 @@ class Ingest:
         )
 
     def _screen(
-        self, batches: list[tuple[str, ReadingBatch]], withheld: dict[str, dict[str, list[int]]]
-    ) -> list[tuple[str, ReadingBatch]]:
+        self, batches: list[tuple[str, ReadingColumns]], withheld: dict[str, dict[str, list[int]]]
+    ) -> list[tuple[str, ReadingColumns]]:
         """Keep what the home's consent lets the hub store. A reading of a stream the household
         has since withdrawn is acked but not stored; one released under a grant the hub has not
         seen yet is neither, so the agent sends it again once the grant has arrived."""
         assert self.admit is not None
-        kept: list[tuple[str, ReadingBatch]] = []
+        kept: list[tuple[str, ReadingColumns]] = []
         waiting = dropped = 0
         verdicts: dict[tuple[str, Role, str], str] = {}  # a batch has a few streams and grants
         for home, batch in batches:
-            readings = []
-            for r in batch.readings:
-                key = (home, r.role, r.grant)
-                verdict = verdicts.get(key)
-                if verdict is None:
-                    verdict = verdicts[key] = self.admit(home, r.role, r.grant)
-                if verdict == "store":
-                    readings.append(r)
-                elif verdict == "withhold":
-                    withheld.setdefault(home, {}).setdefault(r.device, []).append(r.seq)
-                    dropped += 1
-                else:
-                    waiting += 1
-            if len(readings) == len(batch.readings):
+            # One verdict per stream and grant, in the order they first appear (a batch holds
+            # a few, for hundreds of readings); a batch that may be stored whole, as almost all
+            # are, is kept as it is.
+            grants = dict.fromkeys(batch.grants)
+            if len(grants) == 1:  # the norm: the batch's streams are its roles
+                streams = [(role, grant) for role in dict.fromkeys(batch.roles) for grant in grants]
+            else:
+                streams = list(dict.fromkeys(zip(batch.roles, batch.grants, strict=True)))
+            for role, grant in streams:
+                if (home, role, grant) not in verdicts:
+                    verdicts[(home, role, grant)] = self.admit(home, role, grant)
+            if all(verdicts[(home, role, grant)] == "store" for role, grant in streams):
                 kept.append((home, batch))
-            elif readings:
-                kept.append((home, replace(batch, readings=readings)))
+                continue
+            keep: list[bool] = []
+            for device, role, seq, grant in zip(
+                batch.devices, batch.roles, batch.seqs, batch.grants, strict=True
+            ):
+                verdict = verdicts[(home, role, grant)]
+                keep.append(verdict == "store")
+                if verdict == "withhold":
+                    withheld.setdefault(home, {}).setdefault(device, []).append(seq)
+                    dropped += 1
+                elif verdict != "store":
+                    waiting += 1
+            if any(keep):
+                kept.append((home, batch.select(keep)))
         if waiting or dropped:
             self._bump(withheld=dropped, awaiting_consent=waiting)
         return kept

@@ -16,8 +16,10 @@ writer: a test or the demo can count and stream readings while the ingest worker
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
+import operator
 import sqlite3
 import threading
 from collections.abc import Generator, Iterable, Iterator, Mapping
@@ -31,13 +33,20 @@ from sqlite_utils import Database
 from hub.migrations import LATEST_VERSION, MIGRATIONS, MigrationError, applied_versions, migrate
 from protocol.clock import Clock, SystemClock
 from protocol.codec import encode
-from protocol.payloads import Ack, HomeStatus, ReadingBatch, seq_ranges
+from protocol.payloads import (
+    ROW_QUANTITIES,
+    Ack,
+    HomeStatus,
+    ReadingBatch,
+    ReadingColumns,
+    seq_ranges,
+)
 from protocol.quantities import COUNTERS, GLOSSARY, Role
 from protocol.topics import check_id
 
 log = logging.getLogger(__name__)
 
-QUANTITY_NAMES: Final[tuple[str, ...]] = tuple(GLOSSARY)
+QUANTITY_NAMES: Final[tuple[str, ...]] = ROW_QUANTITIES  # the columns ReadingColumns.values fill
 """Quantity columns of ``readings``, in glossary order."""
 
 _COUNTER_NAMES: Final[tuple[str, ...]] = tuple(n for n in GLOSSARY if n in COUNTERS)
@@ -426,7 +435,7 @@ class Store:
     # -- writing ---------------------------------------------------------------------------
 
     def insert_batches(
-        self, items: Iterable[tuple[str, ReadingBatch]], received_ms: int
+        self, items: Iterable[tuple[str, ReadingBatch | ReadingColumns]], received_ms: int
     ) -> InsertResult:
         """Insert readings of several batches in ONE transaction and commit before returning.
 
@@ -436,70 +445,64 @@ class Store:
         A reading whose role differs from its device's registered role (the role of the
         device's first stored reading) is rejected: not stored, not acked, counted and logged.
         ``received_ms`` (UTC epoch ms) is stored on every new row.
+
+        The ingest worker hands over :class:`ReadingColumns`, as the codec decodes them; a
+        :class:`ReadingBatch` is taken apart into the same columns first. Either way the rows
+        are zipped from the columns as SQLite takes them: no Python code per reading.
         """
-        items = list(items)
-        for home, batch in items:
+        batches = [
+            (home, batch if isinstance(batch, ReadingColumns) else ReadingColumns.of(batch))
+            for home, batch in items
+        ]
+        for home, batch in batches:
             if batch.home != home:
                 raise ValueError(f"batch of home {batch.home!r} filed under home {home!r}")
         result = InsertResult()
-        names = QUANTITY_NAMES
         with self._lock:
             conn = self._conn
             added: list[tuple[str, str]] = []
             mismatches: dict[tuple[str, str], tuple[int, str, str]] = {}
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for home, batch in items:
+                for home, columns in batches:
                     per_home = result.homes.get(home)
                     if per_home is None:
                         per_home = result.homes[home] = HomeInsert()
+                    # A batch holds a few devices, for hundreds of readings: each is looked up
+                    # once, with its role (in the order they first appear).
+                    ids: dict[str, int] = {}
+                    streams = _streams(columns.devices, columns.roles)
+                    for device, role in streams:
+                        device_id, registered = self._device(conn, home, device, role, added)
+                        if registered == role:
+                            ids[device] = device_id
+                    batch = columns
+                    if len(ids) < len(streams):
+                        batch = self._reject_roles(home, columns, per_home, mismatches)
+                    if not batch:
+                        continue
+                    heads = zip(
+                        map(ids.__getitem__, batch.devices),
+                        batch.seqs,
+                        batch.ts_ms,
+                        batch.grants,
+                        itertools.repeat(received_ms),
+                        batch.periods,
+                        strict=False,  # repeat() has no end; the columns have one length
+                    )
+                    rows = map(operator.add, heads, batch.values)  # head + quantities
+                    new = conn.executemany(_INSERT_READING, rows).rowcount
+                    per_home.new += new
+                    per_home.duplicates += len(batch) - new
                     committed = per_home.committed
-                    rows: list[tuple[Any, ...]] = []
-                    for r in batch.readings:
-                        key = (home, r.device)
-                        known = self._devices.get(key)
-                        if known is None:
-                            # Another ingest process sharing this file (a shared subscription)
-                            # may have registered the device since this one cached its devices.
-                            row = conn.execute(
-                                "SELECT id, role FROM devices WHERE home = ? AND device = ?",
-                                (home, r.device),
-                            ).fetchone()
-                            if row is None:
-                                cur = conn.execute(
-                                    "INSERT INTO devices (home, device, role) VALUES (?, ?, ?)",
-                                    (home, r.device, r.role.value),
-                                )
-                                assert cur.lastrowid is not None
-                                row = (cur.lastrowid, r.role.value)
-                            known = self._devices[key] = (int(row[0]), str(row[1]))
-                            added.append(key)
-                        if known[1] != r.role:
-                            count, _, _ = mismatches.get(key, (0, "", ""))
-                            mismatches[key] = (count + 1, r.role.value, known[1])
-                            per_home.rejected += 1
-                            continue
-                        q = r.quantities
-                        rows.append(
-                            (
-                                known[0],
-                                r.seq,
-                                r.ts_ms,
-                                r.grant,
-                                received_ms,
-                                r.period_ms,
-                                *map(q.get, names),
+                    if len(ids) == 1:
+                        committed.setdefault(batch.devices[0], []).extend(batch.seqs)
+                    else:
+                        for device in ids:
+                            is_device = map(device.__eq__, batch.devices)
+                            committed.setdefault(device, []).extend(
+                                itertools.compress(batch.seqs, is_device)
                             )
-                        )
-                        seqs = committed.get(r.device)
-                        if seqs is None:
-                            committed[r.device] = [r.seq]
-                        else:
-                            seqs.append(r.seq)
-                    if rows:
-                        new = conn.executemany(_INSERT_READING, rows).rowcount
-                        per_home.new += new
-                        per_home.duplicates += len(rows) - new
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -521,6 +524,55 @@ class Store:
                 registered,
             )
         return result
+
+    def _reject_roles(
+        self,
+        home: str,
+        batch: ReadingColumns,
+        per_home: HomeInsert,
+        mismatches: dict[tuple[str, str], tuple[int, str, str]],
+    ) -> ReadingColumns:
+        """The readings of ``batch`` with their device's registered role; the others are
+        counted in ``per_home`` and ``mismatches``."""
+        keep: list[bool] = []
+        for device, role in zip(batch.devices, batch.roles, strict=True):
+            key = (home, device)
+            registered = self._devices[key][1]  # cached by _device for this batch
+            keep.append(registered == role)
+            if registered != role:
+                count, _, _ = mismatches.get(key, (0, "", ""))
+                mismatches[key] = (count + 1, role.value, registered)
+                per_home.rejected += 1
+        return batch.select(keep)
+
+    def _device(
+        self,
+        conn: sqlite3.Connection,
+        home: str,
+        device: str,
+        role: Role,
+        added: list[tuple[str, str]],
+    ) -> tuple[int, str]:
+        """A device's id and registered role, registered now with ``role`` if it is new
+        (``added`` collects the devices cached meanwhile, to forget if the transaction fails)."""
+        key = (home, device)
+        known = self._devices.get(key)
+        if known is None:
+            # Another ingest process sharing this file (a shared subscription) may have
+            # registered the device since this one cached its devices.
+            row = conn.execute(
+                "SELECT id, role FROM devices WHERE home = ? AND device = ?", (home, device)
+            ).fetchone()
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO devices (home, device, role) VALUES (?, ?, ?)",
+                    (home, device, role.value),
+                )
+                assert cur.lastrowid is not None
+                row = (cur.lastrowid, role.value)
+            known = self._devices[key] = (int(row[0]), str(row[1]))
+            added.append(key)
+        return known
 
     def update_home_statuses(self, statuses: Iterable[HomeStatus], received_ms: int) -> None:
         """Record each home's latest status in one transaction; ``received_ms`` is last seen."""
@@ -864,6 +916,18 @@ _UPSERT_FORECAST_POWER: Final = (
     "power_sum_w = power_sum_w + excluded.power_sum_w, samples = samples + excluded.samples, "
     "contrib_w = (power_sum_w + excluded.power_sum_w) / (samples + excluded.samples)"
 )
+
+
+def _streams(devices: tuple[str, ...], roles: tuple[Role, ...]) -> list[tuple[str, Role]]:
+    """The distinct (device, role) pairs of a batch's readings, in the order they first appear.
+
+    Each device has one role, unless it is broken: that case is found by a loop in C, which
+    a dictionary of its devices' roles lets skip building and hashing a pair per reading.
+    """
+    role_of = dict(zip(devices, roles, strict=True))  # each device's last role
+    if all(map(operator.is_, map(role_of.__getitem__, devices), roles)):
+        return list(role_of.items())
+    return list(dict.fromkeys(zip(devices, roles, strict=True)))
 
 
 def _spread(

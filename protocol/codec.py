@@ -6,25 +6,35 @@ NaN and infinities, duplicate keys, ids outside the allowed pattern, oversized p
 payload whose ``home`` differs from its topic's. Every failure is a :class:`CodecError` with a
 message that names the field; nothing else escapes :func:`decode`.
 
-Decoders are compiled once per dataclass from its annotations, so the per-reading cost on the
-hub's ingest path is a few dictionary look-ups and ``isinstance`` checks.
+Decoders are compiled once per dataclass from its annotations. Readings batches, most of what a
+hub decodes, also take a fast path through msgspec (the hub's dependency, imported on first use:
+an agent never decodes one), which only ever accepts; the general decoder decides and words every
+refusal. The hub's ingest gets them as :class:`ReadingColumns` (:func:`decode_stored_message`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
+import operator
 import types
 import typing
 from collections.abc import Callable, Sequence
 from enum import Enum
 from functools import cache
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 from protocol import WIRE_VERSION
 from protocol.consent import ConsentGrant
 from protocol.payloads import (
+    _MAX_ABS_VALUE,
+    _MAX_TS_MS,
+    _MIN_TS_MS,
+    _STATE_RE,
+    MAX_PERIOD_MS,
+    MAX_READINGS_PER_BATCH,
     Ack,
     Appliances,
     Feedback,
@@ -36,12 +46,17 @@ from protocol.payloads import (
     Prompts,
     Reading,
     ReadingBatch,
+    ReadingColumns,
     Receipt,
     Statement,
+    are_ids,
     check_batch_envelope,
 )
-from protocol.quantities import Role
+from protocol.quantities import GLOSSARY, Role, allowed_for
 from protocol.topics import HomeTopic, HubTopic, TopicAddress, TopicError, parse_topic
+
+if TYPE_CHECKING:
+    from msgspec import Struct
 
 MAX_PAYLOAD_BYTES: Final = 1_048_576  # also the broker's max_packet_size, with headroom
 
@@ -278,102 +293,248 @@ def parse_json(data: bytes) -> dict[str, Any]:
 def decode(cls: type[T], data: bytes) -> T:
     """Decode ``data`` as a ``cls`` payload, or raise :class:`CodecError`."""
     if cls is ReadingBatch:
-        fast = _fast_readings_payload(data)
+        fast = _fast_readings().batch(data)
         if fast is not None:
             return typing.cast(T, fast)
+    return _decode_general(cls, data)
+
+
+def _decode_general(cls: type[T], data: bytes) -> T:
+    """The general decoder: decides every payload, and words every refusal."""
     obj = parse_json(data)
     result: T = _decoder_for(typing.cast(Any, cls))(obj, "")
     return result
 
 
-# -- the hub's hot path: readings batches -------------------------------------------------------
-# A readings batch is most of what a hub decodes. The general decoder builds a field path for every
-# value in case it must name one in an error; this one checks the same types without paths and
-# builds the same objects (their __post_init__ checks everything else). It only ever accepts: on
-# anything unusual it returns None and the general decoder decides, so every rejection, and its
-# message, is the general decoder's own.
+# -- the hub's hot path: readings batches, decoded by msgspec -------------------------------------
+# A readings batch is most of what a hub decodes: tens of thousands of readings a second. The
+# general decoder builds a field path for every value in case it must name one in an error, and a
+# Reading checks itself in Python. Here msgspec (a C library, the hub's dependency: imported only
+# once a readings batch is decoded, which an agent never does) decodes into typed Structs that say
+# the same rules: types, ranges, each role's quantities, the patterns of states. What is left is
+# checked per batch (ids, against a cache), and the hub gets the batch as columns
+# (ReadingColumns), all without Python code per reading. These paths only ever accept: on
+# anything unusual, or any msgspec error, they return None and the general decoder decides, so
+# every refusal, and its message, is the general decoder's own.
+#
+# Duplicate keys: msgspec keeps the last of a repeated key, and decodes an explicit null in an
+# optional field as absent (the general decoder refuses both). Once a batch has been accepted,
+# every string in it (keys included) is a field name, a checked id, a role, a glossary name or a
+# state, none of which holds a ``:``; so every ``:`` byte in the payload separates a key from its
+# value, and the payload repeated no key and named no null exactly when it holds as many ``:`` as
+# the decoded batch holds keys with a value.
 
-_BATCH_FIELDS: Final = frozenset({"home", "sent_ms", "readings"})
-_READING_REQUIRED: Final = frozenset({"device", "seq", "ts_ms", "role", "grant", "quantities"})
-_READING_FIELDS: Final = _READING_REQUIRED | {"period_ms"}
-_ROLES: Final = {role.value: role for role in Role}
+_ENVELOPE_KEYS: Final = 4  # v, home, sent_ms, readings
+_READING_KEYS: Final = 6  # device, seq, ts_ms, role, grant, quantities; period_ms is optional
 
 
-def _fast_readings_payload(data: bytes) -> ReadingBatch | None:
-    """A well-formed readings batch, decoded quickly; None to let :func:`parse_json` and the
-    general decoder decide (and explain) anything else.
+class _ReadingStruct(typing.Protocol):
+    """A reading as a msgspec Struct of :func:`_fast_readings`."""
 
-    Parsed without :func:`parse_json`'s per-object duplicate-key hook: once the batch has been
-    built, every string in it (keys included) is a checked id, role, glossary name or state, none
-    of which holds a ``:``; so every ``:`` byte in the payload separates a key from its value,
-    and the payload repeated no key exactly when it holds as many ``:`` as the decoded objects
-    hold keys. NaN, infinities and oversized integers never get that far: no field takes them.
+    @property
+    def device(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def ts_ms(self) -> int: ...
+    @property
+    def role(self) -> Role: ...
+    @property
+    def grant(self) -> str: ...
+    @property
+    def period_ms(self) -> int | None: ...
+
+
+class _ColumnsReading(_ReadingStruct, typing.Protocol):
+    @property
+    def quantities(self) -> Struct: ...  # every glossary name, in glossary order
+
+
+class _ObjectsReading(_ReadingStruct, typing.Protocol):
+    @property
+    def quantities(self) -> dict[str, float | str]: ...  # in the payload's order
+
+
+_R_co = TypeVar("_R_co", covariant=True)
+
+
+class _BatchStruct(typing.Protocol[_R_co]):
+    """A readings batch as a msgspec Struct of :func:`_fast_readings`."""
+
+    @property
+    def v(self) -> int: ...
+    @property
+    def home(self) -> str: ...
+    @property
+    def sent_ms(self) -> int: ...
+    @property
+    def readings(self) -> Sequence[_R_co]: ...
+
+
+class _FastReadings(typing.NamedTuple):
+    columns: Callable[[bytes], ReadingColumns | None]
+    batch: Callable[[bytes], ReadingBatch | None]
+
+
+@cache
+def _fast_readings() -> _FastReadings:
+    """The msgspec decoders of readings batches, built on first use. Without msgspec (an agent's
+    install, whose tools may still decode a batch) every batch goes to the general decoder."""
+    try:
+        import msgspec  # noqa: PLC0415  (the hub's dependency, not the agent's)
+    except ImportError:
+        return _FastReadings(lambda data: None, lambda data: None)
+
+    meta = msgspec.Meta
+    Number = Annotated[float, meta(ge=-_MAX_ABS_VALUE, le=_MAX_ABS_VALUE)]  # finite; JSON ints too
+    State = Annotated[str, meta(pattern=rf"\A(?:{_STATE_RE.pattern})\Z")]
+    Seq = Annotated[int, meta(ge=1, lt=2**53)]
+    Timestamp = Annotated[int, meta(ge=_MIN_TS_MS, lt=_MAX_TS_MS)]
+    Period = Annotated[int, meta(ge=0, le=MAX_PERIOD_MS)]
+    Count = meta(min_length=1, max_length=MAX_READINGS_PER_BATCH)
+    # Readings and their quantities hold no other objects: no reference cycles, so the garbage
+    # collector need not track them (tens of thousands a second would make it run often).
+    config: dict[str, Any] = {"forbid_unknown_fields": True, "frozen": True, "gc": False}
+
+    # For decode_columns: one Reading Struct per role, told apart by "role" (msgspec refuses any
+    # other value, and a repeated one). Its quantities are every glossary name in glossary order
+    # (the hub's columns, ROW_QUANTITIES): those the role may carry typed as they must be, the
+    # others as null alone, so that any value refuses the batch (and a null is a key without a
+    # value: see the count of ':').
+    by_role = []
+    for role in Role:
+        quantities = msgspec.defstruct(
+            f"Quantities_{role.value}",
+            [
+                (name, ((Number if q.kind is float else State) | None) if allowed_for(role, name)
+                 else None, None)
+                for name, q in GLOSSARY.items()
+            ],
+            **config,
+        )  # fmt: skip
+        by_role.append(
+            msgspec.defstruct(
+                f"Reading_{role.value}",
+                [("device", str), ("seq", Seq), ("ts_ms", Timestamp), ("grant", str),
+                 ("quantities", quantities), ("period_ms", Period | None, None)],
+                namespace={"role": role},  # a class attribute, not a field: the tag's member
+                tag_field="role",
+                tag=role.value,
+                **config,
+            )
+        )  # fmt: skip
+    any_role: Any = typing.Union.__getitem__(tuple(by_role))
+    columns_batch: Any = msgspec.defstruct(
+        "ColumnsBatch",
+        [
+            ("v", int),
+            ("home", str),
+            ("sent_ms", Timestamp),
+            ("readings", Annotated[list[any_role], Count]),
+        ],
+        forbid_unknown_fields=True,
+    )
+
+    # For decode(ReadingBatch): the types alone (what the hand-written path checked before); the
+    # Reading objects check the rest as they are built. Quantities keep their order on the wire.
+    objects_reading: Any = msgspec.defstruct(
+        "ObjectsReading",
+        [("device", str), ("seq", int), ("ts_ms", int), ("role", Role), ("grant", str),
+         ("quantities", dict[str, float | str]), ("period_ms", int | None, None)],
+        **config,
+    )  # fmt: skip
+    objects_batch: Any = msgspec.defstruct(
+        "ObjectsBatch",
+        [("v", int), ("home", str), ("sent_ms", int), ("readings", list[objects_reading])],
+        forbid_unknown_fields=True,
+    )
+
+    columns_decoder = msgspec.json.Decoder(columns_batch)
+    objects_decoder = msgspec.json.Decoder(objects_batch)
+    astuple = msgspec.structs.astuple
+    # Any of these means: let the general decoder decide (UnicodeDecodeError is a ValueError).
+    failed = (msgspec.MsgspecError, ValueError, TypeError, OverflowError)
+    no_values = len(GLOSSARY)
+
+    def columns(data: bytes) -> ReadingColumns | None:
+        if len(data) > MAX_PAYLOAD_BYTES:
+            return None
+        try:
+            batch: _BatchStruct[_ColumnsReading] = columns_decoder.decode(data)
+        except failed:
+            return None
+        if batch.v != WIRE_VERSION:
+            return None
+        # Column by column, with C loops: no Python code and no new object per reading.
+        readings = batch.readings
+        devices, roles, seqs, ts_ms, grants, periods = (
+            tuple(map(field, readings)) for field in _READING_FIELDS
+        )
+        values = tuple(map(astuple, map(_QUANTITIES_OF, readings)))  # in ROW_QUANTITIES order
+        absent = list(map(tuple.count, values, itertools.repeat(None)))
+        if no_values in absent:  # a reading without quantities
+            return None
+        if not are_ids({batch.home, *devices, *grants}):
+            return None
+        n = len(readings)
+        keys = (
+            _ENVELOPE_KEYS
+            + n * (_READING_KEYS + no_values)
+            + (n - periods.count(None))
+            - sum(absent)
+        )
+        if data.count(b":") != keys:
+            return None
+        return ReadingColumns(
+            batch.home,
+            batch.sent_ms,
+            devices=devices,
+            roles=roles,
+            seqs=seqs,
+            ts_ms=ts_ms,
+            grants=grants,
+            periods=periods,
+            values=values,
+        )
+
+    def objects(data: bytes) -> ReadingBatch | None:
+        if len(data) > MAX_PAYLOAD_BYTES:
+            return None
+        try:
+            batch: _BatchStruct[_ObjectsReading] = objects_decoder.decode(data)
+            if batch.v != WIRE_VERSION:
+                return None
+            readings = [
+                Reading(r.device, r.seq, r.ts_ms, r.role, r.grant, r.quantities, r.period_ms)
+                for r in batch.readings
+            ]
+            result = ReadingBatch(batch.home, batch.sent_ms, readings)
+        except failed:  # a Reading's or the batch's own checks raise ValueError
+            return None
+        keys = _ENVELOPE_KEYS + sum(
+            _READING_KEYS + (r.period_ms is not None) + len(r.quantities) for r in readings
+        )
+        return result if data.count(b":") == keys else None
+
+    return _FastReadings(columns, objects)
+
+
+_READING_FIELDS: Final = tuple(
+    map(operator.attrgetter, ("device", "role", "seq", "ts_ms", "grant", "period_ms"))
+)
+_QUANTITIES_OF: Final = operator.attrgetter("quantities")
+
+
+def decode_columns(data: bytes) -> ReadingColumns:
+    """Decode a readings batch as the hub stores it, or raise :class:`CodecError`.
+
+    Accepts and refuses exactly what ``decode(ReadingBatch, data)`` does, with the same messages;
+    what it accepts comes as :class:`ReadingColumns`, which hold the same readings.
     """
-    if len(data) > MAX_PAYLOAD_BYTES:
-        return None
-    try:
-        obj = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError included
-        return None
-    if type(obj) is not dict:
-        return None
-    version = obj.pop("v", None)
-    if type(version) is not int or version != WIRE_VERSION:
-        return None
-    batch = _fast_reading_batch(obj)
-    if batch is None:
-        return None
-    keys = len(obj) + 1  # the envelope's, and "v"
-    for item in obj["readings"]:
-        keys += len(item) + len(item["quantities"])
-    return batch if data.count(b":") == keys else None
-
-
-def _fast_reading_batch(obj: dict[str, Any]) -> ReadingBatch | None:
-    if obj.keys() != _BATCH_FIELDS:
-        return None
-    home, sent_ms, items = obj["home"], obj["sent_ms"], obj["readings"]
-    if type(home) is not str or type(sent_ms) is not int or type(items) is not list:
-        return None
-    readings: list[Reading] = []
-    append = readings.append
-    roles = _ROLES
-    try:
-        for item in items:
-            if type(item) is not dict:
-                return None
-            keys = item.keys()
-            if keys not in (_READING_REQUIRED, _READING_FIELDS):  # == as sets
-                return None
-            device, seq, ts_ms = item["device"], item["seq"], item["ts_ms"]
-            grant, quantities, period_ms = item["grant"], item["quantities"], None
-            role = roles.get(item["role"]) if type(item["role"]) is str else None
-            if "period_ms" in item:
-                period_ms = item["period_ms"]
-                if type(period_ms) is not int:
-                    return None
-            if (
-                role is None
-                or type(device) is not str
-                or type(seq) is not int
-                or type(ts_ms) is not int
-                or type(grant) is not str
-                or type(quantities) is not dict
-            ):
-                return None
-            ints = False
-            for value in quantities.values():
-                kind = type(value)
-                if kind is not float and kind is not str:
-                    if kind is not int:
-                        return None
-                    ints = True
-            if ints:  # the general decoder turns an integer quantity into a float, and so do we
-                quantities = {k: float(v) if type(v) is int else v for k, v in quantities.items()}
-            append(Reading(device, seq, ts_ms, role, grant, quantities, period_ms))
-        return ReadingBatch(home, sent_ms, readings)
-    except (ValueError, TypeError, OverflowError):
-        return None
+    fast = _fast_readings().columns(data)
+    if fast is not None:
+        return fast
+    return ReadingColumns.of(_decode_general(ReadingBatch, data))
 
 
 def _to_json(value: Any) -> Any:
@@ -447,6 +608,23 @@ def encode_batch(home: str, sent_ms: int, readings_json: Sequence[str]) -> bytes
 
 def decode_message(topic: str, data: bytes) -> tuple[TopicAddress, Any]:
     """Decode a message by its topic; a payload's ``home`` or ``coop`` must match the topic's."""
+    address, cls = _payload_class(topic)
+    payload: Any = decode(cls, data)
+    _check_origin(address, payload)
+    return address, payload
+
+
+def decode_stored_message(topic: str, data: bytes) -> tuple[TopicAddress, Any]:
+    """:func:`decode_message` for the hub's ingest: a readings batch comes as the
+    :class:`ReadingColumns` the hub stores (:func:`decode_columns`) rather than a
+    :class:`ReadingBatch`. Accepts and refuses exactly the same messages, in the same words."""
+    address, cls = _payload_class(topic)
+    payload: Any = decode_columns(data) if cls is ReadingBatch else decode(cls, data)
+    _check_origin(address, payload)
+    return address, payload
+
+
+def _payload_class(topic: str) -> tuple[TopicAddress, type]:
     try:
         address = parse_topic(topic)
     except TopicError as exc:
@@ -457,11 +635,13 @@ def decode_message(topic: str, data: bytes) -> tuple[TopicAddress, Any]:
         cls = HUB_PAYLOADS.get(address.kind)
     if cls is None:
         raise CodecError(f"no v1 payload is defined for {address.kind.value!r} yet")
-    payload: Any = decode(cls, data)
+    return address, cls
+
+
+def _check_origin(address: TopicAddress, payload: Any) -> None:
     if address.home is not None and payload.home != address.home:
         raise HomeMismatchError(
             f"payload home {payload.home!r} differs from topic home {address.home!r}", address.home
         )
     if address.home is None and payload.coop != address.coop:
         raise CodecError(f"payload coop {payload.coop!r} differs from topic coop {address.coop!r}")
-    return address, payload
