@@ -37,6 +37,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -426,6 +427,16 @@ class Plan:
     moved: int = 0
     cost: float = 0.0
     unplaced: tuple[JobKey, ...] = field(default=())
+
+    @cached_property
+    def runs_by_home(self) -> dict[str, list[tuple[JobKey, tuple[Span, ...]]]]:
+        """Each home's runs in start order, indexed once per plan: a re-plan builds every
+        home's prompts, and sorting all runs again for each (2,000 homes, 5,500 runs) took a
+        minute."""
+        index: dict[str, list[tuple[JobKey, tuple[Span, ...]]]] = {}
+        for key, spans in sorted(self.windows.items(), key=lambda kv: kv[1][0][0]):
+            index.setdefault(key[0], []).append((key, spans))
+        return index
 
 
 def _steps(outlook: Outlook, spans_ms: Iterable[Span]) -> tuple[Span, ...] | None:

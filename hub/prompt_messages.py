@@ -10,8 +10,6 @@ surplus-green is what is left after them.
 
 from __future__ import annotations
 
-import weakref
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Final
 
@@ -109,26 +107,10 @@ def step_level(plan: Plan, k: int, peak_w: float, own: str | None) -> tuple[Leve
     return "amber", "no local surplus expected now"
 
 
-_HomeRuns = dict[str, list[tuple[JobKey, tuple[Span, ...]]]]
-_runs_index: list[tuple[weakref.ref[Plan], _HomeRuns]] = []  # the last plan's, by home
-
-
-def _runs_by_home(plan: Plan) -> _HomeRuns:
-    """Each home's runs in start order, indexed once per plan: a replan builds the prompts of
-    every home, and sorting all runs again for each (2,000 homes, 5,500 runs) took a minute."""
-    if _runs_index and _runs_index[0][0]() is plan:
-        return _runs_index[0][1]
-    index: _HomeRuns = defaultdict(list)
-    for key, spans in sorted(plan.windows.items(), key=lambda kv: kv[1][0][0]):
-        index[key[0]].append((key, spans))
-    _runs_index[:] = [(weakref.ref(plan), index)]
-    return index
-
-
 def next_runs(plan: Plan, home: str, now_ms: int) -> dict[str, JobKey]:
     """Per appliance of ``home``, its next planned run that has not ended."""
     out: dict[str, JobKey] = {}
-    for key, spans in _runs_by_home(plan).get(home, ()):
+    for key, spans in plan.runs_by_home.get(home, ()):
         if spans[-1][1] > now_ms and key[1] not in out:
             out[key[1]] = key
     return out
