@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,22 +31,34 @@ TINY = Settings(every_hours=12.0, step_fraction=0.3, max_iter=10, learning_rate=
 BLENDED = replace(TINY, demand_blend=0.7, demand_max_leaf_nodes=15, demand_l2_regularization=1.0)
 
 
-def test_onnx_export_matches_scikit_learn(tmp_path: Path) -> None:
-    rng = np.random.default_rng(1)
-    fitted = {}
-    xs = {}
+def _fit_every_target(seed: int, settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Regressors fitted per target on random features, and those features."""
+    rng = np.random.default_rng(seed)
+    fitted, xs = {}, {}
     for target in TARGETS:
         n = len(FEATURES[target])
         x = rng.normal(size=(600, n)).astype(np.float32)
         y = x[:, 0] * 2 + np.sin(x[:, 1]) + rng.normal(scale=0.3, size=600)
-        fitted[target] = fit_quantiles(x, y, TINY)
+        fitted[target] = fit_quantiles(x, y, settings, target)
         xs[target] = x
-    path = tmp_path / "m.onnx"
-    export_onnx(fitted, path, {})
+    return fitted, xs
+
+
+def _exported(
+    fitted: dict[str, Any], xs: dict[str, Any], path: Path, info: dict[str, str]
+) -> ForecastModel:
+    """The ONNX export of ``fitted``, checked to predict what scikit-learn does."""
+    export_onnx(fitted, path, info)
     model = ForecastModel(path)
     for target in TARGETS:
         expected = np.sort(np.column_stack([m.predict(xs[target]) for m in fitted[target]]), axis=1)
         np.testing.assert_allclose(model.predict(target, xs[target]), expected, atol=1e-5)
+    return model
+
+
+def test_onnx_export_matches_scikit_learn(tmp_path: Path) -> None:
+    fitted, xs = _fit_every_target(1, TINY)
+    _exported(fitted, xs, tmp_path / "m.onnx", {})
 
 
 def test_retrain_replaces_only_a_worse_model(tmp_path: Path) -> None:
@@ -112,15 +125,7 @@ def test_calibration_narrows_a_band_over_many_zeros() -> None:
 def test_a_blended_demand_p50_exports_exactly(tmp_path: Path) -> None:
     """Demand's P50 is the trees blended with its seasonal anchor; the ONNX graph computes the
     same blend (scaled leaves + Gather/Mul/Add) as scikit-learn."""
-    rng = np.random.default_rng(2)
-    fitted = {}
-    xs = {}
-    for target in TARGETS:
-        n = len(FEATURES[target])
-        x = rng.normal(size=(600, n)).astype(np.float32)
-        y = x[:, 0] * 2 + np.sin(x[:, 1]) + rng.normal(scale=0.3, size=600)
-        fitted[target] = fit_quantiles(x, y, BLENDED, target)
-        xs[target] = x
+    fitted, xs = _fit_every_target(2, BLENDED)
     blended = fitted["demand"][1]
     assert isinstance(blended, Blended)
     assert blended.feature == FEATURES["demand"].index(DEMAND_ANCHOR)
@@ -130,12 +135,8 @@ def test_a_blended_demand_p50_exports_exactly(tmp_path: Path) -> None:
         + (1 - BLENDED.demand_blend) * x[:, blended.feature]
     )
     np.testing.assert_allclose(blended.predict(x), expected_p50, rtol=1e-5, atol=1e-6)
-    path = tmp_path / "m.onnx"
-    export_onnx(fitted, path, {"coopwatt.interval_scale.wind.configured": "0.5"})
-    model = ForecastModel(path)
-    for target in TARGETS:
-        expected = np.sort(np.column_stack([m.predict(xs[target]) for m in fitted[target]]), axis=1)
-        np.testing.assert_allclose(model.predict(target, xs[target]), expected, atol=1e-5)
+    info = {"coopwatt.interval_scale.wind.configured": "0.5"}
+    model = _exported(fitted, xs, tmp_path / "m.onnx", info)
     # A per-mode calibration factor applies to its mode only; others use the pooled one.
     assert model.interval_scale_for("wind", configured=True) == 0.5
     assert model.interval_scale_for("wind") == model.interval_scale["wind"] == 1.0
