@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sim.loadgen import stored_seq_ranges
+
 BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -146,14 +148,7 @@ def start_hub(
 
 def count_stored(db: Path) -> tuple[int, dict[tuple[str, str], tuple[int, int, int]]]:
     """Readings stored, and per (home, device) their count, lowest and highest seq."""
-    import sqlite3
-
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT d.home, d.device, count(*), min(r.seq), max(r.seq) "
-            "FROM readings r JOIN devices d ON d.id = r.device_id GROUP BY d.id"
-        ).fetchall()
-    per = {(h, d): (n, lo, hi) for h, d, n, lo, hi in rows}
+    per = stored_seq_ranges(db)
     return sum(v[0] for v in per.values()), per
 
 

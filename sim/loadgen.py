@@ -29,12 +29,14 @@ import contextlib
 import heapq
 import logging
 import selectors
+import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import partial
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import paho.mqtt.client as mqtt
@@ -683,3 +685,15 @@ class Neighbourhood:
                 with contextlib.suppress(Exception):
                     h.session.client.loop_write()
         self._sel.close()
+
+
+def stored_seq_ranges(db: Path) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """Per (home, device) in a hub database: readings stored, lowest and highest seq. Against
+    :meth:`Neighbourhood.expected`: exactly once is (last, 1, last) for every device, as the
+    primary key allows each (device, seq) once."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT d.home, d.device, count(*), min(r.seq), max(r.seq) "
+            "FROM readings r JOIN devices d ON d.id = r.device_id GROUP BY d.id"
+        ).fetchall()
+    return {(h, d): (n, lo, hi) for h, d, n, lo, hi in rows}

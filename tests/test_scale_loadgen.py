@@ -5,7 +5,6 @@ Small on purpose (CI time): the benchmarks in bench/ run the same code with thou
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,25 +20,15 @@ from protocol.codec import decode, encode
 from protocol.payloads import Ack, ReadingBatch
 from protocol.session import BrokerSettings
 from sim.broker import RunningBroker
-from sim.loadgen import LinkedClock, LoadHome, Neighbourhood, share_everything
+from sim.loadgen import LinkedClock, LoadHome, Neighbourhood, share_everything, stored_seq_ranges
 
 T0 = 1_782_864_000_000  # 2026-07-01 UTC
-
-
-def stored(db: Path) -> dict[tuple[str, str], tuple[int, int, int]]:
-    """Per (home, device): readings stored, lowest and highest seq."""
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT d.home, d.device, count(*), min(r.seq), max(r.seq) "
-            "FROM readings r JOIN devices d ON d.id = r.device_id GROUP BY d.id"
-        ).fetchall()
-    return {(h, d): (n, lo, hi) for h, d, n, lo, hi in rows}
 
 
 def exactly_once(hood: Neighbourhood, db: Path) -> None:
     expected = hood.expected()
     assert expected
-    assert stored(db) == {key: (last, 1, last) for key, last in expected.items()}
+    assert stored_seq_ranges(db) == {key: (last, 1, last) for key, last in expected.items()}
 
 
 @pytest.fixture(params=[64 * 1024 * 1024, 1], ids=["queue-64MiB", "queue-1B"])

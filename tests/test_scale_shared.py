@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import configparser
 import shutil
-import sqlite3
 import subprocess
 import sys
 import uuid
@@ -28,7 +27,7 @@ from protocol.clock import ManualClock
 from protocol.consent import Purpose, PurposeGrant, Resolution, next_version, nothing_shared
 from protocol.session import BrokerSettings
 from sim.broker import RunningBroker
-from sim.loadgen import Neighbourhood, share_everything
+from sim.loadgen import Neighbourhood, share_everything, stored_seq_ranges
 
 T0 = 1_782_864_000_000
 WAIT_S = 10.0
@@ -75,15 +74,6 @@ def hub(mosquitto: RunningBroker, tmp_path: Path) -> Iterator[Hub]:
         h.stop_all()
 
 
-def stored(db: Path) -> dict[tuple[str, str], tuple[int, int, int]]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT d.home, d.device, count(*), min(r.seq), max(r.seq) "
-            "FROM readings r JOIN devices d ON d.id = r.device_id GROUP BY d.id"
-        ).fetchall()
-    return {(h, d): (n, lo, hi) for h, d, n, lo, hi in rows}
-
-
 def drain(hood: Neighbourhood, clock: ManualClock, polls: int) -> None:
     hood.fill_backlog(polls)
     clock.set(clock.now_ms() + polls * 10_000)
@@ -110,7 +100,7 @@ def test_workers_share_the_readings_and_each_ack_reaches_its_home(hub: Hub) -> N
     assert p["stored"] + w["stored"] == totals.counts.generated
     assert totals.counts.acked == totals.counts.generated and totals.outstanding == 0
     assert totals.counts.foreign_acks == 0 and hood.rejected_messages == 0
-    assert stored(hub.db) == {k: (n, 1, n) for k, n in hood.expected().items()}
+    assert stored_seq_ranges(hub.db) == {k: (n, 1, n) for k, n in hood.expected().items()}
 
 
 def test_joining_a_shared_group_drops_the_old_plain_subscription(hub: Hub) -> None:
