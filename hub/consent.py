@@ -11,11 +11,11 @@ keep the counters exact) and the home is sent a receipt.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
-import typing
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -278,11 +278,11 @@ class PurposeView:
                 out[home] = g
         return out
 
-    def readings(
-        self, now_ms: int, *, home: str | None = None, role: Role | None = None,
-        since_ms: int | None = None,
-    ) -> Iterator[StoredReading]:  # fmt: skip
-        """Readings by home, device and seq, within retention, at the purpose's resolution."""
+    def _visible(
+        self, now_ms: int, home: str | None, role: Role | None, since_ms: int | None
+    ) -> Iterator[tuple[str, str, Role, int, int]]:
+        """Devices the purpose may read, as (home, device, role, oldest ms it may see, its
+        resolution in ms: 0 for raw)."""
         for h, device, r in self.store.devices():
             if (home is not None and h != home) or (role is not None and r != role):
                 continue
@@ -290,8 +290,21 @@ class PurposeView:
             if g is None:
                 continue
             oldest = max(since_ms or 0, now_ms - g.retention_days * DAY_MS)
-            rows = self.store.iter_readings(h, device=device, since_ms=oldest)
-            yield from _at_resolution(rows, r, RESOLUTION_MS[g.resolution])
+            yield h, device, r, oldest, RESOLUTION_MS[g.resolution]
+
+    def _stream(
+        self, home: str, device: str, role: Role, oldest_ms: int, size_ms: int
+    ) -> Generator[StoredReading, None, None]:
+        rows = self.store.iter_readings(home, device=device, since_ms=oldest_ms)
+        return _at_resolution(rows, role, size_ms)
+
+    def readings(
+        self, now_ms: int, *, home: str | None = None, role: Role | None = None,
+        since_ms: int | None = None,
+    ) -> Iterator[StoredReading]:  # fmt: skip
+        """Readings by home, device and seq, within retention, at the purpose's resolution."""
+        for visible in self._visible(now_ms, home, role, since_ms):
+            yield from self._stream(*visible)
 
     def counter_ends(
         self, now_ms: int, *, role: Role, since_ms: int, counters: tuple[str, ...]
@@ -307,34 +320,26 @@ class PurposeView:
         reading carries the last values; when it or the first reading lacks one of
         ``counters``, the device's window is read whole.
         """
-        for h, device, r in self.store.devices():
-            if r != role:
-                continue
-            g = self.book.current(h).covers(r, self.purpose)
-            if g is None:
-                continue
-            oldest = max(since_ms, now_ms - g.retention_days * DAY_MS)
-            size_ms = RESOLUTION_MS[g.resolution]
-            stream = _at_resolution(self.store.iter_readings(h, device=device, since_ms=oldest),
-                                    r, size_ms)  # fmt: skip
-            try:
+        for visible in self._visible(now_ms, None, role, since_ms):
+            h, device, _, oldest, _ = visible
+            with contextlib.closing(self._stream(*visible)) as stream:
                 first = next(stream, None)
-            finally:
-                stream.close()
             if first is None:
                 continue
             newest = self.store.iter_readings(h, device=device, since_ms=oldest, newest_first=True)
-            try:
+            with contextlib.closing(newest):
                 last = next(newest)
-            finally:
-                newest.close()
-            ends = {c: (_wh(first, c), _wh(last, c)) for c in counters}
-            if all(a is not None and b is not None for a, b in ends.values()):
-                yield h, device, typing.cast(dict[str, tuple[float, float]], ends)
+            ends: dict[str, tuple[float, float]] = {}
+            for c in counters:
+                a, b = _wh(first, c), _wh(last, c)
+                if a is None or b is None:
+                    break
+                ends[c] = (a, b)
+            else:
+                yield h, device, ends
                 continue
             whole: dict[str, tuple[float, float]] = {}
-            rows = self.store.iter_readings(h, device=device, since_ms=oldest)
-            for x in _at_resolution(rows, r, size_ms):
+            for x in self._stream(*visible):
                 for c in counters:
                     v = _wh(x, c)
                     if v is not None:
