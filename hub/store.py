@@ -31,6 +31,7 @@ from typing import Any, Final, Self
 from sqlite_utils import Database
 
 from hub.migrations import LATEST_VERSION, MIGRATIONS, MigrationError, applied_versions, migrate
+from hub.writer_turn import WriterTurn
 from protocol.clock import Clock, SystemClock
 from protocol.codec import encode
 from protocol.payloads import (
@@ -228,6 +229,7 @@ class Store:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []  # closed with the store
         self._reader_uri = path.resolve().as_uri() + "?mode=rw"
+        self._writer_turn = WriterTurn(path)  # orders the ingest processes' transactions
         self._devices: dict[tuple[str, str], tuple[int, str]] = {
             (home, device): (device_id, role)
             for device_id, home, device, role in self._conn.execute(
@@ -420,6 +422,7 @@ class Store:
                 conn.close()
             self._readers.clear()
             self._conn.close()
+            self._writer_turn.close()
 
     def __enter__(self) -> Self:
         return self
@@ -448,7 +451,11 @@ class Store:
 
         The ingest worker hands over :class:`ReadingColumns`, as the codec decodes them; a
         :class:`ReadingBatch` is taken apart into the same columns first. Either way the rows
-        are zipped from the columns as SQLite takes them: no Python code per reading.
+        are zipped from the columns in C loops as SQLite takes them: no Python code per
+        reading. Known devices are looked up before this process's writer turn
+        (:class:`~hub.writer_turn.WriterTurn`) and the acks' bookkeeping is done after it, so
+        that ingest processes sharing the file hold the turn for little more than SQLite's own
+        work; a device not seen before is registered inside the transaction.
         """
         batches = [
             (home, batch if isinstance(batch, ReadingColumns) else ReadingColumns.of(batch))
@@ -458,58 +465,40 @@ class Store:
             if batch.home != home:
                 raise ValueError(f"batch of home {batch.home!r} filed under home {home!r}")
         result = InsertResult()
+        stored: list[tuple[HomeInsert, ReadingColumns, Iterable[str]]] = []
+        mismatches: dict[tuple[str, str], tuple[int, str, str]] = {}
         with self._lock:
-            conn = self._conn
-            added: list[tuple[str, str]] = []
-            mismatches: dict[tuple[str, str], tuple[int, str, str]] = {}
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for home, columns in batches:
-                    per_home = result.homes.get(home)
-                    if per_home is None:
-                        per_home = result.homes[home] = HomeInsert()
-                    # A batch holds a few devices, for hundreds of readings: each is looked up
-                    # once, with its role (in the order they first appear).
-                    ids: dict[str, int] = {}
-                    streams = _streams(columns.devices, columns.roles)
-                    for device, role in streams:
-                        device_id, registered = self._device(conn, home, device, role, added)
-                        if registered == role:
-                            ids[device] = device_id
-                    batch = columns
-                    if len(ids) < len(streams):
-                        batch = self._reject_roles(home, columns, per_home, mismatches)
-                    if not batch:
-                        continue
-                    heads = zip(
-                        map(ids.__getitem__, batch.devices),
-                        batch.seqs,
-                        batch.ts_ms,
-                        batch.grants,
-                        itertools.repeat(received_ms),
-                        batch.periods,
-                        strict=False,  # repeat() has no end; the columns have one length
-                    )
-                    rows = map(operator.add, heads, batch.values)  # head + quantities
-                    new = conn.executemany(_INSERT_READING, rows).rowcount
-                    per_home.new += new
-                    per_home.duplicates += len(batch) - new
-                    committed = per_home.committed
-                    if len(ids) == 1:
-                        committed.setdefault(batch.devices[0], []).extend(batch.seqs)
-                    else:
-                        for device in ids:
-                            is_device = map(device.__eq__, batch.devices)
-                            committed.setdefault(device, []).extend(
-                                itertools.compress(batch.seqs, is_device)
-                            )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                for key in added:
-                    self._devices.pop(key, None)
-                raise
+            prepared = [
+                (home, columns, self._known_rows(home, columns, received_ms))
+                for home, columns in batches
+            ]
+            with self._writer_turn():
+                conn = self._conn
+                added: list[tuple[str, str]] = []
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for home, columns, prepared_rows in prepared:
+                        per_home = result.homes.get(home)
+                        if per_home is None:
+                            per_home = result.homes[home] = HomeInsert()
+                        rows = prepared_rows or self._register_rows(
+                            conn, home, columns, received_ms, per_home, mismatches, added
+                        )
+                        if rows is None:
+                            continue
+                        new = conn.executemany(_INSERT_READING, rows.rows).rowcount
+                        per_home.new += new
+                        per_home.duplicates += len(rows.batch) - new
+                        stored.append((per_home, rows.batch, rows.devices))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    for key in added:
+                        self._devices.pop(key, None)
+                    raise
+        for per_home, batch, devices in stored:
+            _note_committed(per_home.committed, batch, devices)
         for per_home in result.homes.values():
             for device, seqs in per_home.committed.items():
                 per_home.committed[device] = sorted(set(seqs))
@@ -524,6 +513,43 @@ class Store:
                 registered,
             )
         return result
+
+    def _known_rows(self, home: str, batch: ReadingColumns, received_ms: int) -> _Rows | None:
+        """The rows of ``batch`` when each of its devices is cached with the role its readings
+        carry; None sends the batch to :meth:`_register_rows`, in the transaction."""
+        ids: dict[str, int] = {}
+        for device, role in _streams(batch.devices, batch.roles):
+            known = self._devices.get((home, device))
+            if known is None or known[1] != role:
+                return None
+            ids[device] = known[0]
+        return _Rows(batch, _rows(ids, batch, received_ms), ids.keys())
+
+    def _register_rows(
+        self,
+        conn: sqlite3.Connection,
+        home: str,
+        batch: ReadingColumns,
+        received_ms: int,
+        per_home: HomeInsert,
+        mismatches: dict[tuple[str, str], tuple[int, str, str]],
+        added: list[tuple[str, str]],
+    ) -> _Rows | None:
+        """In the write transaction: register the batch's new devices, set aside readings whose
+        role differs from their device's registered one; the rows of the rest, if any."""
+        # A batch holds a few devices, for hundreds of readings: each is looked up once, with
+        # its role (in the order they first appear).
+        ids: dict[str, int] = {}
+        streams = _streams(batch.devices, batch.roles)
+        for device, role in streams:
+            device_id, registered = self._device(conn, home, device, role, added)
+            if registered == role:
+                ids[device] = device_id
+        if len(ids) < len(streams):
+            batch = self._reject_roles(home, batch, per_home, mismatches)
+        if not batch:
+            return None
+        return _Rows(batch, _rows(ids, batch, received_ms), ids.keys())
 
     def _reject_roles(
         self,
@@ -916,6 +942,46 @@ _UPSERT_FORECAST_POWER: Final = (
     "power_sum_w = power_sum_w + excluded.power_sum_w, samples = samples + excluded.samples, "
     "contrib_w = (power_sum_w + excluded.power_sum_w) / (samples + excluded.samples)"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """A batch's rows for ``_INSERT_READING``, and the devices they are of."""
+
+    batch: ReadingColumns
+    rows: Iterator[tuple[Any, ...]]  # lazy: built as SQLite takes them, none kept
+    devices: Iterable[str]
+
+
+def _rows(
+    ids: Mapping[str, int], batch: ReadingColumns, received_ms: int
+) -> Iterator[tuple[Any, ...]]:
+    """``batch`` as rows of ``_INSERT_READING`` (``ids``: device -> device_id), zipped from its
+    columns in C loops as they are taken. Lazily: a list of a group's rows cost more (memory,
+    and the garbage collector's passes over tens of thousands of new tuples) than it saved."""
+    heads = zip(
+        map(ids.__getitem__, batch.devices),
+        batch.seqs,
+        batch.ts_ms,
+        batch.grants,
+        itertools.repeat(received_ms),
+        batch.periods,
+        strict=False,  # repeat() has no end; the columns have one length
+    )
+    return map(operator.add, heads, batch.values)  # head + quantities
+
+
+def _note_committed(
+    committed: dict[str, list[int]], batch: ReadingColumns, devices: Iterable[str]
+) -> None:
+    """Add the seqs of ``batch`` (readings of ``devices``) to ``committed`` (device -> seqs)."""
+    devices = list(devices)
+    if len(devices) == 1:
+        committed.setdefault(devices[0], []).extend(batch.seqs)
+        return
+    for device in devices:
+        is_device = map(device.__eq__, batch.devices)
+        committed.setdefault(device, []).extend(itertools.compress(batch.seqs, is_device))
 
 
 def _streams(devices: tuple[str, ...], roles: tuple[Role, ...]) -> list[tuple[str, Role]]:

@@ -1,0 +1,79 @@
+"""Turns at writing the hub database, handed from one ingest process to the next at once.
+
+Why: the hub and its ``--worker`` processes (shared subscription) write one SQLite file. When one
+of them holds the write lock, SQLite makes the others wait in its busy handler, which sleeps in
+growing steps (1, 2, 5, ... up to 100 ms) and looks again. A group of readings takes the writer
+about 0.1 s to insert, so a waiter often slept on long after the lock was free, and the database
+stood idle between the processes' commits. ``flock(2)`` on a file beside the database wakes the
+next waiter as soon as the holder lets go.
+
+This only orders the writers that take it: SQLite's own locking still decides who may write, so
+a tool that writes without a turn is merely slower to get in, never unsafe. The lock file holds
+nothing; it is never the database file itself, because closing any descriptor of that file would
+drop SQLite's own POSIX locks on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+log = logging.getLogger(__name__)
+
+SUFFIX: Final = "-writer"
+"""Appended to the database's file name, as SQLite appends ``-wal`` and ``-shm``."""
+
+
+class WriterTurn:
+    """An exclusive ``flock`` on ``<database>-writer``, taken around each ingest transaction.
+
+    Opened on first use and kept open until :meth:`close`. Where the file cannot be made (a
+    read-only directory), turns are skipped and SQLite's busy handler orders the writers as
+    before. Thread-safe; the holder's threads must not take a second turn on another
+    :class:`WriterTurn` of the same database while holding one (they would wait on themselves).
+    """
+
+    def __init__(self, database: Path) -> None:
+        self.path = database.with_name(database.name + SUFFIX)
+        self._fd: int | None = None
+        self._failed = False
+        self._guard = threading.Lock()
+
+    def _descriptor(self) -> int | None:
+        if self._fd is None and not self._failed:
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                self._failed = True
+                log.info(
+                    "no writer turns for %s (%s): SQLite's busy handler orders writers",
+                    self.path,
+                    exc.strerror,
+                )
+        return self._fd
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        """Wait for this process's turn (GIL released while waiting), then hold it."""
+        with self._guard:
+            fd = self._descriptor()
+            if fd is None:
+                yield
+                return
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._guard:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
