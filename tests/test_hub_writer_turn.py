@@ -141,3 +141,23 @@ def test_two_stores_on_one_file_write_in_turns_and_store_each_reading_once(
     assert not held_elsewhere(db.with_name("hub.db-writer"))
     for s in stores:
         s.close()
+
+
+def test_ingest_checkpoints_the_wal_itself_after_its_turn(tmp_path: Path) -> None:
+    db = tmp_path / "hub.db"
+    store = Store.open(db, "coop-a", clock=ManualClock(T0))
+    assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (10_000,)
+    empty = db.stat().st_size
+    seq = 1
+    while seq <= 29_000:  # below the 30,000 readings that call for a checkpoint
+        store.insert_batches(
+            [("home-1", _batch("home-1", "meter", Role.GRID, range(seq, seq + 1000)))], T0
+        )
+        seq += 1000
+    assert db.stat().st_size == empty  # all of it is still in the WAL
+    store.insert_batches(
+        [("home-1", _batch("home-1", "meter", Role.GRID, range(seq, seq + 1000)))], T0
+    )
+    assert db.stat().st_size > empty + 30_000 * 50  # copied into the database file
+    assert store.count_readings() == 30_000
+    store.close()
