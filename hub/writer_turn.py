@@ -34,9 +34,10 @@ class WriterTurn:
     """An exclusive ``flock`` on ``<database>-writer``, taken around each ingest transaction.
 
     Opened on first use and kept open until :meth:`close`. Where the file cannot be made (a
-    read-only directory), turns are skipped and SQLite's busy handler orders the writers as
-    before. Thread-safe; the holder's threads must not take a second turn on another
-    :class:`WriterTurn` of the same database while holding one (they would wait on themselves).
+    read-only directory) or locked (a file system without ``flock``), turns are skipped and
+    SQLite's busy handler orders the writers as before. Thread-safe; the holder's threads must
+    not take a second turn on another :class:`WriterTurn` of the same database while holding
+    one (they would wait on themselves).
     """
 
     def __init__(self, database: Path) -> None:
@@ -50,27 +51,36 @@ class WriterTurn:
             try:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:
-                self._failed = True
-                log.info(
-                    "no writer turns for %s (%s): SQLite's busy handler orders writers",
-                    self.path,
-                    exc.strerror,
-                )
+                self._give_up(exc)
         return self._fd
+
+    def _give_up(self, exc: OSError) -> None:
+        self._failed = True
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        log.info(
+            "no writer turns for %s (%s): SQLite's busy handler orders writers",
+            self.path,
+            exc.strerror,
+        )
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
         """Wait for this process's turn (GIL released while waiting), then hold it."""
         with self._guard:
             fd = self._descriptor()
-            if fd is None:
-                yield
-                return
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except OSError as exc:  # ENOLCK on some network file systems: carry on without
+                    self._give_up(exc)
+                    fd = None
             try:
                 yield
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         with self._guard:

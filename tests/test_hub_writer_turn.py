@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -94,6 +95,27 @@ def test_no_place_for_the_lock_file_means_no_turns_not_a_failure(tmp_path: Path)
         pass
     with turn():  # asked once, not again
         pass
+    turn.close()
+
+
+def test_a_file_system_without_flock_means_no_turns_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A network file system may refuse flock (ENOLCK); that cannot be staged here, so flock is
+    # replaced for this one test.
+    calls: list[int] = []
+
+    def refuse(fd: int, operation: int) -> None:
+        calls.append(operation)
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    turn = WriterTurn(tmp_path / "hub.db")
+    with turn():  # refused: the block runs all the same
+        pass
+    with turn():  # and flock is not asked again
+        pass
+    assert calls == [fcntl.LOCK_EX]
     turn.close()
 
 
