@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -258,6 +259,12 @@ def main() -> None:
     ap.add_argument("--homes", type=int, default=200)
     ap.add_argument("--polls", type=int, default=1000, help="polls in each home's backlog")
     ap.add_argument("--workers", default="1,2", help="hub process counts to measure, e.g. 1,2")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat raw SQLite and the hub runs, interleaved; print the medians",
+    )
     ap.add_argument("--py-spy", type=Path, default=None, help="write hub flame graphs here")
     ap.add_argument("--null-hub", nargs=2, metavar=("URL", "MESSAGES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -265,7 +272,9 @@ def main() -> None:
         null_hub(args.null_hub[0], COOP, int(args.null_hub[1]))
         return
     worker_counts = [int(w) for w in args.workers.split(",") if w]
-    runs = 1 + len(worker_counts)  # the raw paho fill, then one fill per hub run
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    runs = 1 + args.rounds * len(worker_counts)  # the raw paho fill, then one fill per hub run
     with (
         tempfile.TemporaryDirectory(prefix="coopwatt-bench-") as d,
         run_mosquitto(Path(d) / "broker") as broker,
@@ -292,7 +301,7 @@ def main() -> None:
         print(f"payloads: {len(payloads)} messages, {n} readings, {size / n:.0f} bytes/reading")
         rows_per_commit = max(BATCH_SIZE, int(GROUP_BYTES / (size / n)))
 
-        sql_rate = raw_sqlite(tmp / "raw.db", bodies, rows_per_commit)
+        sql_rate = raw_sqlite(tmp / "raw-1.db", bodies, rows_per_commit)
         print(f"raw SQLite executemany ({rows_per_commit} rows/commit, FULL): "
               f"{sql_rate:,.0f} readings/s")  # fmt: skip
 
@@ -305,20 +314,42 @@ def main() -> None:
             h.backlog.clear()
             h.inflight.clear()
 
-        for workers in worker_counts:
-            r = hub_run(hood, clock, args.polls, tmp, broker.url, workers, args.py_spy)
-            print(
-                f"hub end to end, {workers} process{'es' if workers > 1 else ''}: "
-                f"{r['rate']:,.0f} readings/s = {r['rate'] / sql_rate:.0%} of raw SQLite, "
-                f"{r['rate'] / (n / paho_s):.0%} of raw paho; {r['readings']:.0f} readings in "
-                f"{r['seconds']:.2f} s; hub CPU {r['hub_cpu_us']:.1f} us/reading; generator "
-                f"{r['gen_cpu_us']:.1f} us/reading; hub RSS {mib(r['rss_kib'])} "
-                f"(peak {mib(r['hwm_kib'])}); stored {r['stored']:.0f}, "
-                f"{'each exactly once' if r['exact'] else 'NOT EXACT'}"
-            )
+        # This machine's speed drifts from minute to minute (shared host): each round measures
+        # raw SQLite again, and each hub run is set against its own round's raw figure.
+        shares: dict[int, list[float]] = {w: [] for w in worker_counts}
+        raw_rates = [sql_rate]
+        for round_no in range(1, args.rounds + 1):
+            if round_no > 1:
+                sql_rate = raw_sqlite(tmp / f"raw-{round_no}.db", bodies, rows_per_commit)
+                raw_rates.append(sql_rate)
+                print(f"round {round_no}: raw SQLite executemany {sql_rate:,.0f} readings/s")
+            for workers in worker_counts:
+                r = hub_run(hood, clock, args.polls, tmp, broker.url, workers, args.py_spy)
+                shares[workers].append(r["rate"] / sql_rate)
+                print_hub_run(workers, r, sql_rate, n / paho_s)
+        if args.rounds > 1:
+            print(f"medians of {args.rounds} rounds: raw SQLite "
+                  f"{statistics.median(raw_rates):,.0f} readings/s (range "
+                  f"{min(raw_rates):,.0f}-{max(raw_rates):,.0f})")  # fmt: skip
+            for workers, values in shares.items():
+                print(f"  hub, {workers} process{'es' if workers > 1 else ''}: "
+                      f"{statistics.median(values):.0%} of its round's raw SQLite (range "
+                      f"{min(values):.0%}-{max(values):.0%})")  # fmt: skip
         totals = hood.totals()
         print(f"generator: {totals.line()}")
         hood.close()
+
+
+def print_hub_run(workers: int, r: dict[str, float], sql_rate: float, paho_rate: float) -> None:
+    print(
+        f"hub end to end, {workers} process{'es' if workers > 1 else ''}: "
+        f"{r['rate']:,.0f} readings/s = {r['rate'] / sql_rate:.0%} of raw SQLite, "
+        f"{r['rate'] / paho_rate:.0%} of raw paho; {r['readings']:.0f} readings in "
+        f"{r['seconds']:.2f} s; hub CPU {r['hub_cpu_us']:.1f} us/reading; generator "
+        f"{r['gen_cpu_us']:.1f} us/reading; hub RSS {mib(r['rss_kib'])} "
+        f"(peak {mib(r['hwm_kib'])}); stored {r['stored']:.0f}, "
+        f"{'each exactly once' if r['exact'] else 'NOT EXACT'}"
+    )
 
 
 if __name__ == "__main__":
