@@ -118,7 +118,7 @@ def raw_sqlite(db: Path, bodies: list[tuple[str, str]], rows_per_commit: int) ->
 def raw_paho(hood: Neighbourhood, url: str, payloads: list[tuple[int, bytes]]) -> tuple[float, int]:
     """Publish ``payloads`` ((home index, message)) through the broker to a bare subscriber in
     another process; returns (seconds from first publish to the last message received, bytes)."""
-    got: dict[str, bytes] = {}
+    got: dict[str, bytes | bytearray] = {}
     watcher = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id="bench-watch", protocol=mqtt.MQTTv5
     )
