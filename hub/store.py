@@ -512,9 +512,10 @@ class Store:
                         self._devices.pop(key, None)
                     raise
             self._readings_since_checkpoint += result.new
-            if self._readings_since_checkpoint >= _CHECKPOINT_READINGS:
+            # Until a checkpoint gets through the whole WAL (readers' snapshots can hold it
+            # back), it is tried again after every insert, as SQLite's own would be.
+            if self._readings_since_checkpoint >= _CHECKPOINT_READINGS and self._checkpoint():
                 self._readings_since_checkpoint = 0
-                self._checkpoint()
         for per_home, batch, devices in stored:
             _note_committed(per_home.committed, batch, devices)
         for per_home in result.homes.values():
@@ -532,15 +533,19 @@ class Store:
             )
         return result
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> bool:
         """Copy the WAL into the database as far as readers allow (PASSIVE: never waits, never
-        blocks a writer). Called under ``_lock``, after the transaction: the readings are
-        committed whatever happens here, so a failure is logged, not raised (it must not cost
-        the acks), and SQLite's backstop checkpoint or the next call catches up."""
+        blocks a writer); True when all of it was copied, so the next writer can start the WAL
+        over. Called under ``_lock``, after the transaction: the readings are committed
+        whatever happens here, so a failure is logged, not raised (it must not cost the acks),
+        and the next call or SQLite's backstop checkpoint catches up."""
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
+            return False
+        busy, frames, copied = row
+        return bool(busy == 0 and frames == copied)
 
     def _known_rows(self, home: str, batch: ReadingColumns, received_ms: int) -> _Rows | None:
         """The rows of ``batch`` when each of its devices is cached with the role its readings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
@@ -182,4 +183,26 @@ def test_ingest_checkpoints_the_wal_itself_after_its_turn(tmp_path: Path) -> Non
     )
     assert db.stat().st_size > empty + 30_000 * 50  # copied into the database file
     assert store.count_readings() == 30_000
+    store.close()
+
+
+def test_a_checkpoint_held_back_by_a_reader_is_tried_again_after_the_next_insert(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "hub.db"
+    store = Store.open(db, "coop-a", clock=ManualClock(T0))
+    empty = db.stat().st_size
+    reader = sqlite3.connect(db)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM readings").fetchone()  # a snapshot from before
+    for first in range(1, 30_001, 1000):
+        batch = _batch("home-1", "meter", Role.GRID, range(first, first + 1000))
+        store.insert_batches([("home-1", batch)], T0)
+    assert db.stat().st_size < empty + 30_000 * 50  # the reader's snapshot held it back
+    reader.rollback()
+    reader.close()
+    store.insert_batches(
+        [("home-1", _batch("home-1", "meter", Role.GRID, range(30_001, 30_002)))], T0
+    )
+    assert db.stat().st_size > empty + 30_000 * 50  # tried again, and through this time
     store.close()
