@@ -74,6 +74,9 @@ and after its writer turn: SQLite's automatic checkpoint runs inside COMMIT, so 
 (~35 ms, every other 8 MiB group) while another ingest process on the shared subscription could
 have been writing; a PASSIVE checkpoint outside the turn runs beside the other's inserts."""
 
+_CHECKPOINT_FRAMES: Final = 1_000
+"""SQLite's default automatic checkpoint threshold, in WAL frames (pages)."""
+
 _BACKSTOP_CHECKPOINT_PAGES: Final = 10_000
 """SQLite's own automatic checkpoint, for WAL that other writes grow (40 MB of 4 KiB pages)."""
 
@@ -244,6 +247,7 @@ class Store:
         # automatic checkpoint is left as a backstop for the other writes.
         self._conn.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_CHECKPOINT_PAGES}")
         self._readings_since_checkpoint = 0
+        self._wal_frames = 0  # as of ingest's last checkpoint
         self._devices: dict[tuple[str, str], tuple[int, str]] = {
             (home, device): (device_id, role)
             for device_id, home, device, role in self._conn.execute(
@@ -511,11 +515,16 @@ class Store:
                     for key in added:
                         self._devices.pop(key, None)
                     raise
+            # As SQLite's own checkpoint would: after every commit while the WAL holds 1,000
+            # frames or more since it last started over (readers' snapshots can keep it from
+            # starting over), else once ~1,000 pages of readings were added.
             self._readings_since_checkpoint += result.new
-            # Until a checkpoint gets through the whole WAL (readers' snapshots can hold it
-            # back), it is tried again after every insert, as SQLite's own would be.
-            if self._readings_since_checkpoint >= _CHECKPOINT_READINGS and self._checkpoint():
+            if (
+                self._wal_frames >= _CHECKPOINT_FRAMES
+                or self._readings_since_checkpoint >= _CHECKPOINT_READINGS
+            ):
                 self._readings_since_checkpoint = 0
+                self._wal_frames = self._checkpoint()
         for per_home, batch, devices in stored:
             _note_committed(per_home.committed, batch, devices)
         for per_home in result.homes.values():
@@ -533,19 +542,18 @@ class Store:
             )
         return result
 
-    def _checkpoint(self) -> bool:
+    def _checkpoint(self) -> int:
         """Copy the WAL into the database as far as readers allow (PASSIVE: never waits, never
-        blocks a writer); True when all of it was copied, so the next writer can start the WAL
-        over. Called under ``_lock``, after the transaction: the readings are committed
-        whatever happens here, so a failure is logged, not raised (it must not cost the acks),
-        and the next call or SQLite's backstop checkpoint catches up."""
+        blocks a writer); the frames in the WAL since it last started over. Called under
+        ``_lock``, after the transaction: the readings are committed whatever happens here, so a
+        failure is logged, not raised (it must not cost the acks), and the next insert tries
+        again."""
         try:
-            row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _busy, frames, _copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
-            return False
-        busy, frames, copied = row
-        return bool(busy == 0 and frames == copied)
+            return _CHECKPOINT_FRAMES
+        return int(frames)
 
     def _known_rows(self, home: str, batch: ReadingColumns, received_ms: int) -> _Rows | None:
         """The rows of ``batch`` when each of its devices is cached with the role its readings
