@@ -67,19 +67,6 @@ _INSERT_READING: Final = _sql(
 )
 
 
-_CHECKPOINT_READINGS: Final = 30_000
-"""Ingest checkpoints the WAL after this many new readings: about 1,000 WAL pages (SQLite's
-default automatic checkpoint) at ~130 bytes a reading with its index entry. Why ingest does it,
-and after its writer turn: SQLite's automatic checkpoint runs inside COMMIT, so it held the turn
-(~35 ms, every other 8 MiB group) while another ingest process on the shared subscription could
-have been writing; a PASSIVE checkpoint outside the turn runs beside the other's inserts."""
-
-_CHECKPOINT_FRAMES: Final = 1_000
-"""SQLite's default automatic checkpoint threshold, in WAL frames (pages)."""
-
-_BACKSTOP_CHECKPOINT_PAGES: Final = 10_000
-"""SQLite's own automatic checkpoint, for WAL that other writes grow (40 MB of 4 KiB pages)."""
-
 _CARRIES_COUNTER: Final = (
     "(energy_import_wh IS NOT NULL OR energy_export_wh IS NOT NULL OR energy_wh IS NOT NULL)"
 )
@@ -243,11 +230,6 @@ class Store:
         self._readers: list[sqlite3.Connection] = []  # closed with the store
         self._reader_uri = path.resolve().as_uri() + "?mode=rw"
         self._writer_turn = WriterTurn(path)  # orders the ingest processes' transactions
-        # Ingest checkpoints the WAL itself, after its turn (insert_batches); SQLite's own
-        # automatic checkpoint is left as a backstop for the other writes.
-        self._conn.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_CHECKPOINT_PAGES}")
-        self._readings_since_checkpoint = 0
-        self._wal_frames = 0  # as of ingest's last checkpoint
         self._devices: dict[tuple[str, str], tuple[int, str]] = {
             (home, device): (device_id, role)
             for device_id, home, device, role in self._conn.execute(
@@ -515,16 +497,6 @@ class Store:
                     for key in added:
                         self._devices.pop(key, None)
                     raise
-            # As SQLite's own checkpoint would: after every commit while the WAL holds 1,000
-            # frames or more since it last started over (readers' snapshots can keep it from
-            # starting over), else once ~1,000 pages of readings were added.
-            self._readings_since_checkpoint += result.new
-            if (
-                self._wal_frames >= _CHECKPOINT_FRAMES
-                or self._readings_since_checkpoint >= _CHECKPOINT_READINGS
-            ):
-                self._readings_since_checkpoint = 0
-                self._wal_frames = self._checkpoint()
         for per_home, batch, devices in stored:
             _note_committed(per_home.committed, batch, devices)
         for per_home in result.homes.values():
@@ -541,19 +513,6 @@ class Store:
                 registered,
             )
         return result
-
-    def _checkpoint(self) -> int:
-        """Copy the WAL into the database as far as readers allow (PASSIVE: never waits, never
-        blocks a writer); the frames in the WAL since it last started over. Called under
-        ``_lock``, after the transaction: the readings are committed whatever happens here, so a
-        failure is logged, not raised (it must not cost the acks), and the next insert tries
-        again."""
-        try:
-            _busy, frames, _copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error as exc:
-            log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
-            return _CHECKPOINT_FRAMES
-        return int(frames)
 
     def _known_rows(self, home: str, batch: ReadingColumns, received_ms: int) -> _Rows | None:
         """The rows of ``batch`` when each of its devices is cached with the role its readings

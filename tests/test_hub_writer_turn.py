@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
@@ -164,45 +163,3 @@ def test_two_stores_on_one_file_write_in_turns_and_store_each_reading_once(
     assert not held_elsewhere(db.with_name("hub.db-writer"))
     for s in stores:
         s.close()
-
-
-def test_ingest_checkpoints_the_wal_itself_after_its_turn(tmp_path: Path) -> None:
-    db = tmp_path / "hub.db"
-    store = Store.open(db, "coop-a", clock=ManualClock(T0))
-    assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (10_000,)
-    empty = db.stat().st_size
-    seq = 1
-    while seq <= 29_000:  # below the 30,000 readings that call for a checkpoint
-        store.insert_batches(
-            [("home-1", _batch("home-1", "meter", Role.GRID, range(seq, seq + 1000)))], T0
-        )
-        seq += 1000
-    assert db.stat().st_size == empty  # all of it is still in the WAL
-    store.insert_batches(
-        [("home-1", _batch("home-1", "meter", Role.GRID, range(seq, seq + 1000)))], T0
-    )
-    assert db.stat().st_size > empty + 30_000 * 50  # copied into the database file
-    assert store.count_readings() == 30_000
-    store.close()
-
-
-def test_a_checkpoint_held_back_by_a_reader_is_tried_again_after_the_next_insert(
-    tmp_path: Path,
-) -> None:
-    db = tmp_path / "hub.db"
-    store = Store.open(db, "coop-a", clock=ManualClock(T0))
-    empty = db.stat().st_size
-    reader = sqlite3.connect(db)
-    reader.execute("BEGIN")
-    reader.execute("SELECT COUNT(*) FROM readings").fetchone()  # a snapshot from before
-    n = 100_000  # well over 1,000 WAL pages, the point where SQLite too tries at every commit
-    for first in range(1, n + 1, 1000):
-        batch = _batch("home-1", "meter", Role.GRID, range(first, first + 1000))
-        store.insert_batches([("home-1", batch)], T0)
-    assert db.stat().st_size < empty + n * 20  # the reader's snapshot held it back
-    reader.rollback()
-    reader.close()
-    one = _batch("home-1", "meter", Role.GRID, range(n + 1, n + 2))
-    store.insert_batches([("home-1", one)], T0)  # not 30,000 more readings: just the next one
-    assert db.stat().st_size > empty + n * 20  # tried again, and through this time
-    store.close()
