@@ -481,9 +481,11 @@ class Store:
                         per_home = result.homes.get(home)
                         if per_home is None:
                             per_home = result.homes[home] = HomeInsert()
-                        rows = prepared_rows or self._register_rows(
-                            conn, home, columns, received_ms, per_home, mismatches, added
-                        )
+                        rows = prepared_rows
+                        if rows is None:  # a device to register, or a role to set aside
+                            rows = self._register_rows(
+                                conn, home, columns, received_ms, per_home, mismatches, added
+                            )
                         if rows is None:
                             continue
                         new = conn.executemany(_INSERT_READING, rows.rows).rowcount

@@ -3,7 +3,7 @@
 Why: the hub and its ``--worker`` processes (shared subscription) write one SQLite file. When one
 of them holds the write lock, SQLite makes the others wait in its busy handler, which sleeps in
 growing steps (1, 2, 5, ... up to 100 ms) and looks again. A group of readings takes the writer
-about 0.1 s to insert, so a waiter often slept on long after the lock was free, and the database
+about 0.2 s to insert, so a waiter often slept on long after the lock was free, and the database
 stood idle between the processes' commits. ``flock(2)`` on a file beside the database wakes the
 next waiter as soon as the holder lets go.
 
