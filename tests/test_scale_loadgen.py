@@ -157,6 +157,14 @@ def test_the_delivery_window_resend_and_ack_accounting(monkeypatch: pytest.Monke
     assert home.pump(T0, [], ready=True) == 30
     assert home.counts.resent == 30
     assert home.outstanding == 50
+    # One range over every seq the meter made and far beyond: 20 made, 4 of them acked above
+    # (the first batch), the rest never produced and counted without a loop over them.
+    home.on_ack(Ack("home-1", {"grid-meter": [[1, 2**40]]}))
+    assert home.counts.acked == 10 + 16
+    assert home.counts.duplicate_acks == 10 + 4
+    assert home.counts.foreign_acks == 1 + 2**40 - 20
+    assert home.outstanding == 50 - 16
+    assert not [k for k in [*home.bodies, *home.inflight] if k[0] == "grid-meter"]
 
 
 def test_a_linked_clock_is_one_clock_for_every_process_that_builds_it() -> None:
