@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import stat
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hub.store import Store
-from hub.writer_turn import WriterTurn
+from hub.writer_turn import TURN_BOOST, WriterTurn
 from protocol.clock import ManualClock
 from protocol.payloads import Reading, ReadingBatch
 from protocol.quantities import Role
@@ -117,6 +121,91 @@ def test_a_file_system_without_flock_means_no_turns_not_a_failure(
         pass
     assert calls == [fcntl.LOCK_EX]
     turn.close()
+
+
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or os.geteuid() != 0,
+    reason="lowering a nice value needs root or RLIMIT_NICE (CI runs as root)",
+)
+def test_the_holder_runs_ahead_for_its_turn_and_gives_the_priority_back(tmp_path: Path) -> None:
+    seen: dict[str, int] = {}
+
+    def writer() -> None:  # a thread of its own: each Linux thread has its own nice value
+        turn = WriterTurn(tmp_path / "hub.db")
+        seen["before"] = _nice()
+        with turn():
+            seen["in the turn"] = _nice()
+        seen["after"] = _nice()
+        with pytest.raises(RuntimeError), turn():
+            raise RuntimeError("the insert failed")
+        seen["after a failure"] = _nice()
+        turn.close()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    t.join()
+    before = seen["before"]
+    assert seen == {
+        "before": before,
+        "in the turn": max(-20, before - TURN_BOOST),
+        "after": before,
+        "after a failure": before,
+    }
+
+
+# Run as an unprivileged user (nobody, when the tests run as root) with RLIMIT_NICE at 0: the
+# turn must not be refused, must leave the nice value alone, and must say so once. Everything
+# is imported before the user changes: nobody may not read the interpreter's own directories.
+_UNPRIVILEGED = """
+import json, logging, os, resource, sys, threading
+from pathlib import Path
+from hub.writer_turn import WriterTurn
+records = []
+logging.getLogger("hub.writer_turn").setLevel(logging.INFO)
+logging.getLogger("hub.writer_turn").addHandler(
+    type("H", (logging.Handler,), {"emit": lambda self, r: records.append(r.getMessage())})()
+)
+if os.geteuid() == 0:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+resource.setrlimit(resource.RLIMIT_NICE, (0, 0))
+nice = lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+turn = WriterTurn(Path(sys.argv[1]) / "hub.db")
+before = nice()
+inside = []
+for _ in range(2):
+    with turn():
+        inside.append((nice(), os.path.exists(turn.path)))
+print(json.dumps({"before": before, "inside": inside, "after": nice(), "log": records}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread nice values are Linux's")
+def test_without_permission_the_turn_is_taken_at_the_threads_own_priority() -> None:
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="coopwatt-nobody-") as d:
+        os.chmod(d, 0o777)  # a place the unprivileged user may make its lock file
+        out = subprocess.run(
+            [sys.executable, "-c", _UNPRIVILEGED, d],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            check=False,
+        )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    before = got["before"]
+    assert got["inside"] == [[before, True], [before, True]]  # a real turn, at its own nice
+    assert got["after"] == before
+    refusals = [m for m in got["log"] if "not permitted" in m]
+    assert len(refusals) == 1, got["log"]
 
 
 def _batch(home: str, device: str, role: Role, seqs: range) -> ReadingBatch:
