@@ -52,7 +52,8 @@ class WriterTurn:
     read-only directory) or locked (a file system without ``flock``), turns are skipped and
     SQLite's busy handler orders the writers as before. Thread-safe; the holder's threads must
     not take a second turn on another :class:`WriterTurn` of the same database while holding
-    one (they would wait on themselves).
+    one (they would wait on themselves). The thread that takes a turn runs ``boost`` nice steps
+    ahead from just before the wait until the turn ends (the module's docstring says why).
     """
 
     def __init__(self, database: Path, boost: int = TURN_BOOST) -> None:

@@ -306,6 +306,10 @@ class Settings:
     demand_l2_regularization: float = 0.0
     # Weight of the trees in demand's P50, the rest on DEMAND_ANCHOR (1.0: trees only).
     demand_blend: float = 1.0
+    # Demand's P50 as the mean of this many tree ensembles, each choosing each split from a
+    # random share of the features (see :class:`Bagged`); 1: one ensemble on every feature.
+    demand_bag: int = 5
+    demand_bag_features: float = 0.5
 
     @classmethod
     def quick(cls) -> Settings:
@@ -334,6 +338,27 @@ class Blended:
         return result
 
 
+@dataclass(frozen=True)
+class Bagged:
+    """The mean of tree ensembles fitted on the same rows, each choosing every split from a
+    random share of the features (its own seed).
+
+    Why: demand's error is mostly 15-minute jitter that no feature predicts, and one ensemble
+    chases part of it; the mean of five, each kept from leaning on the same lags, varies less.
+    On the July–September validation split (fitted January–June) five such ensembles on half the
+    features moved skill against last week from 21.4 % to 21.9 % (ten: 21.9 %; a third or 70 %
+    of the features: 21.8 %, 21.7 %); more iterations or smaller trees did not add to it.
+    Exported as one ``TreeEnsembleRegressor`` holding every member's trees, leaves scaled by
+    1/n (:func:`_tree_ensemble`), so ONNX and scikit-learn agree.
+    """
+
+    models: tuple[Any, ...]
+
+    def predict(self, x: np.ndarray) -> FloatArray:
+        result: FloatArray = np.mean([m.predict(x) for m in self.models], axis=0)
+        return result
+
+
 def fit_quantiles(
     x: np.ndarray, y: FloatArray, settings: Settings, target: str | None = None
 ) -> list[Any]:
@@ -348,20 +373,27 @@ def fit_quantiles(
         # regression on a target that is zero more than half the time (wind, PV at dusk)
         # collapses to zero, while the mean keeps the expected output.
         central = q == 0.5
-        m = HistGradientBoostingRegressor(
-            loss="squared_error" if central else "quantile",
-            quantile=None if central else q,
-            max_iter=settings.max_iter,
-            learning_rate=settings.learning_rate,
-            max_leaf_nodes=settings.demand_max_leaf_nodes if demand else settings.max_leaf_nodes,
-            min_samples_leaf=(
-                settings.demand_min_samples_leaf if demand else settings.min_samples_leaf
-            ),
-            l2_regularization=settings.demand_l2_regularization if demand else 0.0,
-            early_stopping=False,
-            random_state=settings.seed,
-        )
-        m.fit(x, y)
+        bag = settings.demand_bag if central and demand else 1
+        members = []
+        for k in range(bag):
+            member = HistGradientBoostingRegressor(
+                loss="squared_error" if central else "quantile",
+                quantile=None if central else q,
+                max_iter=settings.max_iter,
+                learning_rate=settings.learning_rate,
+                max_leaf_nodes=(
+                    settings.demand_max_leaf_nodes if demand else settings.max_leaf_nodes
+                ),
+                min_samples_leaf=(
+                    settings.demand_min_samples_leaf if demand else settings.min_samples_leaf
+                ),
+                l2_regularization=settings.demand_l2_regularization if demand else 0.0,
+                max_features=settings.demand_bag_features if bag > 1 else 1.0,
+                early_stopping=False,
+                random_state=settings.seed + k,
+            )
+            members.append(member.fit(x, y))
+        m = members[0] if bag == 1 else Bagged(tuple(members))
         if central and demand and settings.demand_blend < 1.0:
             anchor = FEATURES["demand"].index(DEMAND_ANCHOR)
             models.append(Blended(m, settings.demand_blend, anchor))
@@ -400,8 +432,12 @@ def _tree_ensemble(model: Any, input_name: str, output_name: str, scale: float =
     ``x <= t64``, and ONNX agrees with scikit-learn bit for bit on the branch taken.
     Features never hold NaN (see :mod:`hub.features`), so missing-value routing is not needed.
     ``scale`` multiplies every leaf and the baseline (a blend's weight, see :class:`Blended`).
+    A :class:`Bagged` model becomes one node with every member's trees, each scaled by 1/n.
     """
     from onnx import helper
+
+    members = model.models if isinstance(model, Bagged) else (model,)
+    scale /= len(members)
 
     attrs: dict[str, Any] = {
         k: []
@@ -420,7 +456,8 @@ def _tree_ensemble(model: Any, input_name: str, output_name: str, scale: float =
             "target_weights",
         ]
     }
-    for tree_id, (predictor,) in enumerate(model._predictors):
+    trees = [predictor for member in members for (predictor,) in member._predictors]
+    for tree_id, predictor in enumerate(trees):
         for node_id, node in enumerate(predictor.nodes):
             leaf = bool(node["is_leaf"])
             threshold = np.float32(node["num_threshold"])
@@ -447,7 +484,7 @@ def _tree_ensemble(model: Any, input_name: str, output_name: str, scale: float =
         n_targets=1,
         aggregate_function="SUM",
         post_transform="NONE",
-        base_values=[float(np.ravel(model._baseline_prediction)[0]) * scale],
+        base_values=[sum(float(np.ravel(m._baseline_prediction)[0]) for m in members) * scale],
         **attrs,
     )
 

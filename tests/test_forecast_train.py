@@ -18,6 +18,7 @@ from hub.features import FEATURES, TARGETS
 from hub.forecast import ForecastModel, Site, scale_band
 from models.train import (
     DEMAND_ANCHOR,
+    Bagged,
     Blended,
     Settings,
     export_onnx,
@@ -120,6 +121,28 @@ def test_calibration_narrows_a_band_over_many_zeros() -> None:
     covered = (y >= band[:, 0]) & (y <= band[:, 2])
     assert covered.mean() == pytest.approx(0.8, abs=0.01)
     assert covered[night].all()  # the zeros stay inside
+
+
+def test_a_bagged_demand_p50_is_the_mean_of_its_members_and_exports_as_one_node(
+    tmp_path: Path,
+) -> None:
+    fitted, xs = _fit_every_target(3, TINY)
+    bagged = fitted["demand"][1]
+    assert isinstance(bagged, Bagged) and len(bagged.models) == TINY.demand_bag
+    assert [m.random_state for m in bagged.models] == list(range(TINY.demand_bag))
+    assert {m.max_features for m in bagged.models} == {TINY.demand_bag_features}
+    x = xs["demand"]
+    members = np.column_stack([m.predict(x) for m in bagged.models])
+    assert np.ptp(members, axis=1).max() > 0  # the members differ: the features drawn differ
+    np.testing.assert_allclose(bagged.predict(x), members.mean(axis=1))
+    assert not isinstance(fitted["demand"][0], Bagged)  # P10 and P90: one ensemble each
+    assert not isinstance(fitted["pv"][1], Bagged)
+    _exported(fitted, xs, tmp_path / "m.onnx", {})  # predicts what scikit-learn does
+    import onnx
+
+    graph = onnx.load(tmp_path / "m.onnx").graph
+    demand_p50 = [n for n in graph.node if n.output == ["demand_q1"]]
+    assert len(demand_p50) == 1 and demand_p50[0].op_type == "TreeEnsembleRegressor"
 
 
 def test_a_blended_demand_p50_exports_exactly(tmp_path: Path) -> None:
