@@ -17,7 +17,8 @@ the turn (Linux, where each thread has its own nice value). The turn is the one 
 that cannot run in parallel, and on a small machine the scheduler used to preempt its holder
 for the other ingest process's decoding, paho's threads and the broker: inside a turn, a reading
 took ~6.3 µs of wall time for ~5.1 µs of CPU. With the boost, a 2-process drain on two cores
-went from 65-73 % to 78-80 % of raw SQLite's rate (``bench/README.md``). Lowering a nice value
+went from 71 % (65-73 %) to 77 % (74-78 %) of raw SQLite's rate in five rounds
+(``bench/README.md``). Lowering a nice value
 needs ``RLIMIT_NICE`` (systemd: ``LimitNICE=-5``, set in the shipped units) or root; without it
 the turn is taken at the thread's own priority, and that is logged once.
 """
