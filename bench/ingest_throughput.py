@@ -306,6 +306,8 @@ def main() -> None:
     worker_counts = [int(w) for w in args.workers.split(",") if w]
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    if args.py_spy is not None and args.py_spy.exists() and not args.py_spy.is_dir():
+        ap.error(f"--py-spy {args.py_spy}: exists and is not a directory")
     runs = 1 + args.rounds * len(worker_counts)  # the raw paho fill, then one fill per hub run
     with (
         tempfile.TemporaryDirectory(prefix="coopwatt-bench-") as d,
