@@ -221,8 +221,13 @@ def test_serve_runs_until_stopped(mosquitto: Broker, tmp_path: Path) -> None:
     finally:
         stop.set()
         thread.join(10)
+    try:
+        assert not thread.is_alive()
+        # The hub publishes "offline" as it stops; the broker may hand it on after serve()
+        # has returned, so wait for it rather than close the probe at once.
+        probe.wait_for(lambda ms: probe.hub_states()[-1:] == ["offline"])
+    finally:
         probe.close()
-    assert not thread.is_alive()
     probe_clear = Probe(mosquitto, coop)  # leave no retained grant behind
     probe_clear.publish(home_topic(coop, "home-1", HomeTopic.CONSENT), b"", retain=True)
     probe_clear.close()
