@@ -72,17 +72,27 @@ class WriterTurn:
         try:
             before = os.getpriority(os.PRIO_PROCESS, thread)
             os.setpriority(os.PRIO_PROCESS, thread, max(-20, before - self._boost))
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EACCES):
-                raise
+        except OSError as exc:  # never a reason to fail an insert: go on at its own priority
             self._boost = 0
+            denied = exc.errno in (errno.EACCES, errno.EPERM)
+            how = f"; allow it with LimitNICE=-{TURN_BOOST}" if denied else ""
             log.info(
-                "writer turns at the thread's own priority: lowering its nice value is not "
-                "permitted (RLIMIT_NICE; systemd: LimitNICE=-%d)",
-                TURN_BOOST,
+                "writer turns at the thread's own priority: its nice value cannot be lowered "
+                "(%s)%s",
+                exc.strerror,
+                how,
             )
             return None
         return before
+
+    def _restore_priority(self, nice: int) -> None:
+        """Give the boost back (raising a nice value is always permitted; if it still fails,
+        stop boosting rather than leave turn after turn ahead of the machine)."""
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError as exc:
+            self._boost = 0
+            log.warning("could not give back the writer turn's priority: %s", exc.strerror)
 
     def _descriptor(self) -> int | None:
         if self._fd is None and not self._failed:
@@ -123,8 +133,8 @@ class WriterTurn:
                     if fd is not None:
                         fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
-                if nice_before is not None:  # raising a nice value is always permitted
-                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice_before)
+                if nice_before is not None:
+                    self._restore_priority(nice_before)
 
     def close(self) -> None:
         with self._guard:
