@@ -85,14 +85,21 @@ class WriterTurn:
             return None
         return before
 
-    def _restore_priority(self, nice: int) -> None:
-        """Give the boost back (raising a nice value is always permitted; if it still fails,
-        stop boosting rather than leave turn after turn ahead of the machine)."""
+    @contextlib.contextmanager
+    def _boosted(self) -> Iterator[None]:
+        """This thread boosted for the block, then at its own priority again (raising a nice
+        value is always permitted; should it fail still, boosting stops rather than leave turn
+        after turn ahead of the machine)."""
+        before = self._raise_priority()
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        except OSError as exc:
-            self._boost = 0
-            log.warning("could not give back the writer turn's priority: %s", exc.strerror)
+            yield
+        finally:
+            if before is not None:
+                try:
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), before)
+                except OSError as exc:
+                    self._boost = 0
+                    log.warning("could not give back the writer turn's priority: %s", exc.strerror)
 
     def _descriptor(self) -> int | None:
         if self._fd is None and not self._failed:
@@ -113,28 +120,28 @@ class WriterTurn:
             exc.strerror,
         )
 
+    def _lock(self) -> int | None:
+        """Wait for this process's lock on the file; its descriptor, or None without turns."""
+        fd = self._descriptor()
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:  # ENOLCK on some network file systems: go without
+                self._give_up(exc)
+                return None
+        return fd
+
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
-        """Wait for this process's turn (GIL released while waiting), then hold it, boosted."""
-        with self._guard:
-            fd = self._descriptor()
-            # Before the wait, so that the holder runs as soon as the previous one lets go.
-            nice_before = self._raise_priority()
+        """Wait for this process's turn (GIL released while waiting), then hold it, boosted
+        from before the wait, so that the holder runs as soon as the previous one lets go."""
+        with self._guard, self._boosted():
+            fd = self._lock()
             try:
-                if fd is not None:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX)
-                    except OSError as exc:  # ENOLCK on some network file systems: go without
-                        self._give_up(exc)
-                        fd = None
-                try:
-                    yield
-                finally:
-                    if fd is not None:
-                        fcntl.flock(fd, fcntl.LOCK_UN)
+                yield
             finally:
-                if nice_before is not None:
-                    self._restore_priority(nice_before)
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         with self._guard:
