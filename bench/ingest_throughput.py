@@ -214,7 +214,7 @@ def hub_run(
     url: str,
     workers: int,
     py_spy: Path | None,
-    generator_nice: int = 0,
+    generator_nice: int,
 ) -> dict[str, float]:
     """Fill every outbox, start the hub on a fresh database, drain; the figures."""
     first_seq = {(h.home, d): s + 1 for h in hood.homes for d, s in h.seq.items()}
