@@ -52,6 +52,7 @@ DEMAND_FEATURES: Final = (
     "profile_daytype",
     "recent",
     "recent_vs_profile",
+    "mean_24h",
 )
 PV_FEATURES: Final = (
     "hour_sin",
@@ -236,6 +237,9 @@ def demand_features(
     profile_recent = float(np.nanmean(last_profile)) if np.isfinite(last_profile).any() else 1.0
     recent = 1.0 if not np.isfinite(recent) else recent
     recent_vs_profile = recent / profile_recent if profile_recent > 0 else 1.0
+    # The last day's level against the week's: a household away, or back, shows here first.
+    last_day = at(series, history.start_ms, issue_ms - STEP_MS * np.arange(1, STEPS_PER_DAY + 1))
+    mean_24h = float(np.nanmean(last_day)) if np.isfinite(last_day).any() else 1.0
     n = t.size
     return np.column_stack(
         [
@@ -253,6 +257,7 @@ def demand_features(
             profile_daytype,
             np.full(n, recent),
             np.full(n, recent_vs_profile),
+            np.full(n, mean_24h),
         ]
     ).astype(np.float32)
 

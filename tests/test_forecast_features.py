@@ -163,6 +163,27 @@ def test_demand_features_do_not_depend_on_the_communitys_size() -> None:
     np.testing.assert_allclose(a, b, rtol=1e-5)
 
 
+def test_demand_mean_24h_is_the_last_days_level_against_the_weeks() -> None:
+    """Six days at 1 kW, then a day at 500 W (a household away): the week's level is
+    6.5 kW·d / 7 d, and the last day's level is 500 W against it."""
+    start = T0 - 7 * DAY_MS
+    demand = np.full(7 * 96, 1000.0)
+    demand[-96:] = 500.0
+    nan = np.full(demand.size, np.nan)
+    past = History(start, demand, nan, nan)
+    level = demand_level_w(past)
+    assert level == pytest.approx(6500.0 / 7)
+    col = DEMAND_FEATURES.index("mean_24h")
+    x = demand_features(past, T0, 8, LAT, LON, level)
+    np.testing.assert_allclose(x[:, col], 500.0 / level, rtol=1e-6)
+    # Half of the last day missing: the half that is there speaks for it.
+    demand[-48:] = np.nan
+    assert demand_features(past, T0, 8, LAT, LON, level)[0, col] == pytest.approx(500.0 / level)
+    # None of it there: the week's level stands in (1.0), never NaN.
+    demand[-96:] = np.nan
+    assert demand_features(past, T0, 8, LAT, LON, level)[0, col] == 1.0
+
+
 def test_capacity_is_estimated_from_history_and_needs_a_day() -> None:
     history, _ = sim_community()
     cap = estimate_capacity_w(history.pv_w)
