@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 
 from hub.features import DAY_MS, STEP_MS, TARGETS, History
-from hub.forecast import ForecastModel, ModelError, Site, load_model, make_forecast
+from hub.forecast import (
+    ForecastModel,
+    ModelError,
+    Site,
+    load_model,
+    make_forecast,
+    model_inputs,
+    smooth_centre,
+)
 from hub.solar import clear_sky_ghi_at
-from hub.weather import WeatherSeries
+from hub.weather import WeatherSeries, to_steps
 from tests.test_forecast_features import LAT, LON, T0, sim_community
 
 SITE = Site(LAT, LON)
@@ -45,6 +53,41 @@ def test_a_full_forecast_from_history_and_weather(model: ForecastModel) -> None:
     # Demand is the right size: within a factor of two of the week's mean.
     mean_demand = np.nanmean(history.before(T0).demand_w[-672:])
     assert 0.5 * mean_demand < result.targets["demand"].p50.mean() < 2 * mean_demand
+
+
+def test_smooth_centre_evens_out_the_p50_and_keeps_the_band() -> None:
+    q = np.array([[0.5, 1.0, 2.0], [0.5, 1.0, 2.0], [3.0, 4.0, 6.0], [0.5, 1.0, 2.0]])
+    out = smooth_centre(q)
+    # A spike of 4 among 1s: a third of it reaches each neighbour; an end has one neighbour.
+    np.testing.assert_allclose(out[:, 1], [1.0, 2.0, 2.0, 2.5])
+    # P10 and P90 keep their distances from the P50: the calibrated width is untouched.
+    np.testing.assert_allclose(out[:, 0] - out[:, 1], q[:, 0] - q[:, 1])
+    np.testing.assert_allclose(out[:, 2] - out[:, 1], q[:, 2] - q[:, 1])
+    flat = np.tile([0.8, 1.0, 1.3], (5, 1))
+    np.testing.assert_allclose(smooth_centre(flat), flat)
+    one = q[:1]
+    np.testing.assert_array_equal(smooth_centre(one), one)
+
+
+def test_demand_p50_is_the_models_smoothed(model: ForecastModel) -> None:
+    history, weather = sim_community()
+    past = history.before(T0)
+    t = T0 + np.arange(192, dtype=np.int64) * STEP_MS
+    sw = to_steps(weather, t, STEP_MS, LAT, LON)
+    inputs = model_inputs("demand", past, sw, SITE, T0, 192)
+    assert not isinstance(inputs, str)
+    raw = model.predict("demand", inputs.x)
+    demand = make_forecast(model, history, weather, SITE, T0).targets["demand"]
+    expected = np.clip(smooth_centre(raw), 0.0, None) * inputs.scale_w
+    np.testing.assert_allclose(demand.p50, expected[:, 1], rtol=1e-9)
+    np.testing.assert_allclose(demand.p90, expected[:, 2], rtol=1e-9)
+    assert np.abs(demand.p50 - raw[:, 1] * inputs.scale_w).max() > 1.0  # watts
+    # PV is not smoothed: its trajectory is the model's own.
+    pv_inputs = model_inputs("pv", past, sw, SITE, T0, 192)
+    assert not isinstance(pv_inputs, str)
+    pv_raw = np.clip(model.predict("pv", pv_inputs.x), 0.0, None) * pv_inputs.scale_w
+    pv = make_forecast(model, history, weather, SITE, T0).targets["pv"]
+    np.testing.assert_allclose(pv.p50, pv_raw[:, 1], rtol=1e-9)
 
 
 def test_demand_scales_with_the_community(model: ForecastModel) -> None:
