@@ -172,6 +172,7 @@ def test_demand_mean_24h_is_the_last_days_level_against_the_weeks() -> None:
     nan = np.full(demand.size, np.nan)
     past = History(start, demand, nan, nan)
     level = demand_level_w(past)
+    assert level is not None
     assert level == pytest.approx(6500.0 / 7)
     col = DEMAND_FEATURES.index("mean_24h")
     x = demand_features(past, T0, 8, LAT, LON, level)

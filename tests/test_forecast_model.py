@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hub.features import DAY_MS, STEP_MS, TARGETS, History
 from hub.forecast import (
@@ -67,6 +69,24 @@ def test_smooth_centre_evens_out_the_p50_and_keeps_the_band() -> None:
     np.testing.assert_allclose(smooth_centre(flat), flat)
     one = q[:1]
     np.testing.assert_array_equal(smooth_centre(one), one)
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 10), st.floats(0, 10), st.floats(0, 10)).map(sorted),
+        min_size=0,
+        max_size=50,
+    )
+)
+def test_smooth_centre_stays_inside_each_window_and_keeps_widths(rows: list[list[float]]) -> None:
+    q = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+    out = smooth_centre(q)
+    assert out.shape == q.shape
+    np.testing.assert_allclose(out[:, 2] - out[:, 1], q[:, 2] - q[:, 1], atol=1e-9)
+    np.testing.assert_allclose(out[:, 1] - out[:, 0], q[:, 1] - q[:, 0], atol=1e-9)
+    for i in range(len(q)):
+        window = q[max(0, i - 1) : i + 2, 1]
+        assert window.min() - 1e-9 <= out[i, 1] <= window.max() + 1e-9
 
 
 def test_demand_p50_is_the_models_smoothed(model: ForecastModel) -> None:
