@@ -20,13 +20,15 @@ import argparse
 import itertools
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from hub.features import DAY_MS, FEATURES, demand_level_w
 from hub.forecast import smooth_centre
-from models.train import Settings, _utc, issue_times, open_datasets, rows_for
+from models.train import Settings, _utc, fit_quantile, issue_times, open_datasets, rows_for
 
 FIT_START, FIT_END = _utc("2010-01-08"), _utc("2010-10-01")
 MONTHS = [_utc(f"2010-{m:02d}-01") for m in range(2, 11)]
@@ -50,18 +52,14 @@ def _smoothed(prediction: np.ndarray, issued: np.ndarray) -> np.ndarray:
     return out
 
 
-class _NoBar:
-    def update(self, _n: int) -> None:
-        pass
-
-
 def _rows(
     ds: Any, issues: list[int], fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Features, normalised targets, the level (W) and the issue time of every row."""
     xs, ys, levels, stamps = [], [], [], []
+    bar = tqdm(disable=True)  # rows_for counts issues on a progress bar; this run prints its own
     for issue in issues:
-        x, y = rows_for(ds, [issue], fraction, rng, _NoBar())
+        x, y = rows_for(ds, [issue], fraction, rng, bar)
         if not y.size:
             continue
         level = demand_level_w(ds.history.before(issue))
@@ -95,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--bag must be at least 1")
     if set(args.drop) == set(names):
         parser.error("--drop leaves no feature to fit on")
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
-    settings = Settings()
+    settings = replace(Settings(), demand_bag=args.bag)
     keep = [i for i, n in enumerate(names) if n not in args.drop]
     demand = [d for d in open_datasets() if d.target == "demand"]
     whole = next(d for d in demand if "74" in d.name)
@@ -122,19 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     for first, end in itertools.pairwise(MONTHS):
         fit = (stamp < first - GAP_MS) | (stamp >= end)
         score = (sstamp >= first) & (sstamp < end)
-        members = [
-            HistGradientBoostingRegressor(
-                max_iter=settings.max_iter,
-                learning_rate=settings.learning_rate,
-                max_leaf_nodes=settings.demand_max_leaf_nodes,
-                min_samples_leaf=settings.demand_min_samples_leaf,
-                max_features=settings.demand_bag_features if args.bag > 1 else 1.0,
-                early_stopping=False,
-                random_state=settings.seed + k,
-            ).fit(x[fit][:, keep], y[fit])
-            for k in range(args.bag)
-        ]
-        prediction[score] = np.mean([m.predict(xs[score][:, keep]) for m in members], axis=0)
+        p50 = fit_quantile(x[fit][:, keep], y[fit], settings, 0.5, demand=True)
+        prediction[score] = p50.predict(xs[score][:, keep])
         print(f"  fitted for {_month(first, '%B')}", file=sys.stderr)
     if not args.raw:
         prediction = _smoothed(prediction, sstamp)

@@ -229,8 +229,9 @@ def demand_features(
     dow21 = local.day_of_week(same21.ravel() + STEP_MS // 2).reshape(same21.shape)
     match = (dow21 >= 5) == (weekend[:, None] > 0.5)
     profile_daytype = _fill(_nanmean(np.where(match, values21, np.nan), 1), profile7)
+    last_day = at(series, history.start_ms, issue_ms - STEP_MS * np.arange(1, STEPS_PER_DAY + 1))
     last = issue_ms - STEP_MS * np.arange(1, 5, dtype=np.int64)
-    recent_values = at(series, history.start_ms, last)
+    recent_values = last_day[: last.size]
     recent = float(np.nanmean(recent_values)) if np.isfinite(recent_values).any() else np.nan
     last_same = _same_slot_days(issue_ms, last, 7)
     last_profile = _nanmean(at(series, history.start_ms, last_same.ravel()).reshape(-1, 7), 1)
@@ -238,7 +239,6 @@ def demand_features(
     recent = 1.0 if not np.isfinite(recent) else recent
     recent_vs_profile = recent / profile_recent if profile_recent > 0 else 1.0
     # The last day's level against the week's: a household away, or back, shows here first.
-    last_day = at(series, history.start_ms, issue_ms - STEP_MS * np.arange(1, STEPS_PER_DAY + 1))
     mean_24h = float(np.nanmean(last_day)) if np.isfinite(last_day).any() else 1.0
     n = t.size
     return np.column_stack(

@@ -360,41 +360,48 @@ class Bagged:
         return result
 
 
+def fit_quantile(
+    x: np.ndarray, y: FloatArray, settings: Settings, q: float, demand: bool = False
+) -> Any:
+    """One quantile's regressor (``q`` 0.5: the mean, see :func:`fit_quantiles`); ``demand``
+    uses the demand settings, and its P50 is :class:`Bagged` when ``settings.demand_bag`` > 1."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    # The central forecast is fitted with squared error (the conditional mean): a median
+    # regression on a target that is zero more than half the time (wind, PV at dusk) collapses
+    # to zero, while the mean keeps the expected output.
+    central = q == 0.5
+    bag = settings.demand_bag if central and demand else 1
+    members = [
+        HistGradientBoostingRegressor(
+            loss="squared_error" if central else "quantile",
+            quantile=None if central else q,
+            max_iter=settings.max_iter,
+            learning_rate=settings.learning_rate,
+            max_leaf_nodes=settings.demand_max_leaf_nodes if demand else settings.max_leaf_nodes,
+            min_samples_leaf=(
+                settings.demand_min_samples_leaf if demand else settings.min_samples_leaf
+            ),
+            l2_regularization=settings.demand_l2_regularization if demand else 0.0,
+            max_features=settings.demand_bag_features if bag > 1 else 1.0,
+            early_stopping=False,
+            random_state=settings.seed + k,
+        ).fit(x, y)
+        for k in range(bag)
+    ]
+    return members[0] if bag == 1 else Bagged(tuple(members))
+
+
 def fit_quantiles(
     x: np.ndarray, y: FloatArray, settings: Settings, target: str | None = None
 ) -> list[Any]:
     """P10, P50 and P90 regressors for one target (``target`` "demand" uses the demand
     settings and blends its P50 with :data:`DEMAND_ANCHOR`)."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
     demand = target == "demand"
     models: list[Any] = []
     for q in QUANTILES:
-        # The central forecast is fitted with squared error (the conditional mean): a median
-        # regression on a target that is zero more than half the time (wind, PV at dusk)
-        # collapses to zero, while the mean keeps the expected output.
         central = q == 0.5
-        bag = settings.demand_bag if central and demand else 1
-        members = []
-        for k in range(bag):
-            member = HistGradientBoostingRegressor(
-                loss="squared_error" if central else "quantile",
-                quantile=None if central else q,
-                max_iter=settings.max_iter,
-                learning_rate=settings.learning_rate,
-                max_leaf_nodes=(
-                    settings.demand_max_leaf_nodes if demand else settings.max_leaf_nodes
-                ),
-                min_samples_leaf=(
-                    settings.demand_min_samples_leaf if demand else settings.min_samples_leaf
-                ),
-                l2_regularization=settings.demand_l2_regularization if demand else 0.0,
-                max_features=settings.demand_bag_features if bag > 1 else 1.0,
-                early_stopping=False,
-                random_state=settings.seed + k,
-            )
-            members.append(member.fit(x, y))
-        m = members[0] if bag == 1 else Bagged(tuple(members))
+        m = fit_quantile(x, y, settings, q, demand)
         if central and demand and settings.demand_blend < 1.0:
             anchor = FEATURES["demand"].index(DEMAND_ANCHOR)
             models.append(Blended(m, settings.demand_blend, anchor))
