@@ -451,6 +451,18 @@ def _v8_readings_by_time(db: Database) -> None:
     db.execute("CREATE INDEX readings_device_ts ON readings (device_id, ts_ms)")
 
 
+def _v9_repricing(db: Database) -> None:
+    """ledger_transactions.reprice_scheme_id: on an adjustment that reprices a day of a closed
+    period under another scheme (only when asked: ``settle --reprice``), the scheme that day is
+    priced under from then on; NULL on every other transaction. A closed day's own rows keep the
+    scheme it was settled under, so this is where a later repricing is remembered.
+    """
+    db.execute(
+        "ALTER TABLE ledger_transactions ADD COLUMN reprice_scheme_id INTEGER "
+        "REFERENCES settlement_schemes(id)"
+    )
+
+
 MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
     (1, _v1_initial),
     (2, _v2_reading_period),
@@ -460,6 +472,7 @@ MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
     (6, _v6_prompts),
     (7, _v7_forecast_series),
     (8, _v8_readings_by_time),
+    (9, _v9_repricing),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 
