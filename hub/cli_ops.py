@@ -47,20 +47,33 @@ def _quiet_logs() -> None:
     help="Where to write the config set.",
 )
 @click.option("--tls-port", type=click.IntRange(1, 65535), default=8883, show_default=True)
-@click.option("--bind", "tls_bind", default=None, help="Listen for agents on this address only.")
+@click.option(
+    "--bind",
+    "tls_bind",
+    default=None,
+    help="Listen for agents on this IP address only (default: every address).",
+)
 @click.option(
     "--local-port",
     type=click.IntRange(0, 65535),
     default=1883,
     show_default=True,
-    help="Plain MQTT on 127.0.0.1 for the hub on this machine; 0 for none.",
+    help="Plain MQTT on 127.0.0.1 for the hub on this machine (required: the hub's account "
+    "exists only there).",
 )
 @click.option(
     "--persistence-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("/var/lib/mosquitto"),
     show_default=True,
-    help="Where Mosquitto keeps retained and queued messages.",
+    help="Where Mosquitto keeps retained and queued messages; created and given to the "
+    "broker's user.",
+)
+@click.option(
+    "--log-denied",
+    is_flag=True,
+    help="Log every packet (Mosquitto's debug log), the only way Mosquitto 2.0 names the "
+    "client of a refused publish. Noisy: for investigating, not for every day.",
 )
 @click.option(
     "--broker-user",
@@ -82,14 +95,16 @@ def broker_config_cmd(
     persistence_dir: Path,
     broker_user: str | None,
     hub_user: str | None,
+    log_denied: bool,
 ) -> None:
     """Write a working Mosquitto config set for the cooperative.
 
-    TLS listener with client certificates from the cooperative's own CA plus passwords,
-    allow_anonymous false, pattern ACLs (a home reaches only its own topics), max_packet_size
-    from the wire contract's limit, persistence. Creates the CA, the broker's certificate and
-    the hub's and the operator's accounts the first time; running it again keeps them and every
-    provisioned home.
+    A TLS listener where the client certificate from the cooperative's own CA is the login (its
+    common name is the account and the client id), ACLs per home (a home reaches only its own
+    topics), and a loopback listener for the hub by password; allow_anonymous false,
+    max_packet_size from the wire contract's limit, persistence. Creates the CA, the broker's
+    certificate and the hub's and the operator's accounts the first time; running it again
+    keeps them and every provisioned home.
 
     \b
     Then:
@@ -116,6 +131,7 @@ def broker_config_cmd(
             persistence_dir=persistence_dir,
             broker_user=broker_user,
             hub_user=hub_user,
+            log_denied=log_denied,
         )
     except (ProvisionError, ValueError) as exc:
         raise OpsCliError(str(exc)) from None
@@ -144,9 +160,10 @@ def broker_config_cmd(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("bundles"),
+    default=Path("/var/lib/coopwatt/bundles"),
     show_default=True,
-    help="Where to write the home's first-boot bundle (a folder named after the home).",
+    help="Where to write the home's first-boot bundle (a folder named after the home, mode "
+    "0700). Keep it out of any checkout or shared drive: it holds the home's key.",
 )
 @click.option(
     "--devices",
@@ -182,11 +199,12 @@ def provision_cmd(
     wheel: Path | None,
     rotate: bool,
 ) -> None:
-    """Give HOME a broker account, a client certificate, an agent config and a first-boot bundle.
+    """Give HOME a client certificate, a broker account, an agent config and a first-boot bundle.
 
-    HOME is the home's id (1-32 of a-z, 0-9 and '-'): it becomes the MQTT username the ACLs
-    confine to the home's own topics. The password is written only into the bundle (mode 0600);
-    the broker keeps a hash. Reload the broker afterwards: sudo systemctl reload mosquitto.
+    HOME is the home's id (1-32 of a-z, 0-9 and '-'): it is the certificate's common name, which
+    the broker takes as the home's account and client id, and the ACLs confine to the home's
+    own topics. The key and password are written only into the bundle (mode 0600). Reload the
+    broker afterwards: sudo systemctl reload mosquitto.
     """
     from hub.provision import Layout, ProvisionError, provision_home  # noqa: PLC0415
 
@@ -224,8 +242,9 @@ def provision_cmd(
 def deprovision_cmd(home: str, broker_dir: Path) -> None:
     """Remove HOME's broker account and revoke its certificate.
 
-    Takes effect when the broker reloads (sudo systemctl reload mosquitto), which also
-    disconnects the home. Its stored readings stay until erased under its consent.
+    Takes effect when the broker reloads (sudo systemctl reload mosquitto): the home can no
+    longer connect, and a connection it still holds can neither send nor receive. Its stored
+    readings stay until erased under its consent.
     """
     from hub.provision import Layout, ProvisionError, deprovision_home  # noqa: PLC0415
 

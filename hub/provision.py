@@ -1,18 +1,21 @@
 """Provisioning homes on the cooperative's broker: credentials, certificates, agent config, bundle.
 
-``coopwatt-hub provision HOME`` gives a home a broker account (a line in Mosquitto's password
-file, username = home id, a random password hashed the way Mosquitto 2 does), a client
-certificate from the cooperative's CA, an agent config pointing at the broker, and a first-boot
-bundle for Raspberry Pi OS that installs the agent. The broker's pattern ACLs (see
-``firmware-configs/mosquitto/acl.template``) then let that username write only its own
-``readings/status/consent/appliances/feedback`` and read only its own
-``ack/prompts/statement/receipts``. ``deprovision`` removes the account and revokes the
-certificate; the broker applies both on reload (SIGHUP) and drops the home's connection.
+``coopwatt-hub provision HOME`` gives a home a client certificate from the cooperative's CA
+whose common name is the home id, a block in the network listener's ACLs (see
+``firmware-configs/mosquitto/acl-home.template``), an agent config pointing at the broker, and a
+first-boot bundle for Raspberry Pi OS that installs the agent. On the network listener the
+certificate is the login: Mosquitto takes its common name as the username and as the client id,
+so the home can write only its own ``readings/status/consent/appliances/feedback``, read only
+its own ``ack/prompts/statement/receipts``, and never take another client's id. ``deprovision``
+revokes the certificate and removes the ACL block; the broker applies both on reload (SIGHUP):
+the home cannot connect again, and a connection it still holds can neither send nor receive.
 
-Because the username is substituted into topic patterns, a name that could escape its topic level
-(``+``, ``#``, ``/``, NUL, spaces, upper case, ...) is refused: usernames are home ids, which
-match ``[a-z0-9][a-z0-9-]{0,31}``. Service accounts (the hub, the operator) start with ``_``, so
-no home can ever take a service's name.
+The home also gets a password (in its bundle, as before; the hash is kept in ``passwd-homes``,
+which Mosquitto does not read: it cannot check a password and bind the certificate to the
+account at once, so the certificate alone is checked). Home ids go into ACL lines and topics, so
+a name that could escape its topic level (``+``, ``#``, ``/``, NUL, spaces, upper case, ...) is
+refused: they match ``[a-z0-9][a-z0-9-]{0,31}``. Service accounts (the hub, the operator) start
+with ``_``, so no home can ever take a service's name.
 
 Secrets: passwords are generated here, written once into the bundle (mode 0600) and kept on the
 hub only as PBKDF2 hashes; they are never printed nor logged.
@@ -38,7 +41,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, Final
 
-from hub.pki import CertificateAuthority, write_private, write_public
+from hub.pki import CertificateAuthority, cert_serial, write_private, write_public
 from protocol.clock import Clock, SystemClock
 from protocol.topics import ID_RE
 
@@ -52,6 +55,8 @@ SALT_BYTES: Final = 12
 HUB_USER: Final = "_hub"
 OPERATOR_USER: Final = "_operator"
 SERVICE_USERS: Final = (HUB_USER, OPERATOR_USER)
+# Outside any checkout (secrets must not land in a working tree) and beside the hub's data.
+DEFAULT_BUNDLES: Final = Path("/var/lib/coopwatt/bundles")
 
 
 class ProvisionError(Exception):
@@ -219,11 +224,19 @@ class Layout:
 
     @property
     def passwd(self) -> Path:
-        return self.root / "passwd"
+        return self.root / "passwd"  # the loopback listener's accounts: the hub and the operator
+
+    @property
+    def home_passwd(self) -> Path:
+        return self.root / "passwd-homes"  # homes' password hashes; Mosquitto does not read it
 
     @property
     def acl(self) -> Path:
-        return self.root / "acl"
+        return self.root / "acl"  # the network listener: the operator and every home
+
+    @property
+    def acl_local(self) -> Path:
+        return self.root / "acl-local"  # the loopback listener: the hub and the operator
 
     @property
     def certs(self) -> Path:
@@ -259,6 +272,10 @@ class BrokerSite:
     tls_port: int
     local_port: int | None
     broker_user: str | None
+    # The hub's shared-subscription group for scale-out: a per-cooperative secret, because
+    # Mosquitto 2.0 lets any client join any group (it checks no subscription against the ACLs)
+    # and then hands it its share of the readings, which a home may not read and so drops.
+    share_group: str | None = None
 
     def to_toml(self) -> str:
         lines = [
@@ -271,6 +288,8 @@ class BrokerSite:
             lines.append(f"local_port = {self.local_port}")
         if self.broker_user is not None:
             lines.append(f'broker_user = "{self.broker_user}"')
+        if self.share_group is not None:
+            lines.append(f'share_group = "{self.share_group}"')
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -283,6 +302,7 @@ class BrokerSite:
                 tls_port=int(data["tls_port"]),
                 local_port=int(data["local_port"]) if "local_port" in data else None,
                 broker_user=str(data["broker_user"]) if "broker_user" in data else None,
+                share_group=str(data["share_group"]) if "share_group" in data else None,
             )
         except FileNotFoundError:
             raise ProvisionError(
@@ -360,23 +380,85 @@ def write_client(
 
 
 def ensure_service_account(
-    layout: Layout, site: BrokerSite, ca: CertificateAuthority, user: str, owner: str | None = None
+    layout: Layout,
+    site: BrokerSite,
+    ca: CertificateAuthority,
+    user: str,
+    owner: str | None = None,
+    *,
+    certificate: bool = True,
 ) -> tuple[ClientFiles, bool]:
-    """The hub's or the operator's account; created once, kept on later runs. True if new."""
+    """The hub's or the operator's account; created once, kept on later runs. True if new.
+
+    Without ``certificate`` (the hub: loopback only) the account is a password, and a
+    certificate an earlier version issued for it is revoked and deleted, so that nothing can
+    present the account's name on the network listener.
+    """
     files = ClientFiles(layout.clients / user.lstrip("_"))
     passwords = PasswordFile(layout.passwd)
-    have = files.password.exists() and files.cert.exists() and files.key.exists()
+    if not certificate:
+        _drop_certificate(layout, ca, files)
+    have = files.password.exists() and (
+        not certificate or (files.cert.exists() and files.key.exists())
+    )
     if have and passwords.get(user) is not None:
-        if not files.ca.exists() or files.ca.read_bytes() != ca.cert_pem:
+        if certificate and (not files.ca.exists() or files.ca.read_bytes() != ca.cert_pem):
             write_public(files.ca, ca.cert_pem)
         for path in (files.folder, files.password, files.key):
-            chown(path, owner)
+            if path.exists():
+                chown(path, owner)
         return files, False
     password = new_password()
-    files, _ = write_client(files.folder, ca, user, password, owner)
+    if certificate:
+        files, _ = write_client(files.folder, ca, user, password, owner)
+    else:
+        files.folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(files.folder, 0o700)
+        write_private(files.password, (password + "\n").encode("utf-8"))
+        for path in (files.folder, files.password):
+            chown(path, owner)
     passwords.set(user, hash_password(password))
     passwords.save(site.broker_user)
     return files, True
+
+
+def _drop_certificate(layout: Layout, ca: CertificateAuthority, files: ClientFiles) -> None:
+    if files.cert.exists():
+        ca.revoke(cert_serial(files.cert.read_bytes()))
+        layout.publish_ca_files(ca)
+    for path in (files.cert, files.key, files.ca):
+        path.unlink(missing_ok=True)
+
+
+def write_acls(layout: Layout, site: BrokerSite) -> None:
+    """Both listeners' ACL files: the network one with a block for every provisioned home."""
+    home_block = data_path("firmware-configs", "mosquitto", "acl-home.template")
+    homes = "\n".join(
+        render(home_block, coop=site.coop, home=check_home_id(home))
+        for home in sorted(read_registry(layout))
+    )
+    names = {"coop": site.coop, "hub_user": HUB_USER, "operator_user": OPERATOR_USER}
+    acl = render(data_path("firmware-configs", "mosquitto", "acl.template"), homes=homes, **names)
+    write_public(layout.acl, acl.encode(), 0o644)
+    local = render(data_path("firmware-configs", "mosquitto", "acl-local.template"), **names)
+    write_public(layout.acl_local, local.encode(), 0o644)
+
+
+def migrate_home_passwords(layout: Layout, site: BrokerSite) -> None:
+    """Move homes' hashes out of the loopback listener's password file (older versions kept
+    them there, where they would let a home log in on loopback)."""
+    passwords = PasswordFile(layout.passwd)
+    moved = [user for user in passwords.users() if user not in SERVICE_USERS]
+    if not moved:
+        return
+    homes = PasswordFile(layout.home_passwd)
+    for user in moved:
+        hashed = passwords.get(user)
+        if hashed is not None and homes.get(user) is None:
+            homes.set(user, hashed)
+        passwords.remove(user)
+    homes.save()
+    passwords.save(site.broker_user)
 
 
 # -- homes ------------------------------------------------------------------------------------
@@ -453,7 +535,7 @@ def provision_home(
     with locked(layout):
         site = BrokerSite.load(layout)
         registry = read_registry(layout)
-        passwords = PasswordFile(layout.passwd)
+        passwords = PasswordFile(layout.home_passwd)
         existing = registry.get(home)
         if (existing is not None or passwords.get(home) is not None) and not rotate:
             raise ProvisionError(
@@ -461,6 +543,8 @@ def provision_home(
                 "or deprovision it first"
             )
         ca = layout.ca(site.coop)
+        if not out_dir.exists():
+            out_dir.mkdir(parents=True, mode=0o700)  # bundles hold passwords and keys
         bundle = out_dir / home
         if bundle.exists():
             shutil.rmtree(bundle)
@@ -477,12 +561,13 @@ def provision_home(
             ca.revoke(int(existing["serial"], 16))
         layout.publish_ca_files(ca)
         passwords.set(home, hash_password(password))
-        passwords.save(site.broker_user)
+        passwords.save()
         registry[home] = {
             "serial": f"{serial:x}",
             "provisioned_ms": clock.now_ms(),
         }
         write_registry(layout, registry)
+        write_acls(layout, site)
     log.info("provisioned home=%s bundle=%s rotated=%s", home, bundle, existing is not None)
     return Provisioned(home, bundle, serial, existing is not None)
 
@@ -500,9 +585,13 @@ def deprovision_home(layout: Layout, home: str) -> Deprovisioned:
     with locked(layout):
         site = BrokerSite.load(layout)
         registry = read_registry(layout)
-        passwords = PasswordFile(layout.passwd)
+        passwords = PasswordFile(layout.home_passwd)
         entry = registry.pop(home, None)
         removed = passwords.remove(home)
+        service = PasswordFile(layout.passwd)  # an older version's entry, if any
+        if service.remove(home):
+            service.save(site.broker_user)
+            removed = True
         if entry is None and not removed:
             raise ProvisionError(f"home {home!r} is not provisioned")
         serial: int | None = None
@@ -511,8 +600,9 @@ def deprovision_home(layout: Layout, home: str) -> Deprovisioned:
             ca = layout.ca(site.coop)
             ca.revoke(serial)
             layout.publish_ca_files(ca)
-        passwords.save(site.broker_user)
+        passwords.save()
         write_registry(layout, registry)
+        write_acls(layout, site)
     log.info("deprovisioned home=%s", home)
     return Deprovisioned(home, removed, serial)
 
