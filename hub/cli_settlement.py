@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from hub.config import ConfigError, load_config
-from hub.settlement.engine import day_range, settle
+from hub.settlement.engine import check_scheme_change, day_range, settle
 from hub.settlement.ledger import Ledger, LedgerError
 from hub.settlement.metrics import community_report
 from hub.settlement.report import (
@@ -26,7 +26,13 @@ from hub.settlement.report import (
     write_report,
 )
 from hub.settlement.scheme import Scheme, load_scheme, parse_period
-from hub.settlement.statements import FORMATS, StatementError, build_statement, build_statements
+from hub.settlement.statements import (
+    FORMATS,
+    StatementError,
+    build_statement,
+    build_statements,
+    statement_pricing,
+)
 from hub.settlement.statements import publish_statements as publish_all
 from hub.store import Store, StoreError
 from protocol.clock import Clock, SystemClock
@@ -111,9 +117,15 @@ _month_option = click.option(
 )
 @click.option("--from", "first", required=True, metavar="DATE", help="First local day, YYYY-MM-DD.")
 @click.option("--to", "last", required=True, metavar="DATE", help="Last local day (included).")
+@click.option(
+    "--reprice",
+    is_flag=True,
+    help="Days of closed months settled under another scheme: price them under this one and "
+    "post the difference in the next open month, labelled as a repricing (refused without it).",
+)
 @click.pass_context
 def settle_command(
-    ctx: click.Context, db_path: Path, scheme_path: Path, first: str, last: str
+    ctx: click.Context, db_path: Path, scheme_path: Path, first: str, last: str, reprice: bool
 ) -> None:
     """Settle the energy members shared, per 15-minute interval, from --from to --to.
 
@@ -124,6 +136,10 @@ def settle_command(
     (late readings arrived) are settled again; days of a closed month get an adjustment in the
     next open month. A quarter-hour in which a member's data is still missing is settled
     provisionally without that member and flagged.
+
+    A closed month keeps the scheme it was settled under: settling its days under another
+    scheme file is refused, unless --reprice asks to post the difference (as a repricing, apart
+    from any late data) in the next open month.
 
     \b
     Example:
@@ -137,19 +153,19 @@ def settle_command(
     if len(days) > 366:
         raise click.BadParameter("settle at most a year at a time", param_hint="'--to'")
     clock = _clock(ctx)
-    with (
-        _open_store(db_path, write=True) as store,
-        click.progressbar(length=len(days), label="settling", file=sys.stderr) as bar,
-    ):
-
-        def progress(day: date, outcome: str) -> None:
-            bar.update(1)
-
+    with _open_store(db_path, write=True) as store:
         try:
-            result = settle(store, scheme, days, clock.now_ms(), progress)
+            check_scheme_change(Ledger(store), scheme, days, reprice)
+            with click.progressbar(length=len(days), label="settling", file=sys.stderr) as bar:
+
+                def progress(day: date, outcome: str) -> None:
+                    bar.update(1)
+
+                result = settle(store, scheme, days, clock.now_ms(), progress, reprice=reprice)
         except LedgerError as exc:
             raise SettlementCliError(str(exc)) from None
-    parts = [f"{result.count(o)} {o}" for o in ("settled", "resettled", "unchanged", "adjusted")]
+    outcomes = ("settled", "resettled", "unchanged", "adjusted", "repriced")
+    parts = [f"{result.count(o)} {o}" for o in outcomes]
     click.echo(f"{len(days)} days: " + ", ".join(p for p in parts if not p.startswith("0 ")))
     if result.provisional_intervals:
         click.echo(
@@ -210,7 +226,7 @@ def close_command(ctx: click.Context, db_path: Path, month: str, allow_provision
     type=click.Choice(sorted(FORMATS)),
     default="text",
     show_default=True,
-    help="text for people, json (the statement topic's payload) or csv.",
+    help="text for people, json (the statement topic's payload plus pricing) or csv.",
 )
 @click.pass_context
 def statement_command(ctx: click.Context, home: str, db_path: Path, month: str, fmt: str) -> None:
@@ -218,7 +234,8 @@ def statement_command(ctx: click.Context, home: str, db_path: Path, month: str, 
 
     Energy from and to neighbours and the grid, what each cost or earned, corrections of
     earlier months, the total, and what the same meter readings would have cost on the grid's
-    tariffs alone. Amounts: + the home pays, - the home is paid.
+    tariffs alone. Amounts: + the home pays, - the home is paid. Which scheme priced which days
+    is shown in every format (json: "pricing", beside the statement topic's payload).
     """
     period = _period(month)
     with _open_store(db_path, write=False) as store:
@@ -226,7 +243,8 @@ def statement_command(ctx: click.Context, home: str, db_path: Path, month: str, 
             statement = build_statement(store, home, period, _clock(ctx).now_ms())
         except StatementError as exc:
             raise SettlementCliError(str(exc)) from None
-    click.echo(FORMATS[fmt](statement), nl=False)
+        pricing = statement_pricing(store, home, period)
+    click.echo(FORMATS[fmt](statement, pricing), nl=False)
 
 
 @click.command("community")

@@ -249,10 +249,17 @@ def test_statement_text(db: Path) -> None:
         assert words in out
 
 
-def test_statement_json_is_the_wire_payload(db: Path) -> None:
+def test_statement_json_is_the_wire_payload_and_its_pricing(db: Path) -> None:
     result = run("statement", "home-02", "--db", str(db), "--month", "2026-06", "--format", "json")
     assert result.exit_code == 0, result.output
-    statement = decode(Statement, json.dumps(json.loads(result.stdout)).encode())
+    data = json.loads(result.stdout)
+    (pricing,) = data.pop("pricing")  # June was settled under one scheme
+    assert (pricing["from"], pricing["to"], pricing["mechanism"]) == (
+        "2026-06-02",
+        "2026-06-30",
+        "sdr",
+    )
+    statement = decode(Statement, json.dumps(data).encode())
     assert statement.home == "home-02" and statement.currency == "EUR"
     assert statement.total_minor == sum(line.amount_minor for line in statement.lines)
     assert statement.saving_minor >= 0
@@ -266,9 +273,11 @@ def test_statement_csv(db: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     items = [r["item"] for r in rows]
     assert items[:4] == ["import-neighbours", "import-grid", "export-neighbours", "export-grid"]
-    assert items[-3:] == ["total", "grid-only", "saving"]
-    lines = sum(int(r["amount_eur"].replace(".", "")) for r in rows[:-3])
-    assert lines == int(rows[-3]["amount_eur"].replace(".", ""))
+    assert items[-4:-1] == ["total", "grid-only", "saving"]
+    assert items[-1].startswith("pricing sdr 2026-06-02..2026-06-30 scheme ")
+    assert rows[-1]["amount_eur"] == ""
+    lines = sum(int(r["amount_eur"].replace(".", "")) for r in rows[:-4])
+    assert lines == int(rows[-4]["amount_eur"].replace(".", ""))
 
 
 def test_statement_errors(db: Path) -> None:

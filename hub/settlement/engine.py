@@ -5,6 +5,9 @@ counters per day (through :func:`hub.settlement.source.read_settlement_counters`
 transaction per day. Settling is deterministic, so running it again over the same data changes
 nothing, and running it after late data arrived settles the affected days again (or posts
 adjustments for days of closed periods).
+
+A closed day is never priced again under another scheme unless asked (``reprice``): without it
+:func:`settle` refuses the whole range before writing anything (:func:`check_scheme_change`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from hub.settlement.ledger import (
     IntervalRow,
     Ledger,
     MemberIntervalRow,
+    SchemeChangeError,
     day_postings,
 )
 from hub.settlement.pricing import IntervalSettlement, MemberFlow, settle_interval
-from hub.settlement.scheme import INTERVAL_MS, Scheme
+from hub.settlement.scheme import INTERVAL_MS, Scheme, period_of
 from hub.settlement.source import read_settlement_counters
 from hub.store import Store
 
@@ -134,20 +138,75 @@ def settle_intervals(
     return day_settlement, missing_total, estimated_total
 
 
+def check_scheme_change(
+    ledger: Ledger, scheme: Scheme, days: Iterable[date], reprice: bool
+) -> dict[date, Scheme]:
+    """Days of closed months in ``days`` held under another scheme, with that scheme.
+
+    Raises :class:`SchemeChangeError` (one line, for the operator) when there are any and
+    ``reprice`` is false, or when the other scheme has another time zone, currency or minor
+    unit: those move the days and the money themselves, so no difference can be posted.
+    """
+    changes = ledger.scheme_changes(scheme, days)
+    if not changes:
+        return changes
+    first = min(changes)
+    old = changes[first]
+    period = period_of(first)
+    same_month = [d for d in changes if period_of(d) == period]
+    for day, held in sorted(changes.items()):
+        if (held.timezone, held.currency, held.minor_unit) != (
+            scheme.timezone,
+            scheme.currency,
+            scheme.minor_unit,
+        ):
+            raise SchemeChangeError(
+                f"{period_of(day)} is closed under {held.label} in {held.timezone}, "
+                f"{held.currency}; a scheme with another time zone, currency or minor unit "
+                "cannot reprice it"
+            )
+    if not reprice:
+        span = (
+            f"on {first}"
+            if len(same_month) == 1
+            else f"on {len(same_month)} of the days asked ({first} to {max(same_month)})"
+        )
+        raise SchemeChangeError(
+            f"{period} is closed and was priced under {old.label} {span}, but this scheme is "
+            f"{scheme.label}: a closed month is not repriced silently; settle again with "
+            "--reprice to post the difference in the next open month, labelled as a repricing"
+        )
+    return changes
+
+
 def settle(
     store: Store,
     scheme: Scheme,
     days: Iterable[date],
     now_ms: int,
     progress: Callable[[date, str], None] | None = None,
+    *,
+    reprice: bool = False,
 ) -> SettleResult:
-    """Settle each local day in ``days`` and record it in the ledger (one transaction a day)."""
+    """Settle each local day in ``days`` and record it in the ledger (one transaction a day).
+
+    A day of a closed month held under another scheme is repriced only with ``reprice``
+    (:meth:`Ledger.reprice_day`); otherwise nothing is settled and :class:`SchemeChangeError`
+    says why.
+    """
     ledger = Ledger(store)
+    days = list(days)
+    changes = check_scheme_change(ledger, scheme, days, reprice)
     scheme_id = ledger.scheme_id(scheme, now_ms)
     result = SettleResult()
     for day in days:
         settled, missing, estimated = settle_day(store, scheme, day)
-        outcome = ledger.record_day(settled, scheme_id, now_ms)
+        old = changes.get(day)
+        if old is None:
+            outcome = ledger.record_day(settled, scheme_id, now_ms)
+        else:
+            at_old, _, _ = settle_day(store, old, day)
+            outcome = ledger.reprice_day(settled, at_old, scheme_id, old, scheme, now_ms)
         result.days.setdefault(outcome, []).append(day)
         result.intervals += len(settled.intervals)
         result.provisional_intervals += sum(1 for iv in settled.intervals if iv.missing)

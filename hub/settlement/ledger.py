@@ -20,6 +20,13 @@ through rounding alone.
 A closed period is immutable (database triggers refuse changes). Settling a day of a closed
 period again (late data arrived) posts the difference as an ``adjustment`` transaction in the
 first open period after it; a day of an open period is simply settled again (replaced).
+
+A closed day keeps the scheme it was settled under (:attr:`Scheme.fingerprint` tells schemes
+apart). Settling it under another scheme is refused (:class:`SchemeChangeError`) unless asked
+for: :meth:`Ledger.reprice_day` then posts two adjustments, each labelled for what it is: the
+late or corrected data priced under the day's own scheme, and the repricing (the same data under
+the new scheme against the old), which records the new scheme (``reprice_scheme_id``) so the day
+is held under it from then on.
 """
 
 from __future__ import annotations
@@ -56,6 +63,10 @@ def member_account(home: str) -> str:
 
 class LedgerError(Exception):
     """An operation the ledger refuses; the message says why in plain words."""
+
+
+class SchemeChangeError(LedgerError):
+    """A closed day would be priced under another scheme without being asked to reprice it."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -110,6 +121,25 @@ def day_postings(intervals: Iterable[IntervalSettlement]) -> list[Posting]:
         postings.append(Posting(ROUNDING, ROUNDING_LEG, 0, residual))
     check_balanced(postings)
     return sorted(postings)
+
+
+def _difference(held: dict[tuple[str, str], Posting], postings: Iterable[Posting]) -> list[Posting]:
+    """The postings that take ``held`` to ``postings`` (balanced when both are)."""
+    new = {(p.account, p.leg): p for p in postings}
+    delta = []
+    for key in sorted(held.keys() | new.keys()):
+        h = held.get(key, Posting(*key, 0, 0))
+        n = new.get(key, Posting(*key, 0, 0))
+        if (n.energy_mwh, n.amount_micro) != (h.energy_mwh, h.amount_micro):
+            delta.append(
+                Posting(*key, n.energy_mwh - h.energy_mwh, n.amount_micro - h.amount_micro)
+            )
+    check_balanced(delta)
+    return delta
+
+
+def _data_memo(iso: str, period: str) -> str:
+    return f"correction of {iso} (closed period {period}) after late or corrected data"
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +251,38 @@ class Ledger:
         ).fetchone()
         return None if row is None else Scheme.from_json(row[0])
 
+    def held_scheme(self, day: date) -> Scheme | None:
+        """The scheme ``day`` is priced under: its latest repricing's, else its settlement's."""
+        iso = day.isoformat()
+        row = self.conn.execute(
+            "SELECT s.scheme FROM ledger_transactions t JOIN settlement_schemes s "
+            "ON s.id = t.reprice_scheme_id WHERE t.day = ? ORDER BY t.id DESC LIMIT 1",
+            (iso,),
+        ).fetchone()
+        if row is None:
+            row = self.conn.execute(
+                "SELECT s.scheme FROM settlement_intervals i JOIN settlement_schemes s "
+                "ON s.id = i.scheme_id WHERE i.day = ? ORDER BY i.start_ms DESC LIMIT 1",
+                (iso,),
+            ).fetchone()
+        return None if row is None else Scheme.from_json(row[0])
+
+    def scheme_changes(self, scheme: Scheme, days: Iterable[date]) -> dict[date, Scheme]:
+        """Days of closed periods among ``days`` held under a scheme other than ``scheme``,
+        with that scheme."""
+        out: dict[date, Scheme] = {}
+        closed: dict[str, bool] = {}
+        for day in days:
+            period = period_of(day)
+            if period not in closed:
+                closed[period] = self.is_closed(period)
+            if not closed[period]:
+                continue
+            held = self.held_scheme(day)
+            if held is not None and held.fingerprint != scheme.fingerprint:
+                out[day] = held
+        return out
+
     def day_effective(self, day: date) -> dict[tuple[str, str], Posting]:
         """What the ledger holds for ``day``: its settlement plus every later adjustment."""
         out: dict[tuple[str, str], Posting] = {}
@@ -306,8 +368,16 @@ class Ledger:
                 (iso,),
             ).fetchone()
             if old is not None:
+                held_ids = {
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT DISTINCT scheme_id FROM settlement_intervals WHERE day = ?",
+                        (iso,),
+                    )
+                }
                 if (
                     bool(old[1]) == day.provisional
+                    and held_ids == {scheme_id}
                     and self._txn_postings(old[0]) == sorted(day.postings)
                     and self._day_rows(iso) == (day.intervals, day.members)
                 ):
@@ -365,24 +435,59 @@ class Ledger:
             )
             return "resettled" if old is not None else "settled"
 
-    def _adjust(self, conn: sqlite3.Connection, day: DaySettlement, now_ms: int) -> str:
-        held = self.day_effective(day.day)
-        new = {(p.account, p.leg): p for p in day.postings}
-        delta = []
-        for key in sorted(held.keys() | new.keys()):
-            h = held.get(key, Posting(*key, 0, 0))
-            n = new.get(key, Posting(*key, 0, 0))
-            if (n.energy_mwh, n.amount_micro) != (h.energy_mwh, h.amount_micro):
-                delta.append(
-                    Posting(*key, n.energy_mwh - h.energy_mwh, n.amount_micro - h.amount_micro)
+    def reprice_day(
+        self,
+        day: DaySettlement,
+        at_old: DaySettlement,
+        scheme_id: int,
+        old: Scheme,
+        new: Scheme,
+        now_ms: int,
+    ) -> str:
+        """Price a day of a closed period under another scheme, as asked; returns ``repriced``.
+
+        ``day`` is the day settled under ``new`` (its ``scheme_id``), ``at_old`` the same data
+        under ``old``, the scheme the day is held under. Into the first open period after it go
+        the late or corrected data (``at_old`` against what the ledger holds for the day) and
+        the repricing (``day`` against ``at_old``), as two adjustments with their own memos.
+        The repricing is recorded even when no amount changes, so the day is held under
+        ``new`` from then on.
+        """
+        check_balanced(day.postings)
+        check_balanced(at_old.postings)
+        if day.day != at_old.day or not self.is_closed(day.period):
+            raise ValueError("reprice_day takes one day of a closed period under two schemes")
+        iso = day.day.isoformat()
+        with self._write() as conn:
+            target = self._first_open_after(conn, day.period)
+            conn.execute("INSERT OR IGNORE INTO ledger_periods (period) VALUES (?)", (target,))
+            held = self.day_effective(day.day)
+            corrected = _difference(held, at_old.postings)
+            if corrected:
+                memo = _data_memo(iso, day.period)
+                txn = self._insert_txn(
+                    conn, target, "adjustment", iso, at_old.provisional, now_ms, memo
                 )
+                self._insert_postings(conn, txn, corrected)
+            before = {(p.account, p.leg): p for p in at_old.postings}
+            memo = (
+                f"repricing of {iso} (closed period {day.period}) under a changed scheme, "
+                f"{old.label} -> {new.label}, as asked (settle --reprice); no data changed"
+            )
+            txn = self._insert_txn(
+                conn, target, "adjustment", iso, day.provisional, now_ms, memo, scheme_id
+            )
+            self._insert_postings(conn, txn, _difference(before, day.postings))
+        return "repriced"
+
+    def _adjust(self, conn: sqlite3.Connection, day: DaySettlement, now_ms: int) -> str:
+        delta = _difference(self.day_effective(day.day), day.postings)
         if not delta:
             return "unchanged"
-        check_balanced(delta)
         target = self._first_open_after(conn, day.period)
         conn.execute("INSERT OR IGNORE INTO ledger_periods (period) VALUES (?)", (target,))
         iso = day.day.isoformat()
-        memo = f"correction of {iso} (closed period {day.period}) after late or corrected data"
+        memo = _data_memo(iso, day.period)
         txn = self._insert_txn(conn, target, "adjustment", iso, day.provisional, now_ms, memo)
         self._insert_postings(conn, txn, delta)
         return "adjusted"
@@ -464,11 +569,12 @@ class Ledger:
         provisional: bool,
         now_ms: int,
         memo: str,
+        reprice_scheme_id: int | None = None,
     ) -> int:
         cur = conn.execute(
-            "INSERT INTO ledger_transactions (period, kind, day, provisional, created_ms, memo) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (period, kind, day, int(provisional), now_ms, memo),
+            "INSERT INTO ledger_transactions (period, kind, day, provisional, created_ms, memo, "
+            "reprice_scheme_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (period, kind, day, int(provisional), now_ms, memo, reprice_scheme_id),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid

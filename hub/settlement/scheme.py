@@ -28,6 +28,7 @@ between the two). Every mistake is a :class:`ConfigError` naming the key.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -178,6 +179,35 @@ class Scheme:
             separators=(",", ":"),
         )
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of what prices a day: the scheme without ``min_group``, prices written
+        in their shortest form, so ``"0.3"`` and ``"0.30"`` are the same scheme.
+
+        Two schemes with one fingerprint settle any data identically; a closed month is never
+        priced again under a scheme with another fingerprint unless asked (``settle --reprice``).
+        ``min_group`` is left out because it only withholds community figures.
+        """
+        data = json.loads(self.to_json())
+        del data["min_group"]
+        for key in ("import_tariff", "export_tariff"):
+            tariff = data[key]
+            tariff["price_per_kwh"] = _plain(tariff["price_per_kwh"])
+            for w in tariff["windows"]:
+                w["price_per_kwh"] = _plain(w["price_per_kwh"])
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def short_id(self) -> str:
+        """The first 8 hex digits of :attr:`fingerprint`, for people."""
+        return self.fingerprint[:8]
+
+    @property
+    def label(self) -> str:
+        """``SDR (scheme 1a2b3c4d)``: the mechanism and which scheme it is."""
+        return f"{self.mechanism.value.upper()} (scheme {self.short_id})"
+
     @classmethod
     def from_json(cls, text: str) -> Scheme:
         """The inverse of :meth:`to_json` (the stored form uses the TOML keys)."""
@@ -186,6 +216,11 @@ class Scheme:
             t = data[key]
             t["windows"] = [dict(w) for w in t["windows"]]
         return parse_scheme(data)
+
+
+def _plain(price: str) -> str:
+    """A price in its shortest exact form: ``0.30`` -> ``0.3``, ``100`` stays ``100``."""
+    return format(Decimal(price).normalize(), "f")
 
 
 def parse_period(period: str) -> date:

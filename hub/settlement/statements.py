@@ -8,7 +8,9 @@ The statement is the ledger's view of one member account over one month, in mino
 - ``rounding``: whatever makes the lines add up to the total.
 
 The total is the member's balance for the month rounded in the member's favour (after the month
-is closed, the ledger itself holds that whole amount). The grid-only bill re-prices the member's
+is closed, the ledger itself holds that whole amount). A month may be priced under more than one
+scheme (the scheme changed mid-month): :func:`statement_pricing` says which scheme priced which
+of the member's days, and every format shows it. The grid-only bill re-prices the member's
 own interval energy at the grid's tariffs and is rounded the same way, so under SDR and MMR the
 saving is never negative.
 """
@@ -18,7 +20,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Final, cast
 
@@ -48,6 +52,57 @@ LABELS: Final[dict[str, str]] = {
 
 class StatementError(Exception):
     """No statement can be made (unknown home, month not settled); the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class PricingSpan:
+    """Consecutive days of a member's month (local dates, both included) priced by one scheme."""
+
+    first: date
+    last: date
+    mechanism: str
+    scheme: str  # the scheme's short id (Scheme.short_id)
+
+
+def statement_pricing(store: Store, home: str, period: str) -> list[PricingSpan]:
+    """Which scheme priced which of ``home``'s settled days in ``period``, in day order.
+
+    Runs of days under one scheme (by :attr:`Scheme.fingerprint`) make one span; days the
+    member was not settled on are skipped over, not split on. A closed month shows the schemes
+    it was closed under: a later repricing is posted, and shown, in the month it was made in.
+    """
+    schemes: dict[int, Scheme] = {}
+    spans: list[PricingSpan] = []
+    fingerprint = ""
+    for day_text, scheme_id in store.db.conn.execute(
+        "SELECT DISTINCT m.day, i.scheme_id FROM settlement_member_intervals m "
+        "JOIN settlement_intervals i ON i.start_ms = m.start_ms "
+        "WHERE m.home = ? AND m.period = ? ORDER BY m.day, i.scheme_id",
+        (home, period),
+    ):
+        if scheme_id not in schemes:
+            (text,) = store.db.conn.execute(
+                "SELECT scheme FROM settlement_schemes WHERE id = ?", (scheme_id,)
+            ).fetchone()
+            schemes[scheme_id] = Scheme.from_json(text)
+        scheme = schemes[scheme_id]
+        day = date.fromisoformat(day_text)
+        if spans and scheme.fingerprint == fingerprint:
+            spans[-1] = PricingSpan(spans[-1].first, day, spans[-1].mechanism, spans[-1].scheme)
+        else:
+            spans.append(PricingSpan(day, day, scheme.mechanism.value, scheme.short_id))
+            fingerprint = scheme.fingerprint
+    return spans
+
+
+def pricing_text(pricing: Sequence[PricingSpan]) -> str:
+    """``SDR 2026-06-01 to 2026-06-15, MMR 2026-06-16 to 2026-06-30``; each span names its
+    scheme too when one mechanism appears under two schemes (a tariff changed)."""
+    named = len({p.scheme for p in pricing}) > len({p.mechanism for p in pricing})
+    return ", ".join(
+        f"{p.mechanism.upper()} {p.first} to {p.last}" + (f" (scheme {p.scheme})" if named else "")
+        for p in pricing
+    )
 
 
 def _round(value: Decimal, rounding: str) -> int:
@@ -171,13 +226,14 @@ def _pay_or_be_paid(minor: int, minor_unit: int) -> str:
     )
 
 
-def format_text(s: Statement) -> str:
-    """The statement as a member reads it."""
+def format_text(s: Statement, pricing: Sequence[PricingSpan] = ()) -> str:
+    """The statement as a member reads it; ``pricing`` from :func:`statement_pricing`."""
     m = s.minor_unit
     state = "final" if s.final else "provisional: may change as late meter data arrives"
+    priced = pricing_text(pricing) if pricing else s.mechanism.upper()
     out = [
         f"coopwatt statement for {s.home}, {s.period} ({state})",
-        f"pricing: {s.mechanism.upper()}; amounts in {s.currency}, + you pay, - you are paid; "
+        f"pricing: {priced}; amounts in {s.currency}, + you pay, - you are paid; "
         "kWh: + received, - delivered",
         "",
         f"{'':32} {'kWh':>12} {s.currency:>12}",
@@ -207,13 +263,27 @@ def format_text(s: Statement) -> str:
     return "\n".join(out) + "\n"
 
 
-def format_json(s: Statement) -> str:
-    """The wire payload (``homes/{home}/statement``), indented for people."""
-    return json.dumps(json.loads(encode(s)), indent=2) + "\n"
+def format_json(s: Statement, pricing: Sequence[PricingSpan] = ()) -> str:
+    """The wire payload (``homes/{home}/statement``), indented for people, plus ``pricing``:
+    which scheme priced which days (``from``, ``to``, ``mechanism``, ``scheme``). The wire
+    payload itself carries only ``mechanism``, that of the month's latest settled day."""
+    data = json.loads(encode(s))
+    if pricing:
+        data["pricing"] = [
+            {
+                "from": p.first.isoformat(),
+                "to": p.last.isoformat(),
+                "mechanism": p.mechanism,
+                "scheme": p.scheme,
+            }
+            for p in pricing
+        ]
+    return json.dumps(data, indent=2) + "\n"
 
 
-def format_csv(s: Statement) -> str:
-    """One row per line plus total, grid-only and saving rows: ``item,energy_wh,amount``."""
+def format_csv(s: Statement, pricing: Sequence[PricingSpan] = ()) -> str:
+    """One row per line plus total, grid-only and saving rows: ``item,energy_wh,amount``;
+    then one ``pricing MECHANISM FIRST..LAST scheme ID`` row per pricing span (no amount)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["home", "period", "item", "energy_wh", f"amount_{s.currency.lower()}", "final"])
@@ -222,14 +292,16 @@ def format_csv(s: Statement) -> str:
     ]
     rows += [("total", "", s.total_minor), ("grid-only", "", s.grid_only_minor)]
     rows.append(("saving", "", s.saving_minor))
+    final = str(s.final).lower()
     for item, energy, amount in rows:
-        w.writerow(
-            [s.home, s.period, item, energy, money(amount, s.minor_unit), str(s.final).lower()]
-        )
+        w.writerow([s.home, s.period, item, energy, money(amount, s.minor_unit), final])
+    for p in pricing:
+        item = f"pricing {p.mechanism} {p.first}..{p.last} scheme {p.scheme}"
+        w.writerow([s.home, s.period, item, "", "", final])
     return buf.getvalue()
 
 
-FORMATS: Final[dict[str, Callable[[Statement], str]]] = {
+FORMATS: Final[dict[str, Callable[[Statement, Sequence[PricingSpan]], str]]] = {
     "text": format_text,
     "json": format_json,
     "csv": format_csv,
