@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import socket
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -183,16 +182,14 @@ def test_sunspec_common_model_without_pad() -> None:
             assert rr.registers[-2:] == [0xFFFF, 0]
 
 
-def test_fifteen_servers_start_fast_and_stop_cleanly() -> None:
+def test_fifteen_servers_start_and_stop_cleanly() -> None:
     clock = ManualClock(START_MS)
     homes = [SimHome(f"home-{i}", i, clock) for i in range(5)]
     threads_before = set(threading.enumerate())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        began = time.perf_counter()
         servers = SimModbusServers(homes)
-        servers.start()
-        assert time.perf_counter() - began < 2.0
+        servers.start()  # how fast: bench/sim_household.py
         endpoints = [e for devices in servers.endpoints().values() for e in devices.values()]
         assert len(endpoints) == 15
         # A client left connected must not keep the servers from stopping.
