@@ -1,7 +1,8 @@
 """Consent at the hub: what crosses the wire, erasure on revocation, purpose-scoped reading.
 
 The observer is subscribed to ``coopwatt/{coop}/#`` on a broker that lets it see everything (the
-test broker allows anonymous access), so it sees whatever any home sends.
+test broker allows anonymous access), so it sees whatever any home or the hub sends, on every
+topic, including what does not decode.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import random
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -27,11 +30,12 @@ from hub.consent import ConsentBook, PurposeView
 from hub.ingest import Ingest
 from hub.store import Store
 from protocol.clock import ManualClock
-from protocol.codec import decode_message
+from protocol.codec import CodecError, decode_message, encode
 from protocol.consent import Purpose, PurposeGrant, Resolution, next_version, nothing_shared
 from protocol.payloads import Reading, ReadingBatch, Receipt
 from protocol.quantities import Role
 from protocol.session import BrokerSettings
+from protocol.topics import HomeTopic, home_topic
 from sim.broker import RunningBroker
 from sim.household import SimHome
 from sim.modbus_server import SimModbusServers
@@ -42,28 +46,81 @@ Q = 900_000
 MIN = 60_000
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """A message that broke the wire contract: kept as it came, with the codec's reason."""
+
+    topic: str
+    payload: bytes
+    error: str
+
+
 class Observer:
-    """Everything published under the cooperative's topics."""
+    """Every message published under the cooperative's topics, in arrival order.
+
+    Subscribes to ``coopwatt/{coop}/#`` and returns only once the broker granted it (SUBACK),
+    so nothing a test does after constructing it goes unseen. Each message is decoded as it
+    arrives; one that does not decode is recorded as :class:`Undecodable` (raising in paho's
+    callback would end its network thread, and the observer would go deaf without a word).
+    """
+
+    SUBACK_TIMEOUT_S = 10.0
 
     def __init__(self, broker: RunningBroker, coop: str) -> None:
-        self.messages: list[tuple[str, object]] = []
+        self.topic_filter = f"coopwatt/{coop}/#"
+        self.messages: list[tuple[str, str, object]] = []  # (topic, kind, payload)
         self.lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.refused: list[object] = []
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"observer-{coop}")
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
-        self.client.subscribe(f"coopwatt/{coop}/#", qos=1)
         self.client.loop_start()
+        if not self.subscribed.wait(self.SUBACK_TIMEOUT_S) or self.refused:
+            self.close()
+            raise AssertionError(
+                f"the broker did not grant {self.topic_filter} within "
+                f"{self.SUBACK_TIMEOUT_S} s: {self.refused or 'no SUBACK'}"
+            )
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: object, flags: object, reason: Any, props: object
+    ) -> None:
+        if not reason.is_failure:
+            client.subscribe(self.topic_filter, qos=1)
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: object, mid: int, reasons: list[Any], props: object
+    ) -> None:
+        self.refused = [r for r in reasons if r.is_failure]
+        self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        if not msg.payload:
-            return
-        address, payload = decode_message(msg.topic, bytes(msg.payload))
+        topic, data = msg.topic, bytes(msg.payload)
+        record: tuple[str, str, object]
+        if not data:
+            record = (topic, "cleared", None)  # a retained message removed
+        else:
+            try:
+                address, payload = decode_message(topic, data)
+                record = (topic, address.kind.value, payload)
+            except CodecError as exc:
+                record = (topic, "undecodable", Undecodable(topic, data, str(exc)))
         with self.lock:
-            self.messages.append((address.kind.value, payload))
+            self.messages.append(record)
 
     def of(self, kind: str) -> list[object]:
         with self.lock:
-            return [p for k, p in self.messages if k == kind]
+            return [p for _, k, p in self.messages if k == kind]
+
+    def topics(self) -> list[str]:
+        with self.lock:
+            return [t for t, _, _ in self.messages]
+
+    def undecodable(self) -> list[Undecodable]:
+        return [m for m in self.of("undecodable") if isinstance(m, Undecodable)]
 
     def readings(self) -> list[Reading]:
         return [r for b in self.of("readings") if isinstance(b, ReadingBatch) for r in b.readings]
@@ -331,3 +388,39 @@ def test_settlement_reads_only_homes_that_share_for_settlement(tmp_path: Path) -
         imported, _ = counters["home-a"].grid["m"]
         # 15-minute consent: the quarter-hour closing counters only, not every minute's.
         assert imported.ts_ms == (T0, T0 + 15 * MIN, T0 + 30 * MIN)
+
+
+def test_the_observer_records_past_an_undecodable_message(mosquitto: RunningBroker) -> None:
+    """A payload that breaks the wire contract is recorded as such; the observer keeps watching
+    every topic after it (paho's network thread must not die in the callback)."""
+    coop = f"c-{uuid.uuid4().hex[:10]}"
+    observer = Observer(mosquitto, coop)
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"sender-{coop}")
+    sender.connect(mosquitto.host, mosquitto.port)
+    sender.loop_start()
+    try:
+        readings = home_topic(coop, "home-9", HomeTopic.READINGS)
+        q: dict[str, float | str] = {"energy_import_wh": 1.0}
+        batch = ReadingBatch("home-9", T0, [Reading("m", 1, T0, Role.GRID, "g1", q)])
+        for topic, payload in (
+            (readings, b"not json"),
+            (f"coopwatt/{coop}/hub/no-such-kind", b"{}"),
+            (readings, encode(batch)),
+            (home_topic(coop, "home-9", HomeTopic.STATUS), b'{"v": 1}'),
+        ):
+            sender.publish(topic, payload, qos=1).wait_for_publish(10)
+        wait_for(lambda: len(observer.readings()) == 1, 10, "the valid batch after the bad ones")
+        assert observer.readings() == batch.readings
+        wait_for(lambda: len(observer.undecodable()) == 3, 10, "three undecodable messages")
+        bad = observer.undecodable()
+        assert [(m.topic, m.payload) for m in bad] == [
+            (readings, b"not json"),
+            (f"coopwatt/{coop}/hub/no-such-kind", b"{}"),
+            (home_topic(coop, "home-9", HomeTopic.STATUS), b'{"v": 1}'),
+        ]
+        assert all(m.error for m in bad)
+        assert len(observer.topics()) == 4  # every message of every topic, in order
+    finally:
+        sender.loop_stop()
+        sender.disconnect()
+        observer.close()
