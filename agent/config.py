@@ -6,6 +6,7 @@ home = "home-7"
 poll_interval_s = 10          # default for every device
 data_dir = "/var/lib/coopwatt"  # the outbox lives here
 outbox_budget_mb = 256        # disk for readings waiting to be sent (about 50 days of a home)
+ack_timeout_s = 30            # send a batch again when the hub has not acked it by then
 
 [broker]
 url = "mqtt://hub.local:1883"
@@ -69,6 +70,8 @@ class AgentConfig:
     devices: tuple[DeviceConfig, ...]
     poll_interval_s: float = 10.0
     outbox_budget_bytes: int = 256 * 1024 * 1024
+    # Wall seconds before an unacked batch goes again (then twice that, up to 120 s).
+    ack_timeout_s: float = 30.0
     # Appliance-timing prompts (agent/appliances.py, agent/indicator.py): optional.
     timezone: str | None = None
     appliances: tuple[Appliance, ...] = ()
@@ -96,6 +99,7 @@ def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfi
     data_dir = root.path("data_dir", base_dir, ".")
     assert data_dir is not None
     budget_mb = root.number("outbox_budget_mb", 256.0, lo=1.0, hi=1024.0 * 1024)
+    ack_timeout_s = root.number("ack_timeout_s", 30.0, lo=1.0, hi=120.0)
     broker = broker_settings(root.table("broker"), f"coopwatt-agent-{coop}-{home}", base_dir)
     devices = []
     buses: dict[str, BusAddress] = {}
@@ -147,7 +151,7 @@ def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfi
     root.done()
     return AgentConfig(
         coop, home, broker, data_dir, tuple(devices), poll_s, int(budget_mb * 1024 * 1024),
-        timezone, appliances, indicator,
+        ack_timeout_s, timezone, appliances, indicator,
     )  # fmt: skip
 
 

@@ -2,9 +2,15 @@
 
 At most ``window`` readings are in flight (sent, not yet acked), so a day's backlog drains as
 fast as the hub commits it without flooding the broker or the Pi's memory, and each poll's live
-readings still go out straight away instead of queueing behind the backlog. Readings in flight
-are sent again after a reconnect, or when no ack has come for ``resend_after_s`` wall seconds (a
-hub restart loses what it had not committed); the hub's idempotent insert makes that harmless.
+readings still go out straight away instead of queueing behind the backlog.
+
+Every batch has its own deadline: what of it is still unacked ``resend_after_s`` wall seconds
+after it was sent goes again, then after twice that, and so on up to ``max_resend_after_s``,
+whatever happens to other readings. A broker that restarted without its queue, a hub that died
+holding uncommitted readings or a hub whose database was locked each lose a few batches while
+later ones get through: one deadline for everything (reset by any ack) never resent those. A
+reconnect sends everything unacked again at once. The hub's idempotent insert makes a resend
+harmless.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Final
 
 from agent.outbox import Outbox, Row
@@ -23,7 +30,17 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE: Final = 1000  # readings per message: ~150 kB, far under the 1 MiB payload limit
 WINDOW: Final = 4000  # readings in flight at most
-RESEND_AFTER_S: Final = 30.0
+RESEND_AFTER_S: Final = 30.0  # first wait for an ack, wall seconds
+MAX_RESEND_AFTER_S: Final = 120.0  # the backoff's cap: an unacked reading goes again this often
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Readings sent together and not yet acked, with when they go again."""
+
+    rows: dict[tuple[str, int], Row]
+    due: float  # monotonic seconds
+    wait_s: float  # the wait that set ``due``; doubled at each resend
 
 
 class Delivery:
@@ -37,6 +54,7 @@ class Delivery:
         batch_size: int = BATCH_SIZE,
         window: int = WINDOW,
         resend_after_s: float = RESEND_AFTER_S,
+        max_resend_after_s: float = MAX_RESEND_AFTER_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.outbox = outbox
@@ -46,36 +64,51 @@ class Delivery:
         self.batch_size = batch_size
         self.window = window
         self.resend_after_s = resend_after_s
+        self.max_resend_after_s = max(max_resend_after_s, resend_after_s)
         self.monotonic = monotonic
-        self.inflight: dict[tuple[str, int], float] = {}  # (device, seq) -> when sent
+        self.inflight: dict[tuple[str, int], _Batch] = {}  # (device, seq) -> its batch
+        self._batches: list[_Batch] = []  # in the order sent
         self._cursor: dict[str, int] = {}  # backlog read position per device (seq)
-        self._last_progress = monotonic()
 
     def restart(self) -> None:
         """Forget what is in flight: everything unacked is sent again (after a reconnect)."""
         self.inflight.clear()
+        self._batches.clear()
         self._cursor.clear()
-        self._last_progress = self.monotonic()
 
-    def _send(self, rows: list[Row]) -> None:
-        if rows and not self.inflight:
-            self._last_progress = self.monotonic()  # the ack clock starts with the first send
+    def _send(self, rows: list[Row], wait_s: float | None = None) -> None:
+        wait_s = self.resend_after_s if wait_s is None else wait_s
         for i in range(0, len(rows), self.batch_size):
             chunk = rows[i : i + self.batch_size]
             self.publish(encode_batch(self.home, self.clock.now_ms(), [r.body for r in chunk]))
-            now = self.monotonic()
-            for r in chunk:
-                self.inflight[(r.device, r.seq)] = now
+            batch = _Batch({(r.device, r.seq): r for r in chunk}, self.monotonic() + wait_s, wait_s)
+            self._batches.append(batch)
+            for key in batch.rows:
+                self.inflight[key] = batch
+
+    def _resend_overdue(self) -> int:
+        """Send again what is past its deadline, with the wait doubled; returns readings sent."""
+        now = self.monotonic()
+        overdue = [b for b in self._batches if b.rows and b.due <= now]
+        if not overdue:
+            return 0
+        self._batches = [b for b in self._batches if b.rows and b.due > now]
+        sent = 0
+        for batch in overdue:
+            wait_s = min(batch.wait_s * 2, self.max_resend_after_s)
+            log.info("no ack after %.0f s: sending %d readings again", batch.wait_s,
+                     len(batch.rows))  # fmt: skip
+            self._send(list(batch.rows.values()), wait_s)
+            sent += len(batch.rows)
+        return sent
 
     def send(self, live: Iterable[Row] = ()) -> int:
-        """Send ``live`` now, then backlog while the window has room; returns readings sent."""
-        if self.inflight and self.monotonic() - self._last_progress > self.resend_after_s:
-            log.info("no ack for %.0f s: sending %d unacked readings again",
-                     self.resend_after_s, len(self.inflight))  # fmt: skip
-            self.restart()
+        """Send what is overdue, ``live`` now, then backlog while the window has room; returns
+        readings sent."""
+        sent = self._resend_overdue()
         fresh = [r for r in live if (r.device, r.seq) not in self.inflight]
         self._send(fresh)
-        sent = len(fresh)
+        sent += len(fresh)
         while (room := self.window - len(self.inflight)) >= self.batch_size or (
             room > 0 and not self.inflight
         ):
@@ -103,8 +136,9 @@ class Delivery:
                 done.setdefault(device, []).extend(ack.seqs(device))
         for device, seqs in done.items():
             for s in seqs:
-                self.inflight.pop((device, s), None)
-        deleted = self.outbox.remove(done)
-        if done:
-            self._last_progress = self.monotonic()
-        return deleted
+                batch = self.inflight.pop((device, s), None)
+                if batch is not None:
+                    batch.rows.pop((device, s), None)
+        if len(self._batches) > 64:  # drop emptied batches now and then, not on every ack
+            self._batches = [b for b in self._batches if b.rows]
+        return self.outbox.remove(done)

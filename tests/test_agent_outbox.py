@@ -231,6 +231,46 @@ def test_delivery_resends_after_silence_and_after_restart(tmp_path: Path) -> Non
     assert box.count() == 0
 
 
+def test_a_lost_batch_is_sent_again_while_later_batches_are_acked(tmp_path: Path) -> None:
+    """Each batch has its own deadline: acks for later readings do not excuse a lost one."""
+    box = Outbox(tmp_path / "o.db")
+    wire = _Wire()
+    now = [0.0]
+    d = Delivery(box, "home-1", ManualClock(T0), wire.publish, resend_after_s=30,
+                 max_resend_after_s=120, monotonic=lambda: now[0])  # fmt: skip
+    d.send(box.add(_cycle(T0), "g1"))  # batch 0: lost on the way (a broker restart)
+    for i in range(1, 8):  # a poll every 10 s, each batch acked at once
+        now[0] = i * 10.0
+        d.send(box.add(_cycle(T0 + i * 10_000), "g1"))
+        d.acked([_ack(wire.sent[-1])])
+    # By t=70 s the lost batch was due at t=30 s and went again, alone.
+    resent = [b for b in wire.sent if [r.seq for r in b.readings] == [1, 1]]
+    assert len(resent) == 2, [[r.seq for r in b.readings] for b in wire.sent]
+    # Unacked again: the next try backs off to twice the wait (60 s after the first resend).
+    now[0] = 89.0
+    assert d.send() == 0
+    now[0] = 91.0
+    assert d.send() == 2
+    assert [r.seq for r in wire.sent[-1].readings] == [1, 1]
+    d.acked([_ack(wire.sent[-1])])
+    assert box.count() == 0 and not d.inflight
+
+
+def test_unacked_readings_are_retried_at_most_every_max_wait(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    wire = _Wire()
+    now = [0.0]
+    d = Delivery(box, "home-1", ManualClock(T0), wire.publish, resend_after_s=30,
+                 max_resend_after_s=120, monotonic=lambda: now[0])  # fmt: skip
+    d.send(box.add(_cycle(T0), "g1"))
+    sends = []
+    for t in range(0, 1000):  # a hub that never acks: tries at 0, 30, 90, 210, 330, ...
+        now[0] = float(t)
+        if d.send():
+            sends.append(t)
+    assert sends[:6] == [30, 90, 210, 330, 450, 570]
+
+
 def test_acked_readings_leave_the_file_with_the_next_cycle_not_in_a_commit_of_their_own(
     tmp_path: Path,
 ) -> None:
