@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -72,7 +73,56 @@ def image_source(
     return lambda t_ms: wind_turbine_image(home.values(device, t_ms))
 
 
-def _sim_device(home: SimHome, device: str, sunspec_common_length: int) -> SimDevice:
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One read request a simulated device answered: when, which registers, and the home's
+    values at that moment (the quantities those registers encode)."""
+
+    t_ms: int
+    address: int
+    count: int
+    values: dict[str, float | str]
+
+
+class ServedLog:
+    """Every request the servers answered, per (home, device): the simulator's own record.
+
+    Fault tests check what reached the hub against this, not against the agent's bookkeeping:
+    a reading the agent numbered but lost, or one it never made, shows up here.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._served: dict[tuple[str, str], list[Served]] = {}
+
+    def record(self, home: str, device: str, served: Served) -> None:
+        with self._lock:
+            self._served.setdefault((home, device), []).append(served)
+
+    def requests(self, home: str, device: str) -> list[Served]:
+        with self._lock:
+            return list(self._served.get((home, device), []))
+
+    def polls(self, home: str, device: str) -> list[Served]:
+        """The first request of each poll of ``device``, oldest first.
+
+        A poll reads the same blocks every time, lowest address first; a SunSpec device is
+        also read once at connection to find its model chain, in requests no poll repeats (a
+        model's two-word header, where the poll reads header and body). So a poll starts with
+        the lowest of the blocks (address and length) requested most often.
+        """
+        served = self.requests(home, device)
+        if not served:
+            return []
+        counts = Counter((s.address, s.count) for s in served)
+        most = max(counts.values())
+        start = min(block for block, n in counts.items() if n == most)
+        return [s for s in served if (s.address, s.count) == start]
+
+
+def _sim_device(
+    home: SimHome, device: str, sunspec_common_length: int, log: ServedLog | None = None
+) -> SimDevice:
     """A pymodbus SimDevice whose registers are refreshed from ``home`` on every read."""
     source = image_source(home, device, sunspec_common_length=sunspec_common_length)
     template = source(home.clock.now_ms())
@@ -89,9 +139,12 @@ def _sim_device(home: SimHome, device: str, sunspec_common_length: int) -> SimDe
         # Shared register block: pymodbus serves it to both 03 and 04, so refuse the other one.
         if function_code != fc or set_values is not None:
             return ExcCodes.ILLEGAL_ADDRESS
-        image = source(home.clock.now_ms())
+        now = home.clock.now_ms()
+        image = source(now)
         offset = address - start_address
         current_registers[offset : offset + count] = image.read(address, count)
+        if log is not None:
+            log.record(home.home, device, Served(now, address, count, home.values(device, now)))
         return None
 
     block = SimData(
@@ -113,7 +166,8 @@ class SimModbusServers:
 
     Use as a context manager; :meth:`endpoints` maps home → device → :class:`Endpoint`.
     ``sunspec_common_length`` 65 serves inverters whose common model leaves out Pad, as some
-    real ones do, so the agent's SunSpec discovery can be tested against both.
+    real ones do, so the agent's SunSpec discovery can be tested against both. With ``served``,
+    every request answered is recorded there (see :class:`ServedLog`).
     """
 
     def __init__(
@@ -122,12 +176,14 @@ class SimModbusServers:
         *,
         host: str = HOST,
         sunspec_common_length: int = 66,
+        served: ServedLog | None = None,
     ) -> None:
         if sunspec_common_length not in (65, 66):
             raise ValueError("sunspec_common_length must be 65 or 66")
         self.homes = list(homes)
         self.host = host
         self.sunspec_common_length = sunspec_common_length
+        self.served = served
         self._endpoints: dict[str, dict[str, Endpoint]] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -196,7 +252,7 @@ class SimModbusServers:
                 for device in home.devices:
                     server = ModbusTcpServer(
                         [
-                            _sim_device(home, device, self.sunspec_common_length),
+                            _sim_device(home, device, self.sunspec_common_length, self.served),
                             _catch_all_device(),
                         ],
                         address=(self.host, 0),

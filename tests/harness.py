@@ -5,6 +5,7 @@ reading a device produced reached the hub's database exactly once."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import signal
 import sqlite3
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import pytest
 
@@ -23,7 +24,7 @@ from agent.consent_ledger import ConsentLedger
 from protocol.clock import SystemClock
 from sim.broker import find_mosquitto, free_port, mosquitto_config
 from sim.household import SimHome
-from sim.modbus_server import SimModbusServers
+from sim.modbus_server import ServedLog, SimModbusServers
 
 BIN = Path(sys.executable).parent
 
@@ -167,6 +168,7 @@ class Home:
     servers: SimModbusServers
     config: Path
     outbox: Path
+    served: ServedLog
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -195,11 +197,19 @@ class Home:
 
 @contextlib.contextmanager
 def simulated_home(
-    tmp: Path, coop: str, broker_url: str, *, poll_s: float = 0.1, extra: str = ""
+    tmp: Path,
+    coop: str,
+    broker_url: str,
+    *,
+    poll_s: float = 0.1,
+    ack_timeout_s: float = 5.0,
+    extra: str = "",
 ) -> Iterator[Home]:
-    """Devices served from this process on the wall clock, an agent config pointing at them."""
+    """Devices served from this process on the wall clock, an agent config pointing at them;
+    ``home.served`` records every request the devices answered."""
     sim = SimHome("home-1", 11, SystemClock(), step_s=1)
-    with SimModbusServers([sim]) as servers:
+    served = ServedLog()
+    with SimModbusServers([sim], served=served) as servers:
         devices = "".join(
             f'[[devices]]\nname = "{name}"\nprofile = "{ep.profile}"\n'
             f'modbus = "tcp://{ep.host}:{ep.port}"\nunit = {ep.unit}\n\n'
@@ -210,13 +220,14 @@ def simulated_home(
         config = folder / "agent.toml"
         config.write_text(
             f'coop = "{coop}"\nhome = "home-1"\npoll_interval_s = {poll_s}\n'
+            f"ack_timeout_s = {ack_timeout_s}\n"
             f'data_dir = "state"\n{extra}\n[broker]\nurl = "{broker_url}"\nkeepalive_s = 5\n\n'
             + devices
         )
         ConsentLedger(folder / "state" / "consent.jsonl", "home-1").share_everything(
             SystemClock().now_ms()
         )
-        home = Home(sim, servers, config, folder / "state" / "outbox.db")
+        home = Home(sim, servers, config, folder / "state" / "outbox.db", served)
         try:
             yield home
         finally:
@@ -229,6 +240,7 @@ class Hub:
     """The hub as ``coopwatt-hub run`` in its own process."""
 
     def __init__(self, tmp: Path, coop: str, broker_url: str) -> None:
+        self.coop = coop
         self.folder = tmp / "hub"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.db = self.folder / "hub.db"
@@ -262,9 +274,12 @@ class Hub:
                 return 0
 
 
-def assert_exactly_once(hub_db: Path, home: Home) -> int:
+def assert_exactly_once(hub_db: Path, home: Home, *, complete: bool = True) -> int:
     """Every (device, seq) the agent numbered is in the hub's database once; counters match the
-    simulated meters; the database is intact. Returns the number of readings checked."""
+    simulated meters; the database is intact. Returns the number of readings checked.
+
+    ``complete=False`` accepts a tail not yet delivered (an agent stopped while sending): the
+    stored seqs must then start at 1 without a gap."""
     expected = home.last_seqs()
     assert expected, "the agent produced no readings"
     with contextlib.closing(sqlite3.connect(hub_db)) as db:
@@ -278,8 +293,10 @@ def assert_exactly_once(hub_db: Path, home: Home) -> int:
     for device, seq, ts, imp, exp, e in rows:
         by_device.setdefault(device, []).append((seq, ts, imp, exp, e))
     assert set(by_device) == set(expected)
-    for device, last in expected.items():
+    for device, numbered in expected.items():
         seqs = [r[0] for r in by_device[device]]
+        assert seqs[-1] <= numbered, f"{device}: readings the agent never numbered"
+        last = numbered if complete else seqs[-1]
         assert seqs == list(range(1, last + 1)), f"{device}: lost or extra readings"
     # The meter's counters as stored are the simulator's at the time of each reading, to the
     # register's resolution (float32 kWh: well under 1 Wh) plus the read's own latency.
@@ -290,3 +307,65 @@ def assert_exactly_once(hub_db: Path, home: Home) -> int:
         assert abs(imp - truth["energy_import_wh"]) < 2.0, (seq, imp, truth)
         assert abs(exp - truth["energy_export_wh"]) < 2.0, (seq, exp, truth)
     return len(rows)
+
+
+COUNTERS: Final = ("energy_import_wh", "energy_export_wh", "energy_wh")
+
+
+def served_not_stored(hub_db: Path, home: Home, before_ms: int) -> dict[str, int]:
+    """Per device, how many polls the simulated device answered before ``before_ms`` that have
+    no reading in the hub's database (0 everywhere: every value served arrived).
+
+    The oracle is the simulator's own record of each poll it answered, not the agent's numbering:
+    each stored reading, in seq order, is paired with the latest poll served no later than the
+    reading's time (the agent stamps a reading when the device has answered), and its counters
+    must be the ones the simulator served then (to 2 Wh: the blocks of one poll are read a few
+    ms apart). Two readings of one poll, or a reading with no poll, fail at once.
+    """
+    with contextlib.closing(sqlite3.connect(hub_db, timeout=10)) as db:
+        names = ", ".join(f"r.{c}" for c in COUNTERS)
+        rows = db.execute(
+            f"SELECT d.device, r.seq, r.ts_ms, {names} FROM readings r "
+            "JOIN devices d ON d.id = r.device_id WHERE d.home = ? ORDER BY d.device, r.seq",
+            (home.sim.home,),
+        ).fetchall()
+    stored: dict[str, list[tuple[int, int, tuple[float | None, ...]]]] = {}
+    for device, seq, ts, *counters in rows:
+        stored.setdefault(device, []).append((seq, ts, tuple(counters)))
+    missing: dict[str, int] = {}
+    for device in home.sim.devices:
+        polls = home.served.polls(home.sim.home, device)
+        times = [p.t_ms for p in polls]
+        matched: set[int] = set()
+        for seq, ts, counters in stored.get(device, []):
+            i = bisect.bisect_right(times, ts) - 1
+            assert i >= 0, f"{device} seq {seq} at {ts}: no poll was served before it"
+            assert i not in matched, f"{device} seq {seq}: a second reading of one poll"
+            matched.add(i)
+            for name, value in zip(COUNTERS, counters, strict=True):
+                truth = polls[i].values.get(name)
+                if isinstance(truth, float):
+                    assert value is not None and abs(value - truth) < 2.0, (device, seq, name)
+        missing[device] = sum(1 for i, t in enumerate(times) if t < before_ms and i not in matched)
+    return missing
+
+
+def wait_all_served_stored(
+    hub_db: Path, home: Home, *, missing_allowed: int = 0, timeout_s: float = 150.0
+) -> int:
+    """With the agent left running, wait until every poll served so far is in the hub's database
+    (but ``missing_allowed`` per device: polls answered to an agent killed before it stored
+    them); returns how many polls that was. Nothing here restarts or nudges the agent."""
+    mark = SystemClock().now_ms() - 1
+    total = sum(len(home.served.polls(home.sim.home, d)) for d in home.sim.devices)
+    last: dict[str, int] = {}
+
+    def done() -> bool:
+        last.update(served_not_stored(hub_db, home, mark))
+        return all(n <= missing_allowed for n in last.values())
+
+    try:
+        wait_for(done, timeout_s, "every served poll stored")
+    except AssertionError:
+        raise AssertionError(f"served polls never stored, per device: {last}") from None
+    return total
