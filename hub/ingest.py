@@ -5,6 +5,14 @@ and acked only after its transaction commits, so an agent deletes from its outbo
 that are safely on the hub's disk. A duplicate (the agent resent because an ack was lost) is acked
 again, or the agent would resend it forever.
 
+The broker, too, hears of a message only once it is done with (MQTT manual acks on a persistent
+session): a hub killed between receiving a batch and committing it gets it again from the broker
+when it is back. A group that fails because the database is busy or locked (another process
+writing: ``settle``, a maintenance script) is tried again until it commits; meanwhile the broker
+holds what follows. Any other failure is logged and counted, and the messages are acked to the
+broker all the same, so that one bad message cannot hold the broker's window to the hub shut;
+the agents send what the hub did not ack again.
+
 Threads: paho's network thread runs ``on_message``, which only enqueues, so a slow disk never
 stalls the MQTT keepalive (unless ``max_queue_bytes`` are already waiting: then it holds that
 message until the worker takes its next group, and the broker keeps the rest). One worker thread
@@ -17,11 +25,12 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import hub
 from hub.store import HomeInsert, InsertResult, Store
@@ -33,9 +42,18 @@ from protocol.session import SESSION_EXPIRY_S, BrokerSettings, MqttSession
 from protocol.topics import HomeTopic, HubTopic, check_id, home_filter, home_topic, hub_topic
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
-_Message = tuple[str, bytes]
+_Message = tuple[str, bytes, Callable[[], None]]  # topic, payload, ack to the broker
 QUEUE_WAIT_S: Final = 20.0  # at most, per message, before it is queued over max_queue_bytes
+RETRY_FIRST_S: Final = 0.5  # a busy database is tried again after this, doubling ...
+RETRY_MAX_S: Final = 5.0  # ... up to this (SQLite's own busy wait, 10 s, comes on top)
+
+
+class _Abandoned(Exception):
+    """Stopping while a group waited for the database: it is left unacked for the broker to
+    send again."""
+
 
 STAT_NAMES: Final = (
     "received",  # messages taken from the broker
@@ -46,6 +64,7 @@ STAT_NAMES: Final = (
     "statuses",  # home status messages recorded
     "acks_sent",  # ack messages published
     "errors",  # groups the store failed to write (not acked; agents resend)
+    "busy",  # tries that found the database busy or locked (tried again)
     "dropped",  # messages that arrived while stopping (not acked; agents resend)
     "withheld",  # readings of streams the household no longer shares: acked, not stored
     "awaiting_consent",  # readings under a grant not yet received: not acked, sent again
@@ -128,7 +147,7 @@ class Ingest:
         self._worker: threading.Thread | None = None
         self.session = MqttSession(
             settings,
-            on_message=self._on_message,
+            on_delivery=self._on_message,
             on_connect=self._on_connect,
             will=(self._status_topic, encode(HubStatus(coop=coop, state="offline")))
             if primary
@@ -228,7 +247,7 @@ class Ingest:
                 self._status_topic, encode(self._hub_status("online")), qos=1, retain=True
             )
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_message(self, topic: str, payload: bytes, ack: Callable[[], None]) -> None:
         # Runs on paho's network thread, which also keeps the connection alive: it waits only
         # while max_queue_bytes of payload are already waiting, until the worker takes its
         # next group. Meanwhile this message is not acknowledged to the broker, which keeps
@@ -244,7 +263,7 @@ class Ingest:
                 return
             self._pending += 1
             self._queued_bytes += len(payload)
-            self._queue.put((topic, payload))
+            self._queue.put((topic, payload, ack))
             self._cond.notify_all()
 
     # -- the worker ------------------------------------------------------------------------
@@ -281,6 +300,9 @@ class Ingest:
                 self._cond.notify_all()
             try:
                 self._process(group)
+            except _Abandoned:
+                log.info("stopping: %d message(s) left for the broker to send again", len(group))
+                continue
             except Exception:
                 log.exception("ingest worker failed on a group of %d message(s)", len(group))
                 self._bump(errors=1)
@@ -288,6 +310,25 @@ class Ingest:
                 with self._cond:
                     self._pending -= len(group)
                     self._cond.notify_all()
+            for _, _, ack in group:
+                ack()
+
+    def _retrying(self, what: str, work: Callable[[], _T]) -> _T:
+        """``work()``, tried again while the database is busy or locked (or its disk is full or
+        failing: nothing can be stored until that passes either). Raises :class:`_Abandoned`
+        when the hub stops meanwhile."""
+        wait_s = RETRY_FIRST_S
+        while True:
+            try:
+                return work()
+            except sqlite3.OperationalError as exc:
+                self._bump(busy=1)
+                if wait_s == RETRY_FIRST_S:
+                    log.warning("cannot write %s (%s); trying again until it goes", what, exc)
+            with self._cond:
+                if self._cond.wait_for(lambda: self._closing, wait_s):
+                    raise _Abandoned
+            wait_s = min(wait_s * 2, RETRY_MAX_S)
 
     def _process(self, group: list[_Message]) -> None:
         batches: list[tuple[str, ReadingColumns]] = []
@@ -295,7 +336,7 @@ class Ingest:
         routed: list[tuple[HomeTopic, str, Any]] = []
         rejected = 0
         mismatched: list[str] = []
-        for topic, payload in group:
+        for topic, payload, _ in group:
             try:
                 address, decoded = decode_stored_message(topic, payload)
             except CodecError as exc:
@@ -325,16 +366,23 @@ class Ingest:
         self._note_outbox_losses(statuses)
         # Routed messages first: a consent change decides what of this group may be stored.
         for kind, home, decoded in routed:
+            handler = self._routes[kind]
             try:
-                self._routes[kind](home, decoded)
+                self._retrying(f"the {kind.value} of {home}", lambda: handler(home, decoded))  # noqa: B023
+            except _Abandoned:
+                raise
             except Exception:
                 log.exception("handling %s of home=%s failed", kind.value, home)
                 self._bump(errors=1)
         now_ms = self.clock.now_ms()
         if statuses:
             try:
-                self.store.update_home_statuses(statuses, now_ms)
+                self._retrying(
+                    "home statuses", lambda: self.store.update_home_statuses(statuses, now_ms)
+                )
                 self._bump(statuses=len(statuses))
+            except _Abandoned:
+                raise
             except Exception:
                 log.exception("could not record %d home status(es)", len(statuses))
                 self._bump(errors=1)
@@ -344,9 +392,14 @@ class Ingest:
         if self.admit is not None:
             batches = self._screen(batches, withheld)
         try:
-            result = self.store.insert_batches(batches, now_ms)
+            result = self._retrying(
+                f"{len(batches)} reading batch(es)",
+                lambda: self.store.insert_batches(batches, now_ms),
+            )
+        except _Abandoned:
+            raise
         except Exception:
-            # Nothing was committed, so nothing is acked; the agents resend.
+            # Nothing was committed, so nothing is acked to the homes; the agents resend.
             log.exception("could not store %d reading batch(es); not acked", len(batches))
             self._bump(errors=1)
             return

@@ -88,6 +88,8 @@ def parse_broker_url(url: str) -> tuple[bool, str, int]:
 
 
 MessageHandler = Callable[[str, bytes], None]
+DeliveryHandler = Callable[[str, bytes, Callable[[], None]], None]
+"""``(topic, payload, ack)``: the handler calls ``ack()`` once the message is safe (committed)."""
 
 
 class MqttSession:
@@ -95,6 +97,13 @@ class MqttSession:
 
     ``on_connect`` runs on every (re)connection, from paho's network thread: subscribe and
     republish retained state there. ``on_message`` also runs on that thread and must not block.
+
+    ``on_delivery`` instead of ``on_message`` takes over acknowledging QoS 1 messages to the
+    broker: the handler gets an ``ack`` to call, from any thread, once the message is safe. Until
+    then the broker keeps it, and sends it again if this client reconnects without having acked
+    it (a persistent session), so a process killed between receiving and committing loses
+    nothing. An ``ack`` from before a reconnect does nothing: the broker has sent the message
+    again, under an id that may since name another one.
     """
 
     def __init__(
@@ -102,6 +111,7 @@ class MqttSession:
         settings: BrokerSettings,
         *,
         on_message: MessageHandler | None = None,
+        on_delivery: DeliveryHandler | None = None,
         on_connect: Callable[[], None] | None = None,
         will: tuple[str, bytes] | None = None,
         min_backoff_s: int = 1,
@@ -115,14 +125,19 @@ class MqttSession:
         self.connected = threading.Event()
         self._stopping = False
         self._unreachable = False
+        if on_message is not None and on_delivery is not None:
+            raise ValueError("give on_message or on_delivery, not both")
         self._on_message = on_message
+        self._on_delivery = on_delivery
         self._on_connect = on_connect
+        self._connection = 0  # counts connections: an ack is for the one it was received on
         v5 = settings.protocol == 5
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else session_expiry_s == 0,
+            manual_ack=on_delivery is not None,
         )
         # QoS 1 delivery is what the contract relies on; keep many in flight for backlog drains.
         self.client.max_inflight_messages_set(100)
@@ -153,6 +168,7 @@ class MqttSession:
             return
         log.info("connected to %s as %s", self.settings.url, self.settings.client_id)
         self._unreachable = False
+        self._connection += 1
         self.connected.set()
         if self._on_connect is not None:
             self._on_connect()
@@ -173,6 +189,17 @@ class MqttSession:
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self._on_message is not None:
             self._on_message(msg.topic, bytes(msg.payload))
+        elif self._on_delivery is not None:
+            self._on_delivery(msg.topic, bytes(msg.payload), self._acker(msg.mid, msg.qos))
+
+    def _acker(self, mid: int, qos: int) -> Callable[[], None]:
+        connection = self._connection
+
+        def ack() -> None:
+            if qos > 0 and connection == self._connection and self.connected.is_set():
+                self.client.ack(mid, qos)
+
+        return ack
 
     def start(self) -> None:
         """Connect in the background; returns at once, whether or not the broker is up."""
