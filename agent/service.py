@@ -19,7 +19,7 @@ from typing import Literal
 from agent.clocksync import clock_synced
 from agent.config import AgentConfig
 from agent.consent_ledger import ConsentLedger, LedgerError
-from agent.delivery import RESEND_AFTER_S, Delivery
+from agent.delivery import Delivery
 from agent.devices import DeviceSupervisor, close_devices, open_devices
 from agent.outbox import Outbox, Polled, Row
 from agent.prompts import HomePrompts
@@ -36,6 +36,11 @@ from protocol.topics import HomeTopic, home_topic
 log = logging.getLogger(__name__)
 
 DRAIN_STATUS_EVERY_S = 5.0  # wall seconds between status updates while a backlog drains
+# A reading unacked this long (agent's clock) is reported: the status goes out when that starts
+# and ends, and every LATE_STATUS_EVERY_S wall seconds between, so the hub's alert on the age of
+# the oldest unacked reading (a few minutes) never works from an old status.
+LATE_AFTER_MS = 60_000
+LATE_STATUS_EVERY_S = 30.0
 
 
 def agent_version() -> str:
@@ -56,7 +61,7 @@ class Agent:
         *,
         profile_dirs: list[Path] | None = None,
         status_interval_s: float = 300.0,
-        resend_after_s: float = RESEND_AFTER_S,
+        resend_after_s: float | None = None,
         housekeeping_s: float = 5.0,
         pin_factory: object | None = None,
     ) -> None:
@@ -85,6 +90,8 @@ class Agent:
         self._live: list[Row] = []  # this cycle's readings, sent ahead of any backlog
         self._last_status_ms = 0
         self._last_status_wall = 0.0
+        self._reported_late = False  # the last status said a reading was unacked too long
+        self._late_checked_wall = 0.0
         # Read by other threads (progress displays); written only by the poll loop.
         self.polls = 0
         self.last_poll_ms = 0
@@ -106,7 +113,7 @@ class Agent:
             c.home,
             clock,
             lambda data: self.session.publish(self._readings_topic, data, qos=1),
-            resend_after_s=resend_after_s,
+            resend_after_s=config.ack_timeout_s if resend_after_s is None else resend_after_s,
         )
         self.housekeeping_s = housekeeping_s
         # Appliance-timing prompts: the light, button and views, and what goes to the hub.
@@ -252,15 +259,26 @@ class Agent:
         )
 
     def _publish_status(self) -> None:
-        """Retained status on a schedule, and every few seconds while a backlog drains."""
+        """Retained status on a schedule, every few seconds while a backlog drains, and when a
+        reading has waited for its ack too long (see ``LATE_AFTER_MS``)."""
         if not self.session.connected.is_set():
             return
         now, wall = self.clock.now_ms(), time.monotonic()
+        since = wall - self._last_status_wall
         due = now - self._last_status_ms >= self.status_interval_ms
-        draining = self.backlog > self.delivery.batch_size
-        if due or (draining and wall - self._last_status_wall >= DRAIN_STATUS_EVERY_S):
-            self.session.publish(self._status_topic, encode(self._status("online")), retain=True)
+        draining = self.backlog > self.delivery.batch_size and since >= DRAIN_STATUS_EVERY_S
+        if not (due or draining) and wall - self._late_checked_wall >= DRAIN_STATUS_EVERY_S:
+            # At most every few seconds: the oldest reading is a query on the Pi's SD card.
+            self._late_checked_wall = wall
+            oldest = self.outbox.oldest_ts_ms()
+            late = oldest is not None and now - oldest >= LATE_AFTER_MS
+            due = late != self._reported_late or (late and since >= LATE_STATUS_EVERY_S)
+        if due or draining:
+            status = self._status("online")
+            self.session.publish(self._status_topic, encode(status), retain=True)
             self._last_status_ms, self._last_status_wall = now, wall
+            oldest = status.backlog_oldest_ms
+            self._reported_late = oldest is not None and now - oldest >= LATE_AFTER_MS
 
     def _drain(self, timeout_s: float) -> None:
         """On stop: give the hub a bounded moment to ack what is in flight."""

@@ -50,6 +50,9 @@ class Thresholds:
     stale_after_ms: int = 15 * MINUTE_MS  # online but no reading for this long
     offline_critical_ms: int = 6 * 60 * MINUTE_MS  # offline this long: critical
     backlog_warning: int = 10_000  # readings waiting in a home's outbox
+    # A home's oldest unacked reading older than this: its delivery is stuck, whatever the
+    # backlog's size (one lost batch among acked ones is a handful of readings).
+    unacked_warning_ms: int = 3 * MINUTE_MS
     lost_alert_ms: int = 24 * 60 * MINUTE_MS  # how long a loss of readings stays on the board
     forecast_stale_ms: int = 6 * 60 * MINUTE_MS  # a forecast older than this
 
@@ -67,6 +70,7 @@ class HomeSnapshot:
     faults: dict[str, str] = field(default_factory=dict)  # device -> error
     lost: int | None = None
     version: str | None = None
+    unacked_age_ms: int | None = None  # its oldest unacked reading's age, at its last status
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,9 @@ def evaluate(snapshot: Snapshot, t: Thresholds, since: dict[str, int]) -> list[A
                 add("device-fault", "warning", f"{h.home}/{device}: {error}", h.home, device)
         if h.backlog is not None and h.backlog >= t.backlog_warning:
             add("backlog", "warning", f"{h.home} has {h.backlog} readings waiting", h.home)
+        if h.state == "online" and (h.unacked_age_ms or 0) >= t.unacked_warning_ms:
+            add("unacked", "warning", f"{h.home}'s oldest unacked reading is "
+                f"{_fmt_age(h.unacked_age_ms or 0)} old", h.home)  # fmt: skip
         rose = snapshot.lost_increased_ms.get(h.home)
         if rose is not None and now - rose < t.lost_alert_ms:
             add("readings-lost", "critical",
@@ -163,6 +170,7 @@ def home_health(h: HomeSnapshot) -> HomeHealth:
         backlog=h.backlog,
         faults=faults or None,
         version=h.version,
+        unacked_age_s=None if h.unacked_age_ms is None else h.unacked_age_ms // 1000,
     )
 
 
@@ -231,6 +239,7 @@ def read_homes(conn: sqlite3.Connection) -> dict[str, HomeSnapshot]:
             if not d.get("online", True) and is_id(name)
         }
         ts, rx = latest.get(home, (None, None))
+        reported, oldest = status.get("ts_ms"), status.get("backlog_oldest_ms")
         homes[home] = HomeSnapshot(
             home=home,
             state="offline" if state == "offline" else "online",
@@ -241,6 +250,7 @@ def read_homes(conn: sqlite3.Connection) -> dict[str, HomeSnapshot]:
             faults=faults,
             lost=status.get("lost"),
             version=status.get("version"),
+            unacked_age_ms=max(0, reported - oldest) if reported and oldest else None,
         )
     for home, (ts, rx) in latest.items():
         if home not in homes:  # readings but no status yet (an agent of the first release)

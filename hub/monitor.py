@@ -109,14 +109,19 @@ def ago(ts_ms: int | None, now_ms: int) -> str:
     """``12 s ago``, ``5 min ago``, ``3 h ago``, ``2 days ago`` or ``never``."""
     if ts_ms is None:
         return "never"
-    s = max(0, now_ms - ts_ms) // 1000
+    return f"{age(now_ms - ts_ms)} ago"
+
+
+def age(ms: int) -> str:
+    """``12 s``, ``5 min``, ``3 h`` or ``2 days``."""
+    s = max(0, ms) // 1000
     if s < 120:
-        return f"{s} s ago"
+        return f"{s} s"
     if s < 7200:
-        return f"{s // 60} min ago"
+        return f"{s // 60} min"
     if s < 2 * 86400:
-        return f"{s // 3600} h ago"
-    return f"{s // 86400} days ago"
+        return f"{s // 3600} h"
+    return f"{s // 86400} days"
 
 
 _SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow"}
@@ -190,7 +195,8 @@ def _homes(m: HubMetrics, now_ms: int, limit: int) -> RenderableType:
     flagged = {a.home for a in m.alerts if a.home}
     order = sorted(m.homes, key=lambda h: (h not in flagged, m.homes[h].state == "online", h))
     table = RichTable(title="homes (problems first)", title_justify="left", expand=True)
-    for name in ("home", "state", "last seen", "newest reading", "backlog", "faults"):
+    for name in ("home", "state", "last seen", "newest reading", "backlog", "oldest unacked",
+                 "faults"):  # fmt: skip
         table.add_column(name)
     for home in order[:limit]:
         h = m.homes[home]
@@ -201,10 +207,11 @@ def _homes(m: HubMetrics, now_ms: int, limit: int) -> RenderableType:
             ago(h.last_seen_ms, now_ms),
             ago(h.last_reading_ms, now_ms),
             "" if h.backlog is None else str(h.backlog),
+            "" if h.unacked_age_s is None else age(h.unacked_age_s * 1000),
             ", ".join(h.faults or []),
         )
     if len(order) > limit:
-        table.add_row(f"... {len(order) - limit} more", "", "", "", "", "")
+        table.add_row(f"... {len(order) - limit} more", "", "", "", "", "", "")
     return table
 
 

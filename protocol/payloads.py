@@ -467,6 +467,7 @@ AlertKind = Literal[
     "device-fault",  # a meter, inverter or turbine the agent cannot read
     "readings-lost",  # the home's outbox overflowed: readings that will never arrive
     "backlog",  # many readings waiting in the home's outbox
+    "unacked",  # the home's oldest unacked reading has waited minutes: delivery is stuck
     "home-mismatch",  # a payload naming another home than its topic: a fault or a forgery
     "forecast-stale",  # the community forecast was not refreshed
     "hub-errors",  # the hub failed to store readings (it did not ack them; agents resend)
@@ -507,7 +508,8 @@ class HomeHealth:
     """One home as the operator sees it: never its energy, only whether its data flows.
 
     ``last_seen_ms``: when the hub last heard from it (status or readings); ``last_reading_ms``:
-    the time of its newest stored reading; ``faults``: devices it cannot read.
+    the time of its newest stored reading; ``faults``: devices it cannot read;
+    ``unacked_age_s``: how long its oldest unacked reading had waited when it last reported.
     """
 
     state: Literal["online", "offline"]
@@ -516,6 +518,7 @@ class HomeHealth:
     backlog: int | None = None
     faults: list[str] | None = None
     version: str | None = None
+    unacked_age_s: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("last_seen_ms", "last_reading_ms"):
@@ -524,6 +527,8 @@ class HomeHealth:
                 _check_ts(value, name)
         if self.backlog is not None and self.backlog < 0:
             raise ValueError("backlog is negative")
+        if self.unacked_age_s is not None and self.unacked_age_s < 0:
+            raise ValueError("unacked_age_s is negative")
         if self.faults is not None:
             if len(self.faults) > MAX_FAULTS_PER_HOME:
                 raise ValueError(f"more than {MAX_FAULTS_PER_HOME} faults")

@@ -24,6 +24,8 @@ from hub.health import (
     Thresholds,
     build_metrics,
     evaluate,
+    home_health,
+    read_homes,
 )
 from hub.ingest import Ingest
 from hub.store import Store
@@ -124,6 +126,33 @@ def test_device_faults_backlog_and_losses() -> None:
     # An offline home's device list is stale news: only the home's absence is alerted.
     off = dataclasses.replace(h, state="offline", backlog=None)
     assert [a.kind for a in evaluate(snap(off), T, {})] == ["home-offline"]
+
+
+def test_a_reading_unacked_for_minutes_is_alerted_long_before_the_backlog_is() -> None:
+    # Four readings stuck 4 minutes (a lost batch among acked ones): far under 10,000 waiting.
+    stuck = online("home-1", backlog=4, unacked_age_ms=4 * MINUTE_MS)
+    assert kinds(evaluate(snap(stuck), T, {})) == [("unacked", "warning", "home-1")]
+    alert = evaluate(snap(stuck), T, {})[0]
+    assert alert.text == "home-1's oldest unacked reading is 4 min old"
+    # Two minutes is a slow ack, not yet a stuck one; an offline home is alerted as offline.
+    assert evaluate(snap(online("home-1", unacked_age_ms=2 * MINUTE_MS)), T, {}) == []
+    gone = dataclasses.replace(stuck, state="offline")
+    assert [a.kind for a in evaluate(snap(gone), T, {})] == ["home-offline"]
+    assert home_health(stuck).unacked_age_s == 240
+
+
+def test_the_unacked_age_is_the_one_the_home_last_reported(tmp_path: Path) -> None:
+    """Measured at the status's own time, so an old status never ages into an alert."""
+    store = Store.open(tmp_path / "hub.db", "c-1", clock=ManualClock(T0))
+    late = HomeStatus("home-1", "online", T0 - 60_000, backlog=3,
+                      backlog_oldest_ms=T0 - 60_000 - 200_000)  # fmt: skip
+    fine = HomeStatus("home-2", "online", T0 - 240_000, backlog=1, backlog_oldest_ms=T0 - 241_000)
+    store.update_home_statuses([late, fine, HomeStatus("home-3", "online", T0)], T0)
+    homes = read_homes(store.reader())
+    assert homes["home-1"].unacked_age_ms == 200_000
+    assert homes["home-2"].unacked_age_ms == 1_000
+    assert homes["home-3"].unacked_age_ms is None
+    store.close()
 
 
 def test_hub_side_alerts_come_from_counter_increases() -> None:
