@@ -312,7 +312,9 @@ def assert_exactly_once(hub_db: Path, home: Home, *, complete: bool = True) -> i
 COUNTERS: Final = ("energy_import_wh", "energy_export_wh", "energy_wh")
 
 
-def served_not_stored(hub_db: Path, home: Home, before_ms: int) -> dict[str, int]:
+def served_not_stored(
+    hub_db: Path, sim: SimHome, served: ServedLog, before_ms: int
+) -> dict[str, int]:
     """Per device, how many polls the simulated device answered before ``before_ms`` that have
     no reading in the hub's database (0 everywhere: every value served arrived).
 
@@ -327,14 +329,14 @@ def served_not_stored(hub_db: Path, home: Home, before_ms: int) -> dict[str, int
         rows = db.execute(
             f"SELECT d.device, r.seq, r.ts_ms, {names} FROM readings r "
             "JOIN devices d ON d.id = r.device_id WHERE d.home = ? ORDER BY d.device, r.seq",
-            (home.sim.home,),
+            (sim.home,),
         ).fetchall()
     stored: dict[str, list[tuple[int, int, tuple[float | None, ...]]]] = {}
     for device, seq, ts, *counters in rows:
         stored.setdefault(device, []).append((seq, ts, tuple(counters)))
     missing: dict[str, int] = {}
-    for device in home.sim.devices:
-        polls = home.served.polls(home.sim.home, device)
+    for device in sim.devices:
+        polls = served.polls(sim.home, device)
         times = [p.t_ms for p in polls]
         matched: set[int] = set()
         for seq, ts, counters in stored.get(device, []):
@@ -361,7 +363,7 @@ def wait_all_served_stored(
     last: dict[str, int] = {}
 
     def done() -> bool:
-        last.update(served_not_stored(hub_db, home, mark))
+        last.update(served_not_stored(hub_db, home.sim, home.served, mark))
         return all(n <= missing_allowed for n in last.values())
 
     try:
