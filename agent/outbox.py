@@ -204,11 +204,18 @@ class Outbox:
         return self._count
 
     def oldest_ts_ms(self) -> int | None:
-        row = self.conn.execute(
-            "SELECT min(o.ts_ms) FROM device_seq d JOIN outbox o ON o.device = d.device "
-            "AND o.seq = (SELECT min(seq) FROM outbox WHERE device = d.device)"
-        ).fetchone()
-        return None if row[0] is None else int(row[0])
+        """The time of the oldest reading still waiting for its ack (acked ones that are still
+        in the file until the next transaction do not count: they wait for nothing)."""
+        oldest: int | None = None
+        conn = self.conn
+        for (device,) in conn.execute("SELECT device FROM device_seq").fetchall():
+            for seq, ts_ms in conn.execute(
+                "SELECT seq, ts_ms FROM outbox WHERE device = ? ORDER BY seq", (device,)
+            ):
+                if (device, seq) not in self._acked:
+                    oldest = ts_ms if oldest is None else min(oldest, ts_ms)
+                    break
+        return oldest
 
     def last_seq(self, device: str) -> int:
         row = self.conn.execute(

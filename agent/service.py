@@ -245,17 +245,20 @@ class Agent:
         self.delivery.send(live)
 
     def _status(self, state: Literal["online", "offline"]) -> HomeStatus:
+        now = self.clock.now_ms()
+        oldest = self.outbox.oldest_ts_ms()
         return HomeStatus(
             home=self.config.home,
             state=state,
-            ts_ms=self.clock.now_ms(),
+            ts_ms=now,
             version=agent_version(),
             devices={s.device.name: s.health for s in self._devices},
             backlog=self.backlog,
             clock_synced=clock_synced(),
-            backlog_oldest_ms=self.outbox.oldest_ts_ms(),
+            backlog_oldest_ms=oldest,
             compacted=self.outbox.counter("compacted"),
             lost=self.outbox.counter("lost"),
+            unacked_age_s=None if oldest is None else max(0, now - oldest) // 1000,
         )
 
     def _publish_status(self) -> None:

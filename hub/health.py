@@ -239,7 +239,7 @@ def read_homes(conn: sqlite3.Connection) -> dict[str, HomeSnapshot]:
             if not d.get("online", True) and is_id(name)
         }
         ts, rx = latest.get(home, (None, None))
-        reported, oldest = status.get("ts_ms"), status.get("backlog_oldest_ms")
+        age_s = status.get("unacked_age_s")
         homes[home] = HomeSnapshot(
             home=home,
             state="offline" if state == "offline" else "online",
@@ -250,7 +250,7 @@ def read_homes(conn: sqlite3.Connection) -> dict[str, HomeSnapshot]:
             faults=faults,
             lost=status.get("lost"),
             version=status.get("version"),
-            unacked_age_ms=max(0, reported - oldest) if reported and oldest else None,
+            unacked_age_ms=None if age_s is None else int(age_s) * 1000,
         )
     for home, (ts, rx) in latest.items():
         if home not in homes:  # readings but no status yet (an agent of the first release)

@@ -267,6 +267,7 @@ class HomeStatus:
     backlog_oldest_ms: int | None = None  # ts of the oldest reading waiting: drain progress
     compacted: int | None = None  # raw readings merged into aggregates when the outbox filled
     lost: int | None = None  # readings that could not be kept at all (never silent)
+    unacked_age_s: int | None = None  # how long the oldest reading not yet acked has waited
 
     def __post_init__(self) -> None:
         check_id(self.home, "home")
@@ -276,7 +277,7 @@ class HomeStatus:
             _check_text(self.version, "version")
         for device in self.devices or {}:
             check_id(device, "device")
-        for name in ("backlog", "compacted", "lost"):
+        for name in ("backlog", "compacted", "lost", "unacked_age_s"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} is negative")

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
@@ -23,6 +25,8 @@ from hub import consent
 from hub.ingest import Ingest
 from hub.store import Store
 from protocol.clock import ManualClock
+from protocol.codec import decode
+from protocol.payloads import HomeStatus
 from protocol.session import BrokerSettings
 from sim.household import SimHome
 from sim.modbus_server import ServedLog, SimModbusServers
@@ -193,6 +197,39 @@ def test_an_outage_longer_than_the_budget_compacts_and_keeps_energy_exact(
             abs=2.0,
         )
     finally:
+        rig.close()
+
+
+def test_the_status_says_how_long_the_oldest_reading_has_waited_for_its_ack(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """A hub that is down leaves the agent connected and unacked: its status says so within a
+    few seconds of the oldest reading passing a minute, not at the next five-minute status."""
+    rig = InProcess(tmp_path, broker)
+    statuses: list[HomeStatus] = []
+    watch = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{rig.coop}")
+    watch.on_message = lambda c, u, m: statuses.append(decode(HomeStatus, bytes(m.payload)))
+    watch.connect("127.0.0.1", broker.port)
+    watch.subscribe(f"coopwatt/{rig.coop}/homes/home-1/status", qos=1)
+    watch.loop_start()
+    try:
+        rig.drained()
+        rig.stop_hub()
+        rig.poll()  # the first reading nobody acks, stamped one poll after the last acked one
+        first_unacked_ms = rig.clock.now_ms()
+        rig.poll(3)
+        wait_for(lambda: any((s.unacked_age_s or 0) >= 180 for s in statuses), 30, "late status")
+        late = next(s for s in statuses if (s.unacked_age_s or 0) >= 180)
+        assert late.ts_ms is not None
+        assert late.unacked_age_s == (late.ts_ms - first_unacked_ms) // 1000
+        assert late.backlog == 4 * 3  # four polls of three devices
+        rig.start_hub()
+        rig.drained()
+        # Acked again: the next status, within seconds, says nothing is late any more.
+        wait_for(lambda: (statuses[-1].unacked_age_s or 0) < 60, 30, "status back to normal")
+    finally:
+        watch.loop_stop()
+        watch.disconnect()
         rig.close()
 
 

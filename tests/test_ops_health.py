@@ -145,8 +145,9 @@ def test_the_unacked_age_is_the_one_the_home_last_reported(tmp_path: Path) -> No
     """Measured at the status's own time, so an old status never ages into an alert."""
     store = Store.open(tmp_path / "hub.db", "c-1", clock=ManualClock(T0))
     late = HomeStatus("home-1", "online", T0 - 60_000, backlog=3,
-                      backlog_oldest_ms=T0 - 60_000 - 200_000)  # fmt: skip
-    fine = HomeStatus("home-2", "online", T0 - 240_000, backlog=1, backlog_oldest_ms=T0 - 241_000)
+                      backlog_oldest_ms=T0 - 60_000 - 200_000, unacked_age_s=200)  # fmt: skip
+    fine = HomeStatus("home-2", "online", T0 - 240_000, backlog=1,
+                      backlog_oldest_ms=T0 - 241_000, unacked_age_s=1)  # fmt: skip
     store.update_home_statuses([late, fine, HomeStatus("home-3", "online", T0)], T0)
     homes = read_homes(store.reader())
     assert homes["home-1"].unacked_age_ms == 200_000
