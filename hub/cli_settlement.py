@@ -31,7 +31,6 @@ from hub.settlement.statements import (
     StatementError,
     build_statement,
     build_statements,
-    statement_pricing,
 )
 from hub.settlement.statements import publish_statements as publish_all
 from hub.store import Store, StoreError
@@ -235,7 +234,7 @@ def statement_command(ctx: click.Context, home: str, db_path: Path, month: str, 
     Energy from and to neighbours and the grid, what each cost or earned, corrections of
     earlier months, the total, and what the same meter readings would have cost on the grid's
     tariffs alone. Amounts: + the home pays, - the home is paid. Which scheme priced which days
-    is shown in every format (json: "pricing", beside the statement topic's payload).
+    is shown in every format (json: "pricing", as in the statement topic's payload).
     """
     period = _period(month)
     with _open_store(db_path, write=False) as store:
@@ -243,8 +242,7 @@ def statement_command(ctx: click.Context, home: str, db_path: Path, month: str, 
             statement = build_statement(store, home, period, _clock(ctx).now_ms())
         except StatementError as exc:
             raise SettlementCliError(str(exc)) from None
-        pricing = statement_pricing(store, home, period)
-    click.echo(FORMATS[fmt](statement, pricing), nl=False)
+    click.echo(FORMATS[fmt](statement), nl=False)
 
 
 @click.command("community")

@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
+from datetime import date
 from itertools import compress
 from typing import Final, Literal, TypeAlias, TypeVar, get_args
 
@@ -306,9 +307,13 @@ StatementItem = Literal[
     "import-grid",
     "export-neighbours",
     "export-grid",
-    "adjustments",
+    "adjustments",  # corrections of closed months after late or corrected data
+    "repricing",  # a closed month priced again under another scheme, as the operator asked
     "rounding",
 ]
+Mechanism = Literal["sdr", "mmr", "bill-sharing"]
+_DAY_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+_SCHEME_ID_RE: Final = re.compile(r"[0-9a-f]{8,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +327,32 @@ class StatementLine:
 
 
 @dataclass(frozen=True, slots=True)
+class StatementPricing:
+    """Consecutive days of the month (local dates, both included) priced under one scheme:
+    its mechanism, and the scheme's id (the first hex digits of its fingerprint), which tells
+    two tariffs under one mechanism apart."""
+
+    first: str  # YYYY-MM-DD
+    last: str  # YYYY-MM-DD
+    mechanism: Mechanism
+    scheme: str
+
+    def __post_init__(self) -> None:
+        for name in ("first", "last"):
+            value = getattr(self, name)
+            if not _DAY_RE.fullmatch(value):
+                raise ValueError(f"{name} {value!r} is not YYYY-MM-DD")
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"{name} {value!r} is not a date") from None
+        if self.last < self.first:
+            raise ValueError(f"pricing ends ({self.last}) before it begins ({self.first})")
+        if not _SCHEME_ID_RE.fullmatch(self.scheme):
+            raise ValueError(f"scheme {self.scheme!r} is not a scheme id (8+ hex digits)")
+
+
+@dataclass(frozen=True, slots=True)
 class Statement:
     """``homes/{home}/statement``, retained: the home's settlement for one month.
 
@@ -330,6 +361,8 @@ class Statement:
     of the lines. ``grid_only_minor`` is what the same meter readings would have cost on the
     grid's tariffs alone and ``saving_minor`` what sharing saved against it. Until the month is
     closed (``final``) a statement is provisional and may change as late data arrives.
+    ``pricing`` says which scheme priced which of the home's days, in order: a month may be
+    priced under several (``mechanism`` is that of its latest settled day).
     """
 
     home: str
@@ -338,7 +371,7 @@ class Statement:
     final: bool
     currency: str  # ISO 4217
     minor_unit: int
-    mechanism: Literal["sdr", "mmr", "bill-sharing"]
+    mechanism: Mechanism
     lines: list[StatementLine]
     total_minor: int
     grid_only_minor: int
@@ -346,6 +379,7 @@ class Statement:
     intervals: int  # 15-minute intervals the home was settled in
     provisional_intervals: int  # of those, settled without the home's data (not arrived yet)
     estimated_intervals: int  # of those, interpolated across a gap in the home's readings
+    pricing: list[StatementPricing] | None = None
 
     def __post_init__(self) -> None:
         check_id(self.home, "home")
@@ -369,6 +403,13 @@ class Statement:
         for value in (self.total_minor, self.grid_only_minor, self.saving_minor):
             if abs(value) > 2**53:
                 raise ValueError("amount out of range")
+        previous = ""
+        for span in self.pricing or []:
+            if span.first[:7] != self.period or span.last[:7] != self.period:
+                raise ValueError(f"pricing {span.first}..{span.last} is outside {self.period}")
+            if span.first <= previous:
+                raise ValueError("pricing spans overlap or are out of order")
+            previous = span.last
 
 
 MAX_FORECAST_STEPS: Final = 7 * 96  # a week of 15-minute steps

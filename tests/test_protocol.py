@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.codec import MAX_PAYLOAD_BYTES, CodecError, decode, decode_message, encode
-from protocol.payloads import Ack, HomeStatus, Reading, ReadingBatch, seq_ranges
+from protocol.payloads import Ack, HomeStatus, Reading, ReadingBatch, Statement, seq_ranges
 from protocol.quantities import GLOSSARY, Role
 from protocol.session import parse_broker_url
 from protocol.topics import (
@@ -132,6 +132,25 @@ def test_decoder_rejects_with_a_message_naming_the_problem(
 def test_decoder_rejects_malformed_json(raw: bytes, message: str) -> None:
     with pytest.raises(CodecError, match=message):
         decode(ReadingBatch, raw)
+
+
+@pytest.mark.parametrize(
+    ("span", "message"),
+    [
+        ({"first": "2026-07-01", "last": "2026-07-02"}, "outside 2026-06"),
+        ({"first": "2026-06-10", "last": "2026-06-09"}, "ends .* before it begins"),
+        ({"first": "2026-06-31", "last": "2026-06-31"}, "not a date"),
+        ({"first": "2026-6-1", "last": "2026-06-02"}, "not YYYY-MM-DD"),
+        ({"scheme": "XYZ"}, "not a scheme id"),
+        ({"mechanism": "fifo"}, "expected one of"),
+        ({"first": "2026-06-14", "last": "2026-06-20"}, "overlap"),  # into the second span
+    ],
+)
+def test_a_statement_s_pricing_is_checked(span: dict[str, str], message: str) -> None:
+    data = json.loads((GOLDEN / "statement__two-schemes.json").read_bytes())
+    data["pricing"][0].update(span)
+    with pytest.raises(CodecError, match=message):
+        decode(Statement, json.dumps(data).encode())
 
 
 def test_nan_inside_readings_is_rejected() -> None:

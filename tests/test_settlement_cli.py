@@ -252,14 +252,10 @@ def test_statement_text(db: Path) -> None:
 def test_statement_json_is_the_wire_payload_and_its_pricing(db: Path) -> None:
     result = run("statement", "home-02", "--db", str(db), "--month", "2026-06", "--format", "json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    (pricing,) = data.pop("pricing")  # June was settled under one scheme
-    assert (pricing["from"], pricing["to"], pricing["mechanism"]) == (
-        "2026-06-02",
-        "2026-06-30",
-        "sdr",
-    )
-    statement = decode(Statement, json.dumps(data).encode())
+    statement = decode(Statement, result.stdout.encode())
+    assert statement.pricing is not None
+    (pricing,) = statement.pricing  # June was settled under one scheme
+    assert (pricing.first, pricing.last, pricing.mechanism) == ("2026-06-02", "2026-06-30", "sdr")
     assert statement.home == "home-02" and statement.currency == "EUR"
     assert statement.total_minor == sum(line.amount_minor for line in statement.lines)
     assert statement.saving_minor >= 0

@@ -28,6 +28,8 @@ from hub.settlement.statements import (
 )
 from hub.store import Store
 from protocol.clock import ManualClock
+from protocol.codec import decode, encode
+from protocol.payloads import Statement
 from tests.test_settlement_handworked import (
     COOP,
     WORKED_DAY,
@@ -197,6 +199,13 @@ def test_reprice_with_late_data_posts_each_for_what_it_is(tmp_path: Path) -> Non
             "member:home-c": -73_000,
             "rounding": -1,
         }
+        # home-a's July statement shows each for what it is, in cents (+ pays, - is paid):
+        # the late data credited 29,000 µEUR = 2.9 cents -> -3; the repricing charged 10,666
+        # µEUR = 1.0666 cents -> +1 (each line rounded half to even).
+        july_a = build_statement(store, "home-a", "2026-07", NOW + 3)
+        lines = {line.item: line.amount_minor for line in july_a.lines}
+        assert (lines["adjustments"], lines["repricing"]) == (-3, 1)
+        assert "earlier months repriced" in format_text(july_a)
 
 
 def test_the_cli_refuses_a_scheme_change_in_one_line(closed_june: Path, tmp_path: Path) -> None:
@@ -238,18 +247,20 @@ def test_a_statement_says_which_scheme_priced_which_days(open_store: Store) -> N
     s = build_statement(store, "home-a", "2026-06", NOW)
     pricing = statement_pricing(store, "home-a", "2026-06")
     assert [(p.mechanism, p.first, p.last) for p in pricing] == [
-        ("sdr", date(2026, 6, 1), date(2026, 6, 15)),
-        ("mmr", date(2026, 6, 16), date(2026, 6, 30)),
-    ]
-    text = format_text(s, pricing)
-    assert "SDR 2026-06-01 to 2026-06-15" in text
-    assert "MMR 2026-06-16 to 2026-06-30" in text
-    data = json.loads(format_json(s, pricing))
-    assert [(p["mechanism"], p["from"], p["to"]) for p in data["pricing"]] == [
         ("sdr", "2026-06-01", "2026-06-15"),
         ("mmr", "2026-06-16", "2026-06-30"),
     ]
-    rows = list(csv.DictReader(io.StringIO(format_csv(s, pricing))))
+    # The payload published to the home carries it, as it is decoded at the home.
+    assert decode(Statement, encode(s)).pricing == pricing
+    text = format_text(s)
+    assert "SDR 2026-06-01 to 2026-06-15" in text
+    assert "MMR 2026-06-16 to 2026-06-30" in text
+    data = json.loads(format_json(s))
+    assert [(p["mechanism"], p["first"], p["last"]) for p in data["pricing"]] == [
+        ("sdr", "2026-06-01", "2026-06-15"),
+        ("mmr", "2026-06-16", "2026-06-30"),
+    ]
+    rows = list(csv.DictReader(io.StringIO(format_csv(s))))
     priced = [r["item"] for r in rows if r["item"].startswith("pricing")]
     assert priced == [
         f"pricing sdr 2026-06-01..2026-06-15 scheme {pricing[0].scheme}",
@@ -264,16 +275,20 @@ def test_two_tariffs_under_one_mechanism_are_told_apart(open_store: Store) -> No
     settle(store, dear, day_range(date(2026, 6, 10), date(2026, 6, 20)), NOW)
     settle(store, worked_scheme("sdr"), day_range(date(2026, 6, 21), date(2026, 6, 30)), NOW)
     pricing = statement_pricing(store, "home-b", "2026-06")
-    assert [(p.first.day, p.last.day) for p in pricing] == [(1, 9), (10, 20), (21, 30)]
+    assert [(p.first[-2:], p.last[-2:]) for p in pricing] == [
+        ("01", "09"), ("10", "20"), ("21", "30"),
+    ]  # fmt: skip
     assert pricing[0].scheme == pricing[2].scheme != pricing[1].scheme
-    text = format_text(build_statement(store, "home-b", "2026-06", NOW), pricing)
+    text = format_text(build_statement(store, "home-b", "2026-06", NOW))
     assert f"scheme {pricing[1].scheme}" in text
 
 
 def test_one_scheme_keeps_the_short_label(open_store: Store) -> None:
     settle(open_store, worked_scheme("mmr"), JUNE, NOW)
     pricing = statement_pricing(open_store, "home-c", "2026-06")
-    assert [(p.mechanism, p.first.day, p.last.day) for p in pricing] == [("mmr", 1, 30)]
-    text = format_text(build_statement(open_store, "home-c", "2026-06", NOW), pricing)
+    assert [(p.mechanism, p.first, p.last) for p in pricing] == [
+        ("mmr", "2026-06-01", "2026-06-30")
+    ]
+    text = format_text(build_statement(open_store, "home-c", "2026-06", NOW))
     assert "pricing: MMR 2026-06-01 to 2026-06-30;" in text
     assert "scheme" not in text.splitlines()[1]  # one scheme: no need to tell schemes apart

@@ -296,9 +296,11 @@ class Ledger:
         return out
 
     def period_postings(self, period: str, account: str | None = None) -> list[tuple[str, Posting]]:
-        """``(kind, posting)`` for every posting of ``period`` (optionally of one account)."""
+        """``(kind, posting)`` for every posting of ``period`` (optionally of one account); an
+        adjustment that reprices a closed day under another scheme is of kind ``repricing``."""
         sql = (
-            "SELECT t.kind, p.account, p.leg, p.energy_mwh, p.amount_micro "
+            "SELECT CASE WHEN t.reprice_scheme_id IS NULL THEN t.kind ELSE 'repricing' END, "
+            "p.account, p.leg, p.energy_mwh, p.amount_micro "
             "FROM ledger_postings p JOIN ledger_transactions t ON t.id = p.txn_id "
             "WHERE t.period = ?"
         )

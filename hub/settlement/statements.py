@@ -4,15 +4,18 @@ The statement is the ledger's view of one member account over one month, in mino
 
 - one line per energy leg (from neighbours, from the grid, to neighbours, to the grid) with the
   energy (Wh) and the amount (each rounded half to even from the ledger's micro-units);
-- ``adjustments``: corrections of earlier, closed months posted in this one;
+- ``adjustments``: corrections of earlier, closed months posted in this one (late or corrected
+  meter data);
+- ``repricing``: earlier, closed months priced again under another scheme, posted in this one
+  because the operator asked (``settle --reprice``): no data changed;
 - ``rounding``: whatever makes the lines add up to the total.
 
 The total is the member's balance for the month rounded in the member's favour (after the month
 is closed, the ledger itself holds that whole amount). A month may be priced under more than one
-scheme (the scheme changed mid-month): :func:`statement_pricing` says which scheme priced which
-of the member's days, and every format shows it. The grid-only bill re-prices the member's
-own interval energy at the grid's tariffs and is rounded the same way, so under SDR and MMR the
-saving is never negative.
+scheme (the scheme changed mid-month): the statement's ``pricing`` (:func:`statement_pricing`)
+says which scheme priced which of the member's days, on the wire and in every format. The
+grid-only bill re-prices the member's own interval energy at the grid's tariffs and is rounded
+the same way, so under SDR and MMR the saving is never negative.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Final, cast
@@ -37,7 +39,7 @@ from hub.settlement.ledger import (
 from hub.settlement.scheme import Scheme, parse_period
 from hub.store import Store
 from protocol.codec import encode
-from protocol.payloads import Statement, StatementItem, StatementLine
+from protocol.payloads import Mechanism, Statement, StatementItem, StatementLine, StatementPricing
 from protocol.topics import HomeTopic, home_topic
 
 LABELS: Final[dict[str, str]] = {
@@ -46,6 +48,7 @@ LABELS: Final[dict[str, str]] = {
     "export-neighbours": "energy to neighbours",
     "export-grid": "energy to the grid",
     "adjustments": "corrections of earlier months",
+    "repricing": "earlier months repriced",
     "rounding": "rounding",
 }
 
@@ -54,17 +57,7 @@ class StatementError(Exception):
     """No statement can be made (unknown home, month not settled); the message says which."""
 
 
-@dataclass(frozen=True, slots=True)
-class PricingSpan:
-    """Consecutive days of a member's month (local dates, both included) priced by one scheme."""
-
-    first: date
-    last: date
-    mechanism: str
-    scheme: str  # the scheme's short id (Scheme.short_id)
-
-
-def statement_pricing(store: Store, home: str, period: str) -> list[PricingSpan]:
+def statement_pricing(store: Store, home: str, period: str) -> list[StatementPricing]:
     """Which scheme priced which of ``home``'s settled days in ``period``, in day order.
 
     Runs of days under one scheme (by :attr:`Scheme.fingerprint`) make one span; days the
@@ -72,7 +65,7 @@ def statement_pricing(store: Store, home: str, period: str) -> list[PricingSpan]
     it was closed under: a later repricing is posted, and shown, in the month it was made in.
     """
     schemes: dict[int, Scheme] = {}
-    spans: list[PricingSpan] = []
+    spans: list[StatementPricing] = []
     fingerprint = ""
     for day_text, scheme_id in store.db.conn.execute(
         "SELECT DISTINCT m.day, i.scheme_id FROM settlement_member_intervals m "
@@ -86,16 +79,17 @@ def statement_pricing(store: Store, home: str, period: str) -> list[PricingSpan]
             ).fetchone()
             schemes[scheme_id] = Scheme.from_json(text)
         scheme = schemes[scheme_id]
-        day = date.fromisoformat(day_text)
+        day = date.fromisoformat(day_text).isoformat()
+        mechanism: Mechanism = scheme.mechanism.value
         if spans and scheme.fingerprint == fingerprint:
-            spans[-1] = PricingSpan(spans[-1].first, day, spans[-1].mechanism, spans[-1].scheme)
+            spans[-1] = StatementPricing(spans[-1].first, day, mechanism, spans[-1].scheme)
         else:
-            spans.append(PricingSpan(day, day, scheme.mechanism.value, scheme.short_id))
+            spans.append(StatementPricing(day, day, mechanism, scheme.short_id))
             fingerprint = scheme.fingerprint
     return spans
 
 
-def pricing_text(pricing: Sequence[PricingSpan]) -> str:
+def pricing_text(pricing: Sequence[StatementPricing]) -> str:
     """``SDR 2026-06-01 to 2026-06-15, MMR 2026-06-16 to 2026-06-30``; each span names its
     scheme too when one mechanism appears under two schemes (a tariff changed)."""
     named = len({p.scheme for p in pricing}) > len({p.mechanism for p in pricing})
@@ -156,7 +150,7 @@ def build_statement(store: Store, home: str, period: str, now_ms: int) -> Statem
     if not postings and not counts["intervals"]:
         raise StatementError(f"home {home!r} has no settlement in {period}")
     unit = MICRO_PER_UNIT // scheme.minor_per_unit
-    legs: dict[str, list[int]] = {leg: [0, 0] for leg in (*ENERGY_LEGS, "adjustments")}
+    legs: dict[str, list[int]] = {leg: [0, 0] for leg in (*ENERGY_LEGS, "adjustments", "repricing")}
     settled_micro = balance_micro = 0
     for kind, p in postings:
         balance_micro += p.amount_micro
@@ -164,9 +158,10 @@ def build_statement(store: Store, home: str, period: str, now_ms: int) -> Statem
             legs[p.leg][0] += p.energy_mwh
             legs[p.leg][1] += p.amount_micro
             settled_micro += p.amount_micro
-        elif kind == "adjustment":
-            legs["adjustments"][0] += p.energy_mwh
-            legs["adjustments"][1] += p.amount_micro
+        elif kind in ("adjustment", "repricing"):
+            leg = "adjustments" if kind == "adjustment" else "repricing"
+            legs[leg][0] += p.energy_mwh
+            legs[leg][1] += p.amount_micro
     # Owed amounts are minus balances; rounding the balance up is rounding in the member's favour.
     total = -_round(Decimal(balance_micro) / unit, ROUND_CEILING)
     charges = -_round(Decimal(settled_micro) / unit, ROUND_CEILING)
@@ -198,6 +193,7 @@ def build_statement(store: Store, home: str, period: str, now_ms: int) -> Statem
         intervals=counts["intervals"],
         provisional_intervals=counts[MISSING],
         estimated_intervals=counts[ESTIMATED],
+        pricing=statement_pricing(store, home, period) or None,
     )
 
 
@@ -226,11 +222,11 @@ def _pay_or_be_paid(minor: int, minor_unit: int) -> str:
     )
 
 
-def format_text(s: Statement, pricing: Sequence[PricingSpan] = ()) -> str:
-    """The statement as a member reads it; ``pricing`` from :func:`statement_pricing`."""
+def format_text(s: Statement) -> str:
+    """The statement as a member reads it."""
     m = s.minor_unit
     state = "final" if s.final else "provisional: may change as late meter data arrives"
-    priced = pricing_text(pricing) if pricing else s.mechanism.upper()
+    priced = pricing_text(s.pricing) if s.pricing else s.mechanism.upper()
     out = [
         f"coopwatt statement for {s.home}, {s.period} ({state})",
         f"pricing: {priced}; amounts in {s.currency}, + you pay, - you are paid; "
@@ -239,9 +235,7 @@ def format_text(s: Statement, pricing: Sequence[PricingSpan] = ()) -> str:
         f"{'':32} {'kWh':>12} {s.currency:>12}",
     ]
     for line in s.lines:
-        energy = kwh(line.energy_wh) if line.item not in ("rounding", "adjustments") else ""
-        if line.item == "adjustments":
-            energy = kwh(line.energy_wh) if line.energy_wh else ""
+        energy = kwh(line.energy_wh) if line.item in ENERGY_LEGS or line.energy_wh else ""
         out.append(f"{LABELS[line.item]:32} {energy:>12} {money(line.amount_minor, m):>12}")
     out += [
         f"{'total':32} {'':>12} {money(s.total_minor, m):>12}",
@@ -263,25 +257,12 @@ def format_text(s: Statement, pricing: Sequence[PricingSpan] = ()) -> str:
     return "\n".join(out) + "\n"
 
 
-def format_json(s: Statement, pricing: Sequence[PricingSpan] = ()) -> str:
-    """The wire payload (``homes/{home}/statement``), indented for people, plus ``pricing``:
-    which scheme priced which days (``from``, ``to``, ``mechanism``, ``scheme``). The wire
-    payload itself carries only ``mechanism``, that of the month's latest settled day."""
-    data = json.loads(encode(s))
-    if pricing:
-        data["pricing"] = [
-            {
-                "from": p.first.isoformat(),
-                "to": p.last.isoformat(),
-                "mechanism": p.mechanism,
-                "scheme": p.scheme,
-            }
-            for p in pricing
-        ]
-    return json.dumps(data, indent=2) + "\n"
+def format_json(s: Statement) -> str:
+    """The wire payload (``homes/{home}/statement``), indented for people."""
+    return json.dumps(json.loads(encode(s)), indent=2) + "\n"
 
 
-def format_csv(s: Statement, pricing: Sequence[PricingSpan] = ()) -> str:
+def format_csv(s: Statement) -> str:
     """One row per line plus total, grid-only and saving rows: ``item,energy_wh,amount``;
     then one ``pricing MECHANISM FIRST..LAST scheme ID`` row per pricing span (no amount)."""
     buf = io.StringIO()
@@ -295,13 +276,13 @@ def format_csv(s: Statement, pricing: Sequence[PricingSpan] = ()) -> str:
     final = str(s.final).lower()
     for item, energy, amount in rows:
         w.writerow([s.home, s.period, item, energy, money(amount, s.minor_unit), final])
-    for p in pricing:
+    for p in s.pricing or []:
         item = f"pricing {p.mechanism} {p.first}..{p.last} scheme {p.scheme}"
         w.writerow([s.home, s.period, item, "", "", final])
     return buf.getvalue()
 
 
-FORMATS: Final[dict[str, Callable[[Statement, Sequence[PricingSpan]], str]]] = {
+FORMATS: Final[dict[str, Callable[[Statement], str]]] = {
     "text": format_text,
     "json": format_json,
     "csv": format_csv,
