@@ -335,8 +335,11 @@ def _check_device(
 
 
 def check_broker(settings: BrokerSettings, timeout_s: float = 10.0) -> CheckRow:
-    """Log in to the broker with the agent's credentials, under a client id of its own (so a
-    running agent is not disconnected) and a clean session (so nothing is left behind)."""
+    """Log in to the broker with the agent's credentials and a clean session (nothing is left
+    behind). Its client id is the agent's with ``-check``, which keeps a running agent
+    connected on a broker that takes client ids as given; the cooperative's broker makes the
+    certificate's home the client id, so there the agent is bumped off for a moment,
+    reconnects and resends what was not acked."""
     import paho.mqtt.client as mqtt  # noqa: PLC0415
     from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
 
