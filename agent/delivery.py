@@ -2,15 +2,17 @@
 
 At most ``window`` readings are in flight (sent, not yet acked), so a day's backlog drains as
 fast as the hub commits it without flooding the broker or the Pi's memory, and each poll's live
-readings still go out straight away instead of queueing behind the backlog.
+readings still go out straight away instead of queueing behind the backlog (when the window is
+full, they wait in the outbox like the backlog).
 
 Every batch has its own deadline: what of it is still unacked ``resend_after_s`` wall seconds
 after it was sent goes again, then after twice that, and so on up to ``max_resend_after_s``,
 whatever happens to other readings. A broker that restarted without its queue, a hub that died
 holding uncommitted readings or a hub whose database was locked each lose a few batches while
-later ones get through: one deadline for everything (reset by any ack) never resent those. A
-reconnect sends everything unacked again at once. The hub's idempotent insert makes a resend
-harmless.
+later ones get through: one deadline for everything (reset by any ack) never resent those. What
+falls due at once goes again together, in full batches and one log line. A reconnect sends
+everything unacked again at once. The hub's idempotent insert makes a resend harmless. Only
+the keys of what is in flight are kept: a resend reads the readings from the outbox again.
 """
 
 from __future__ import annotations
@@ -34,11 +36,14 @@ RESEND_AFTER_S: Final = 30.0  # first wait for an ack, wall seconds
 MAX_RESEND_AFTER_S: Final = 120.0  # the backoff's cap: an unacked reading goes again this often
 
 
+Key = tuple[str, int]  # (device, seq)
+
+
 @dataclass(slots=True)
 class _Batch:
     """Readings sent together and not yet acked, with when they go again."""
 
-    rows: dict[tuple[str, int], Row]
+    keys: set[Key]
     due: float  # monotonic seconds
     wait_s: float  # the wait that set ``due``; doubled at each resend
 
@@ -66,7 +71,7 @@ class Delivery:
         self.resend_after_s = resend_after_s
         self.max_resend_after_s = max(max_resend_after_s, resend_after_s)
         self.monotonic = monotonic
-        self.inflight: dict[tuple[str, int], _Batch] = {}  # (device, seq) -> its batch
+        self.inflight: dict[Key, _Batch] = {}  # (device, seq) -> its batch
         self._batches: list[_Batch] = []  # in the order sent
         self._cursor: dict[str, int] = {}  # backlog read position per device (seq)
 
@@ -81,34 +86,35 @@ class Delivery:
         for i in range(0, len(rows), self.batch_size):
             chunk = rows[i : i + self.batch_size]
             self.publish(encode_batch(self.home, self.clock.now_ms(), [r.body for r in chunk]))
-            batch = _Batch({(r.device, r.seq): r for r in chunk}, self.monotonic() + wait_s, wait_s)
+            batch = _Batch({(r.device, r.seq) for r in chunk}, self.monotonic() + wait_s, wait_s)
             self._batches.append(batch)
-            for key in batch.rows:
+            for key in batch.keys:
                 self.inflight[key] = batch
 
     def _resend_overdue(self) -> int:
         """Send again what is past its deadline, with the wait doubled; returns readings sent."""
         now = self.monotonic()
-        overdue = [b for b in self._batches if b.rows and b.due <= now]
+        overdue = [b for b in self._batches if b.keys and b.due <= now]
         if not overdue:
             return 0
-        self._batches = [b for b in self._batches if b.rows and b.due > now]
-        sent = 0
-        for batch in overdue:
-            wait_s = min(batch.wait_s * 2, self.max_resend_after_s)
-            log.info("no ack after %.0f s: sending %d readings again", batch.wait_s,
-                     len(batch.rows))  # fmt: skip
-            self._send(list(batch.rows.values()), wait_s)
-            sent += len(batch.rows)
-        return sent
+        self._batches = [b for b in self._batches if b.keys and b.due > now]
+        waited_s = max(b.wait_s for b in overdue)
+        keys = [key for b in overdue for key in sorted(b.keys)]
+        for key in keys:
+            del self.inflight[key]
+        rows = self.outbox.rows(keys)
+        log.info("no ack after %.0f s: sending %d readings again", waited_s, len(rows))
+        self._send(rows, min(waited_s * 2, self.max_resend_after_s))
+        return len(rows)
 
     def send(self, live: Iterable[Row] = ()) -> int:
-        """Send what is overdue, ``live`` now, then backlog while the window has room; returns
-        readings sent."""
+        """Send what is overdue, ``live`` now (while the window has room: otherwise it waits in
+        the outbox), then backlog while the window has room; returns readings sent."""
         sent = self._resend_overdue()
         fresh = [r for r in live if (r.device, r.seq) not in self.inflight]
-        self._send(fresh)
-        sent += len(fresh)
+        if len(self.inflight) + len(fresh) <= self.window:
+            self._send(fresh)
+            sent += len(fresh)
         while (room := self.window - len(self.inflight)) >= self.batch_size or (
             room > 0 and not self.inflight
         ):
@@ -138,7 +144,7 @@ class Delivery:
             for s in seqs:
                 batch = self.inflight.pop((device, s), None)
                 if batch is not None:
-                    batch.rows.pop((device, s), None)
+                    batch.keys.discard((device, s))
         if len(self._batches) > 64:  # drop emptied batches now and then, not on every ack
-            self._batches = [b for b in self._batches if b.rows]
+            self._batches = [b for b in self._batches if b.keys]
         return self.outbox.remove(done)

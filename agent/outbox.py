@@ -195,6 +195,20 @@ class Outbox:
         rows.sort(key=lambda r: (r.ts_ms, r.device, r.seq))
         return rows[:limit]
 
+    def rows(self, keys: Iterable[tuple[str, int]]) -> list[Row]:
+        """The stored readings of ``keys`` (device, seq) still waiting, in the order given."""
+        conn = self.conn
+        found: list[Row] = []
+        for key in keys:
+            if key in self._acked:
+                continue
+            row = conn.execute(
+                "SELECT device, seq, ts_ms, body FROM outbox WHERE device = ? AND seq = ?", key
+            ).fetchone()
+            if row is not None:
+                found.append(Row._make(row))
+        return found
+
     def is_acked(self, device: str, seq: int) -> bool:
         """Acked but still in the file until the next transaction: not to be sent again."""
         return (device, seq) in self._acked

@@ -276,6 +276,25 @@ def test_unacked_readings_are_retried_at_most_every_max_wait(tmp_path: Path) -> 
     assert sends[:6] == [30, 90, 210, 330, 450, 570]
 
 
+def test_a_hub_that_never_acks_holds_the_window_and_gets_one_message_per_resend(
+    tmp_path: Path,
+) -> None:
+    box = Outbox(tmp_path / "o.db")
+    wire = _Wire()
+    now = [0.0]
+    d = Delivery(box, "home-1", ManualClock(T0), wire.publish, batch_size=20, window=10,
+                 resend_after_s=30, monotonic=lambda: now[0])  # fmt: skip
+    for t in range(100):  # a poll a second, two readings each, never acked
+        now[0] = float(max(0, t - 4))  # the first five polls all at t=0 (a catch-up)
+        d.send(box.add(_cycle(T0 + t * 1000), "g1"))
+        assert len(d.inflight) <= 10
+    # Five polls filled the window at t=0; the rest waited in the outbox. At t=30 those ten
+    # went again, all due at once, in one message; at t=90 (twice the wait) once more.
+    assert [len(b.readings) for b in wire.sent] == [2] * 5 + [10, 10]
+    assert [r.seq for r in wire.sent[5].readings] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert box.count() == 200
+
+
 def test_acked_readings_leave_the_file_with_the_next_cycle_not_in_a_commit_of_their_own(
     tmp_path: Path,
 ) -> None:
