@@ -280,8 +280,7 @@ class Agent:
             status = self._status("online")
             self.session.publish(self._status_topic, encode(status), retain=True)
             self._last_status_ms, self._last_status_wall = now, wall
-            oldest = status.backlog_oldest_ms
-            self._reported_late = oldest is not None and now - oldest >= LATE_AFTER_MS
+            self._reported_late = (status.unacked_age_s or 0) * 1000 >= LATE_AFTER_MS
 
     def _drain(self, timeout_s: float) -> None:
         """On stop: give the hub a bounded moment to ack what is in flight."""

@@ -44,7 +44,7 @@ from tests.harness import (
 
 class ReadingsWatch:
     """Counts the readings messages the broker hands out: proof the agent has sent, whoever
-    (if anyone) received them. Reconnects on its own after a broker restart."""
+    (if anyone) received them."""
 
     def __init__(self, port: int, coop: str) -> None:
         self.count = 0
@@ -53,7 +53,6 @@ class ReadingsWatch:
         topic = f"coopwatt/{coop}/homes/+/readings"
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=0)
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         self.client.connect_async("127.0.0.1", port, keepalive=5)
         self.client.loop_start()
 
