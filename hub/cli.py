@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -113,8 +114,7 @@ def serve(
                     notifier.ping()
                 health.tick()
                 if clock.now_ms() >= next_retention:
-                    book.enforce_retention(clock.now_ms())
-                    next_retention = clock.now_ms() + consent.RETENTION_EVERY_MS
+                    next_retention = clock.now_ms() + _enforce_retention(book, clock.now_ms())
         finally:
             if forecast is not None:
                 forecast.stop()
@@ -124,6 +124,21 @@ def serve(
         return ingest.stats()
     finally:
         store.close()
+
+
+RETENTION_RETRY_MS = 60_000
+
+
+def _enforce_retention(book: consent.ConsentBook, now_ms: int) -> int:
+    """Erase what no grant keeps any longer; returns ms until the next time. Another process
+    writing the database (a long ``settle``, a maintenance script) only postpones it: the hub
+    goes on ingesting."""
+    try:
+        book.enforce_retention(now_ms)
+    except sqlite3.OperationalError as exc:
+        log.warning("retention postponed for a minute: %s", exc)
+        return RETENTION_RETRY_MS
+    return consent.RETENTION_EVERY_MS
 
 
 # The community figures cover the last hour, read from every home's raw readings: some two

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -123,42 +124,45 @@ def polls_served(home: Home) -> Callable[[], int]:
     return lambda: sum(len(home.served.polls(home.sim.home, d)) for d in home.sim.devices)
 
 
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
+@contextlib.contextmanager
+def make_rig(
+    tmp_path: Path, *, proxy_for: Literal["agent", "hub"] | None = None, broker_up: bool = True
+) -> Iterator[Rig]:
+    """Broker, hub and one home's agent, all running; ``proxy_for`` puts the agent's or the
+    hub's connection through a :class:`TcpProxy` the test can cut."""
     coop = f"f-{uuid.uuid4().hex[:10]}"
     broker = Mosquitto(tmp_path / "broker")
-    broker.start()
-    hub = Hub(tmp_path, coop, broker.url)
+    if broker_up:
+        broker.start()
+    proxy = TcpProxy(broker.port) if proxy_for is not None else None
+    proxied = f"mqtt://127.0.0.1:{proxy.port}" if proxy is not None else broker.url
+    hub = Hub(tmp_path, coop, proxied if proxy_for == "hub" else broker.url)
     hub.start()
     try:
-        with simulated_home(tmp_path, coop, broker.url) as home:
+        with simulated_home(
+            tmp_path, coop, proxied if proxy_for == "agent" else broker.url
+        ) as home:
             home.start()
-            r = Rig(broker, hub, home)
-            r.progress(30)
-            yield r
+            yield Rig(broker, hub, home, proxy)
     finally:
         hub.stop(signal.SIGKILL)
+        if proxy is not None:
+            proxy.close()
         broker.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    with make_rig(tmp_path) as r:
+        r.progress(30)
+        yield r
 
 
 @pytest.fixture
 def proxied(tmp_path: Path) -> Iterator[Rig]:
-    coop = f"p-{uuid.uuid4().hex[:10]}"
-    broker = Mosquitto(tmp_path / "broker")
-    broker.start()
-    proxy = TcpProxy(broker.port)
-    hub = Hub(tmp_path, coop, broker.url)
-    hub.start()
-    try:
-        with simulated_home(tmp_path, coop, f"mqtt://127.0.0.1:{proxy.port}") as home:
-            home.start()
-            r = Rig(broker, hub, home, proxy)
-            r.progress(30)
-            yield r
-    finally:
-        hub.stop(signal.SIGKILL)
-        proxy.close()
-        broker.stop()
+    with make_rig(tmp_path, proxy_for="agent") as r:
+        r.progress(30)
+        yield r
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
@@ -216,50 +220,26 @@ def test_network_drops_delays_and_blackholes(proxied: Rig) -> None:
 @pytest.fixture
 def hub_proxied(tmp_path: Path) -> Iterator[Rig]:
     """The hub reaches the broker through a proxy, so a test decides when it gets back."""
-    coop = f"h-{uuid.uuid4().hex[:10]}"
-    broker = Mosquitto(tmp_path / "broker")
-    broker.start()
-    proxy = TcpProxy(broker.port)
-    hub = Hub(tmp_path, coop, f"mqtt://127.0.0.1:{proxy.port}")
-    hub.start()
-    try:
-        with simulated_home(tmp_path, coop, broker.url) as home:
-            home.start()
-            r = Rig(broker, hub, home, proxy)
-            r.progress(30)
-            yield r
-    finally:
-        hub.stop(signal.SIGKILL)
-        proxy.close()
-        broker.stop()
+    with make_rig(tmp_path, proxy_for="hub") as r:
+        r.progress(30)
+        yield r
 
 
 def test_broker_down_when_agent_and_hub_start(tmp_path: Path) -> None:
-    coop = f"d-{uuid.uuid4().hex[:10]}"
-    broker = Mosquitto(tmp_path / "broker")
-    proxy = TcpProxy(broker.port)
-    proxy.set_mode("drop")
-    hub = Hub(tmp_path, coop, f"mqtt://127.0.0.1:{proxy.port}")
-    hub.start()
-    try:
-        with simulated_home(tmp_path, coop, broker.url) as home:
-            home.start()
-            rig = Rig(broker, hub, home, proxy)
-            rig.backlog(60)
-            broker.start()
-            # The agent is back first and sends its backlog to a broker the hub has never
-            # subscribed on: nobody receives it. Then the hub gets through.
-            watch = ReadingsWatch(broker.port, coop)
-            try:
-                wait_for(lambda: watch.seen() >= 3, what="the agent sending after the outage")
-            finally:
-                watch.close()
-            proxy.set_mode("pass")
-            assert rig.settle() > 50
-    finally:
-        hub.stop(signal.SIGKILL)
-        proxy.close()
-        broker.stop()
+    with make_rig(tmp_path, proxy_for="hub", broker_up=False) as rig:
+        assert rig.proxy is not None
+        rig.proxy.set_mode("drop")  # the hub will get through only when the test says
+        rig.backlog(60)
+        rig.broker.start()
+        # The agent is back first and sends its backlog to a broker the hub has never
+        # subscribed on: nobody receives it. Then the hub gets through.
+        watch = ReadingsWatch(rig.broker.port, rig.hub.coop)
+        try:
+            wait_for(lambda: watch.seen() >= 3, what="the agent sending after the outage")
+        finally:
+            watch.close()
+        rig.proxy.set_mode("pass")
+        assert rig.settle() > 50
 
 
 def test_broker_killed_without_persistence_and_the_hub_back_last(hub_proxied: Rig) -> None:
