@@ -305,11 +305,12 @@ def run(config_path: Path, log_level: str, worker: int | None) -> None:
         db = "/var/lib/coopwatt/hub.db"     # relative to the config's folder
         [broker]
         url = "mqtt://localhost:1883"       # or mqtts://host:8883
-        username = "hub"
+        username = "_hub"
         password_file = "/etc/coopwatt/hub.password"
         protocol = 5                        # or 311
-        shared_group = "hub"                # optional: readings via $share/hub/... so that
-                                            # extra workers (--worker N) share the load
+        shared_group = "hub-<secret>"       # optional, as broker-config wrote it: readings via
+                                            # $share/<group>/..., so that extra workers
+                                            # (--worker N) share the load
         [site]                              # optional: forecast demand, PV and wind
         latitude = 52.52
         longitude = 13.41

@@ -7,11 +7,12 @@ Example::
 
     [broker]
     url = "mqtt://localhost:1883"          # mqtt://host[:1883] or mqtts://host[:8883]
-    username = "hub"                       # optional
+    username = "_hub"                      # optional
     password_file = "/etc/coopwatt/hub.password"   # optional; or password = "..."
     protocol = 5                           # 5 or 311
     # optional: client_id, keepalive_s, ca_file, cert_file, key_file
-    # shared_group = "hub"                 # scale-out: readings through $share/hub/... (MQTT 5)
+    # shared_group = "hub-<secret>"        # scale-out, from broker-config: a group no home can
+                                           # guess, readings through $share/<group>/... (MQTT 5)
 
     [site]                                 # optional: without it the hub does not forecast
     latitude = 52.52                       # degrees north
