@@ -1,8 +1,9 @@
 """The reads of meter data that settlement and the community report make, each by purpose.
 
 Consent (docs/wire-contract.md) lets each hub module read only data granted for its purpose.
-Every read of meter data in :mod:`hub.settlement` goes through :func:`read_counters`, which names its purpose,
-so scoping it to the consent ledger is one change in one place: settlement reads through
+Every read of meter data in :mod:`hub.settlement` goes through :func:`read_counters`, which
+names its purpose, so scoping it to the consent ledger is one change in one place: settlement
+reads through
 :func:`read_settlement_counters` (purpose ``settlement``), the community report through
 :func:`read_community_counters` (purpose ``community-stats``).
 """
