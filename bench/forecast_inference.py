@@ -32,7 +32,7 @@ from hub.consent import ConsentBook
 from hub.features import DAY_MS, HISTORY_DAYS, STEP_MS, History
 from hub.forecast import Site, load_model, make_forecast
 from hub.forecast_service import import_weather, read_community_history, read_weather
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.consent import PurposeGrant, Resolution, next_version, nothing_shared
 from protocol.payloads import Reading, ReadingBatch
 from protocol.quantities import Role

@@ -51,7 +51,7 @@ from ingest_common import (
 )
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.store import _INSERT_READING, QUANTITY_NAMES, Store
+from hub.storage.store import _INSERT_READING, QUANTITY_NAMES, Store
 from protocol.clock import ManualClock
 from protocol.codec import encode_batch
 from protocol.topics import HomeTopic, home_filter

@@ -20,7 +20,7 @@ from hub.settlement.engine import day_range, settle
 from hub.settlement.ledger import Ledger
 from hub.settlement.scheme import parse_scheme
 from hub.settlement.statements import build_statements
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.payloads import Reading, ReadingBatch
 from protocol.quantities import Role
 

@@ -35,7 +35,7 @@ from hub.forecast_service import ForecastService
 from hub.health import HealthService
 from hub.ingest import Ingest
 from hub.prompts_service import PromptsService
-from hub.store import Store, StoreError
+from hub.storage.store import Store, StoreError
 from hub.summary import home_summaries
 from protocol.clock import Clock, SystemClock
 from protocol.consent import Purpose
@@ -65,7 +65,7 @@ def serve(
 
     Also publishes the operator's metrics and alerts (:mod:`hub.health`), tells systemd when it
     is ready and feeds its watchdog while the ingest worker lives. Raises
-    :class:`hub.store.StoreError` when the database cannot be used.
+    :class:`hub.storage.store.StoreError` when the database cannot be used.
 
     ``worker`` N runs an extra ingest worker instead (``config.shared_group`` must be set): it
     stores and acks the readings the broker's shared subscription hands it, and follows consent.

@@ -29,7 +29,7 @@ from hub.forecast_service import (
     read_community_history,
     read_weather,
 )
-from hub.store import Store, StoreError
+from hub.storage.store import Store, StoreError
 from hub.weather import WeatherError, WeatherSeries, load_weather_file
 from protocol.clock import SystemClock
 

@@ -16,7 +16,7 @@ from hub.planner import HomeAppliances, make_jobs, outlook_from_forecast, plan
 from hub.prompt_messages import build_prompts
 from hub.prompts_service import PromptBook, prompts_granted
 from hub.shift_learning import ShiftEstimate
-from hub.store import Store, StoreError
+from hub.storage.store import Store, StoreError
 from protocol.clock import SystemClock
 from protocol.codec import CodecError, decode, encode
 from protocol.payloads import Forecast

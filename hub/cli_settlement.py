@@ -33,7 +33,7 @@ from hub.settlement.statements import (
     build_statements,
 )
 from hub.settlement.statements import publish_statements as publish_all
-from hub.store import Store, StoreError
+from hub.storage.store import Store, StoreError
 from protocol.clock import Clock, SystemClock
 from protocol.payloads import Statement
 from protocol.session import BrokerSettings, MqttSession

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from hub.ingest import Ingest
-from hub.store import QUANTITY_NAMES, Store, StoredReading
+from hub.storage.store import QUANTITY_NAMES, Store, StoredReading
 from protocol.aggregate import Sample, merge
 from protocol.codec import decode, encode
 from protocol.consent import (

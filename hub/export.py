@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from typing import Final, TextIO
 
-from hub.store import QUANTITY_NAMES, Store
+from hub.storage.store import QUANTITY_NAMES, Store
 
 # period_ms comes last so the columns the wire contract named first keep their places; it is
 # empty for a raw reading and the span covered for an aggregate.

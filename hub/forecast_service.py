@@ -35,7 +35,7 @@ from hub.forecast import (
     load_model,
     make_forecast,
 )
-from hub.store import Store
+from hub.storage.store import Store
 from hub.weather import WeatherSeries
 from protocol.clock import Clock
 from protocol.codec import encode

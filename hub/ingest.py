@@ -33,7 +33,7 @@ from dataclasses import replace
 from typing import Any, Final, Literal, TypeVar
 
 import hub
-from hub.store import HomeInsert, InsertResult, Store
+from hub.storage.store import HomeInsert, InsertResult, Store
 from protocol.clock import Clock
 from protocol.codec import CodecError, HomeMismatchError, decode_stored_message, encode
 from protocol.payloads import HomeStatus, HubStatus, ReadingColumns

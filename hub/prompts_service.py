@@ -47,7 +47,7 @@ from hub.shift_learning import (
     measure_run,
     run_outcome,
 )
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import Clock
 from protocol.codec import CodecError, decode, decode_message, encode
 from protocol.consent import Purpose

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from hub.store import DeviceCounters, Store
+from hub.storage.store import DeviceCounters, Store
 from protocol.quantities import Role
 
 _GENERATORS = frozenset({Role.PV, Role.WIND})

@@ -25,7 +25,7 @@ from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
 from hub import consent
 from hub.ingest import Ingest
-from hub.store import Store
+from hub.storage.store import Store
 from hub.summary import home_summaries
 from protocol.clock import SimClock
 from protocol.session import BrokerSettings

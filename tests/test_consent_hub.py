@@ -28,7 +28,7 @@ from hub import consent
 from hub.community import community_figures, group_total
 from hub.consent import ConsentBook, PurposeView
 from hub.ingest import Ingest
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import CodecError, decode_message, encode
 from protocol.consent import Purpose, PurposeGrant, Resolution, next_version, nothing_shared

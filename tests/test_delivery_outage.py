@@ -23,7 +23,7 @@ from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
 from hub import consent
 from hub.ingest import Ingest
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode
 from protocol.payloads import HomeStatus

@@ -24,7 +24,7 @@ from agent.service import Agent
 from hub import consent
 from hub.cli import main as hub_cli
 from hub.ingest import Ingest
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.session import BrokerSettings
 from sim.broker import RunningBroker

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from hub.cli import main
 from hub.features import STEP_MS, History
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import SystemClock
 from tests.test_forecast_features import LAT, LON, T0, sim_community
 
@@ -224,7 +224,7 @@ def test_weather_import_writes_through_a_writing_opener(tmp_path: Path) -> None:
 
     from sqlite_utils import Database
 
-    from hub.migrations import LATEST_VERSION, MIGRATIONS, migrate
+    from hub.storage.migrations import LATEST_VERSION, MIGRATIONS, migrate
 
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db)

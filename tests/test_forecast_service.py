@@ -21,7 +21,7 @@ from hub.forecast_service import (
     read_weather,
     to_payload,
 )
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode_message, encode
 from protocol.consent import PurposeGrant, Resolution, next_version

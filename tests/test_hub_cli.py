@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from hub.cli import main, serve
 from hub.config import load_config
 from hub.export import export_csv
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode, encode
 from protocol.consent import PurposeGrant, Resolution, next_version, nothing_shared

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from hub.export import CSV_HEADER, export_csv
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.payloads import Reading, ReadingBatch
 from protocol.quantities import GLOSSARY, Role
 

@@ -13,7 +13,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.ingest import Ingest
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode, encode
 from protocol.payloads import Ack, HomeStatus, HubStatus, Reading, ReadingBatch

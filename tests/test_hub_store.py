@@ -1,4 +1,4 @@
-"""hub.store and hub.migrations against real SQLite files."""
+"""hub.storage.store and hub.storage.migrations against real SQLite files."""
 
 from __future__ import annotations
 
@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from hub.migrations import LATEST_VERSION, MIGRATIONS, V1_QUANTITIES, applied_versions, migrate
-from hub.store import (
+from hub.storage.migrations import (
+    LATEST_VERSION,
+    MIGRATIONS,
+    V1_QUANTITIES,
+    applied_versions,
+    migrate,
+)
+from hub.storage.store import (
     QUANTITY_NAMES,
     DeviceCounters,
     NotAHubDatabaseError,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.store import Store
-from hub.writer_turn import TURN_BOOST, WriterTurn
+from hub.storage.store import Store
+from hub.storage.writer_turn import TURN_BOOST, WriterTurn
 from protocol.clock import ManualClock
 from protocol.payloads import Reading, ReadingBatch
 from protocol.quantities import Role
@@ -170,7 +170,7 @@ def test_a_priority_call_that_fails_otherwise_never_fails_the_turn(
 
     monkeypatch.setattr(os, "setpriority", refuse)
     turn = WriterTurn(tmp_path / "hub.db")
-    with caplog.at_level("INFO", logger="hub.writer_turn"):
+    with caplog.at_level("INFO", logger="hub.storage.writer_turn"):
         for _ in range(2):
             with turn():
                 assert held_elsewhere(turn.path)  # a real turn all the same
@@ -188,10 +188,10 @@ def test_a_priority_call_that_fails_otherwise_never_fails_the_turn(
 _UNPRIVILEGED = """
 import json, logging, os, resource, sys, threading
 from pathlib import Path
-from hub.writer_turn import WriterTurn
+from hub.storage.writer_turn import WriterTurn
 records = []
-logging.getLogger("hub.writer_turn").setLevel(logging.INFO)
-logging.getLogger("hub.writer_turn").addHandler(
+logging.getLogger("hub.storage.writer_turn").setLevel(logging.INFO)
+logging.getLogger("hub.storage.writer_turn").addHandler(
     type("H", (logging.Handler,), {"emit": lambda self, r: records.append(r.getMessage())})()
 )
 if os.geteuid() == 0:

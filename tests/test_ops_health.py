@@ -28,7 +28,7 @@ from hub.health import (
     read_homes,
 )
 from hub.ingest import Ingest
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import MAX_PAYLOAD_BYTES, decode, decode_message, encode
 from protocol.payloads import (

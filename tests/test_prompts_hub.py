@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from hub.cli import main as hub_cli
 from hub.consent import ConsentBook
 from hub.prompts_service import PromptsService
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode, encode
 from protocol.consent import (

@@ -24,7 +24,7 @@ from agent.service import Agent
 from hub import consent
 from hub.ingest import Ingest
 from hub.prompts_service import PromptsService
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import encode
 from protocol.consent import Purpose, Resolution

@@ -317,7 +317,7 @@ def test_encode_reading_writes_what_encode_writes_inside_a_batch(reading: Readin
 
 
 def test_the_hub_stores_decoded_columns_as_it_stores_batches(tmp_path: Path) -> None:
-    from hub.store import Store
+    from hub.storage.store import Store
     from protocol.clock import ManualClock
 
     readings = [

@@ -14,7 +14,7 @@ import pytest
 
 from hub import consent
 from hub.ingest import Ingest
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock, SimClock
 from protocol.codec import decode, encode
 from protocol.payloads import Ack, ReadingBatch

@@ -22,7 +22,7 @@ from hub.cli import main as hub_main
 from hub.config import ConfigError, parse_config
 from hub.consent import ConsentBook
 from hub.ingest import Ingest
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.consent import Purpose, PurposeGrant, Resolution, next_version, nothing_shared
 from protocol.session import BrokerSettings

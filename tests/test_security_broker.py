@@ -47,7 +47,7 @@ from hub.provision import (
     deprovision_home,
     provision_home,
 )
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import SystemClock
 from protocol.codec import MAX_PAYLOAD_BYTES, decode, encode
 from protocol.payloads import HubMetrics, HubStatus, Reading, ReadingBatch

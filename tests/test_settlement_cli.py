@@ -18,7 +18,7 @@ from hub.config import ConfigError
 from hub.settlement.engine import day_range, settle
 from hub.settlement.scheme import Mechanism, Scheme, load_scheme, parse_scheme
 from hub.settlement.statements import build_statement
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode, decode_message, encode
 from protocol.payloads import Statement, StatementLine

@@ -26,7 +26,7 @@ from hub.settlement.statements import (
     format_text,
     statement_pricing,
 )
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode, encode
 from protocol.payloads import Statement

@@ -50,7 +50,7 @@ from hub.settlement.engine import day_range, settle
 from hub.settlement.ledger import GRID, ROUNDING, Ledger
 from hub.settlement.scheme import Scheme, parse_scheme
 from hub.settlement.statements import build_statement
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.payloads import Reading
 from protocol.quantities import Role

@@ -15,7 +15,7 @@ from hub.settlement.engine import day_range, settle
 from hub.settlement.ledger import GRID, MICRO_PER_UNIT, ROUNDING, Ledger, LedgerError
 from hub.settlement.scheme import INTERVAL_MS, Scheme, load_scheme
 from hub.settlement.statements import build_statement, build_statements
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.consent import PurposeGrant, Resolution, next_version, nothing_shared
 from protocol.payloads import Reading, ReadingBatch

@@ -35,7 +35,7 @@ from hub.settlement.ledger import (
 from hub.settlement.pricing import IntervalSettlement, MemberFlow, settle_interval
 from hub.settlement.scheme import INTERVAL_MS, Scheme, period_of
 from hub.settlement.source import read_settlement_counters
-from hub.store import Store
+from hub.storage.store import Store
 
 
 @dataclass(slots=True)

@@ -41,7 +41,7 @@ from typing import Final
 
 from hub.settlement.pricing import IntervalSettlement
 from hub.settlement.scheme import INTERVAL_MS, Scheme, parse_period, period_of
-from hub.store import Store
+from hub.storage.store import Store
 
 GRID: Final = "grid"
 ROUNDING: Final = "rounding"

@@ -30,7 +30,7 @@ from decimal import Decimal
 
 from hub.settlement.ledger import Ledger
 from hub.settlement.statements import StatementError, build_statements
-from hub.store import Store
+from hub.storage.store import Store
 
 
 def ratio(part: float, whole: float) -> float | None:

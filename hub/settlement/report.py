@@ -33,7 +33,7 @@ from hub.settlement.metrics import CommunityReport, community_report
 from hub.settlement.scheme import INTERVAL_MS, Scheme
 from hub.settlement.source import HomeCounters, read_community_counters
 from hub.settlement.statements import StatementError, money
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.quantities import Role
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from hub.consent import DAY_MS, ConsentBook
 from hub.settlement.intervals import Series
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.consent import RESOLUTION_MS, Purpose
 from protocol.quantities import Role
 

@@ -37,7 +37,7 @@ from hub.settlement.ledger import (
     member_account,
 )
 from hub.settlement.scheme import Scheme, parse_period
-from hub.store import Store
+from hub.storage.store import Store
 from protocol.codec import encode
 from protocol.payloads import Mechanism, Statement, StatementItem, StatementLine, StatementPricing
 from protocol.topics import HomeTopic, home_topic

@@ -3,7 +3,7 @@
 Readings are inserted idempotently on ``(device_id, seq)``, which is ``(coop, home, device, seq)``
 since the file holds one cooperative, so at-least-once delivery becomes exactly-once storage. The
 hot path (:meth:`Store.insert_batches`) uses the raw connection's ``executemany`` in one
-transaction; schema and migrations go through sqlite-utils (:mod:`hub.migrations`).
+transaction; schema and migrations go through sqlite-utils (:mod:`hub.storage.migrations`).
 
 Times are UTC epoch milliseconds; quantities are stored in glossary units, one column each
 (REAL, or TEXT for ``state``), NULL when a reading did not carry the quantity.
@@ -30,8 +30,14 @@ from typing import Any, Final, Self
 
 from sqlite_utils import Database
 
-from hub.migrations import LATEST_VERSION, MIGRATIONS, MigrationError, applied_versions, migrate
-from hub.writer_turn import WriterTurn
+from hub.storage.migrations import (
+    LATEST_VERSION,
+    MIGRATIONS,
+    MigrationError,
+    applied_versions,
+    migrate,
+)
+from hub.storage.writer_turn import WriterTurn
 from protocol.clock import Clock, SystemClock
 from protocol.codec import encode
 from protocol.payloads import (
@@ -453,9 +459,9 @@ class Store:
         :class:`ReadingBatch` is taken apart into the same columns first. Either way the rows
         are zipped from the columns in C loops as SQLite takes them: no Python code per
         reading. Known devices are looked up before this process's writer turn
-        (:class:`~hub.writer_turn.WriterTurn`) and the acks' bookkeeping is done after it, so
-        that ingest processes sharing the file hold the turn for little more than SQLite's own
-        work; a device not seen before is registered inside the transaction.
+        (:class:`~hub.storage.writer_turn.WriterTurn`) and the acks' bookkeeping is done after it,
+        so that ingest processes sharing the file hold the turn for little more than SQLite's
+        own work; a device not seen before is registered inside the transaction.
         """
         batches = [
             (home, batch if isinstance(batch, ReadingColumns) else ReadingColumns.of(batch))

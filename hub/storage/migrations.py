@@ -357,7 +357,8 @@ def _v6_prompts(db: Database) -> None:
 
 def _v7_forecast_series(db: Database) -> None:
     """The forecast's community series, kept up to date as readings are committed
-    (:meth:`hub.store.Store.sync_forecast_series`), so a forecast reads ~3,000 rows, not millions.
+    (:meth:`hub.storage.store.Store.sync_forecast_series`), so a forecast reads ~3,000 rows, not
+    millions.
 
     ``forecast_pending``: (device, seq) of every reading with ``power_w`` committed since the
     last sync, queued by a trigger on ``readings`` once the series exists (meta
