@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hub.consent import ConsentBook
+from hub.consent.book import ConsentBook
 from hub.features import DAY_MS, HISTORY_DAYS, STEP_MS, History
 from hub.forecast import Site, load_model, make_forecast
 from hub.forecast_service import import_weather, read_community_history, read_weather

@@ -60,7 +60,7 @@ from sim.loadgen import BATCH_SIZE, Neighbourhood, Totals
 
 COOP = "bench"
 CADENCE_S = 10
-GROUP_BYTES = 8 * 1024 * 1024  # hub.ingest.Ingest's max_group_bytes
+GROUP_BYTES = 8 * 1024 * 1024  # hub.ingest.service.Ingest's max_group_bytes
 
 
 def null_hub(url: str, coop: str, expected: int) -> None:

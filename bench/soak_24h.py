@@ -4,7 +4,7 @@
                                        [--send-every-s 60] [--speed 40] [--settle-every-h 6]
                                        [--keep DIR]
 
-The hub is the real one, in its own process: ``hub.cli.serve`` (ingest, consent, the forecast
+The hub is the real one, in its own process: ``hub.app.serve`` (ingest, consent, the forecast
 service with the shipped ONNX model, the prompts planner, health metrics, retention), on a
 simulated clock shared with the load generator (``sim.loadgen.LinkedClock``) that runs
 ``--speed`` times the wall, so a day takes 24 h / speed plus whatever the machine cannot keep
@@ -69,8 +69,8 @@ price_per_kwh = "0.08"
 
 
 def hub_process(config: str, start_ms: int, speed: float, origin_s: float, end_ms: int) -> None:
-    """The hub side: ``hub.cli.serve`` on the shared simulated clock until SIGTERM."""
-    from hub.cli import serve
+    """The hub side: ``hub.app.serve`` on the shared simulated clock until SIGTERM."""
+    from hub.app import serve
     from hub.config import load_config
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from hub.consent import ConsentBook
+from hub.consent.book import ConsentBook
 from hub.planner import HomeAppliances, make_jobs, outlook_from_forecast, plan
 from hub.prompt_messages import build_prompts
 from hub.prompts_service import PromptBook, prompts_granted

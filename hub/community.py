@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Final
 
-from hub.consent import PurposeView
+from hub.consent.book import PurposeView
 from protocol.quantities import Role
 
 DEFAULT_K: Final = 5

@@ -51,7 +51,7 @@ class HubConfig:
 
     ``shared_group``: take readings through the MQTT 5 shared subscription
     ``$share/{shared_group}/coopwatt/{coop}/homes/+/readings``, so that extra ingest workers
-    (``coopwatt-hub run --worker N``) can share the load; see :class:`hub.ingest.Ingest`.
+    (``coopwatt-hub run --worker N``) can share the load; see :class:`hub.ingest.service.Ingest`.
     """
 
     coop: str

@@ -23,7 +23,7 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
-from hub.consent import ConsentBook
+from hub.consent.book import ConsentBook
 from hub.features import DAY_MS, HISTORY_DAYS, STEP_MS, STEPS_PER_DAY, History
 from hub.forecast import (
     DEFAULT_HOURS,

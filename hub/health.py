@@ -266,8 +266,10 @@ class HealthService:
 
     Its own MQTT connection (client id ``<hub's>-health``) also follows the retained
     ``hub/forecast`` for the forecast's age, and announces the metrics to Home Assistant (again
-    whenever Home Assistant says it came online). ``counters`` and ``mismatched`` are the ingest's
-    :meth:`~hub.ingest.Ingest.stats` and :meth:`~hub.ingest.Ingest.mismatched_homes`.
+    whenever Home Assistant says it came online). ``counters`` and ``mismatched`` are the
+    ingest's :meth:`~hub.ingest.service.Ingest.stats` and
+    :meth:`~hub.ingest.service.Ingest.mismatched_homes`.
+
     """
 
     def __init__(

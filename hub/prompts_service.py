@@ -10,7 +10,7 @@ expiring. Once a planned run's window has passed, :meth:`PromptsService.learn` a
 meters and answers how fully it was followed (:mod:`hub.shift_learning`).
 
 Consent: a home is planned for only while its current grant has the ``prompts`` purpose on some
-stream, and its meters are read only through the ``prompts`` :class:`hub.consent.PurposeView`.
+stream, and its meters are read only through the ``prompts`` :class:`hub.consent.book.PurposeView`.
 A grant without it, or an empty appliance list, erases what the hub holds for prompts of that
 home and clears its retained prompts.
 """
@@ -25,8 +25,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hub.consent import ConsentBook, PurposeView
-from hub.ingest import Ingest
+from hub.consent.book import ConsentBook, PurposeView
+from hub.ingest.service import Ingest
 from hub.planner import (
     HomeAppliances,
     JobKey,

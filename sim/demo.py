@@ -23,8 +23,8 @@ from typing import Final, TextIO
 from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
-from hub import consent
-from hub.ingest import Ingest
+from hub.app import ingest_with_consent
+from hub.ingest.service import Ingest
 from hub.storage.store import Store
 from hub.summary import home_summaries
 from protocol.clock import SimClock
@@ -171,13 +171,12 @@ def run_demo(
             )
             homes = [_sim_home(i, opts.seed, clock) for i in range(opts.homes)]
             store = Store.open(opts.db, COOP, clock=clock)
-            hub = Ingest(
+            hub, _ = ingest_with_consent(
                 store,
                 BrokerSettings(broker.url, "coopwatt-hub", protocol=broker.protocol),
                 COOP,
                 clock,
             )
-            consent.attach(hub, store)
             with SimModbusServers(homes) as servers:
                 endpoints = servers.endpoints()
                 agents = [

@@ -24,10 +24,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
-from hub import consent
+from hub.app import ingest_with_consent
 from hub.community import community_figures, group_total
-from hub.consent import ConsentBook, PurposeView
-from hub.ingest import Ingest
+from hub.consent.book import ConsentBook, PurposeView
 from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import CodecError, decode_message, encode
@@ -143,9 +142,9 @@ class Home:
         self.servers = SimModbusServers([self.sim])
         self.servers.start()
         self.store = Store.open(tmp / "hub.db", self.coop, clock=self.clock)
-        self.hub = Ingest(self.store, BrokerSettings(broker.url, f"hub-{self.coop}"), self.coop,
-                          self.clock)  # fmt: skip
-        self.book = consent.attach(self.hub, self.store)
+        self.hub, self.book = ingest_with_consent(
+            self.store, BrokerSettings(broker.url, f"hub-{self.coop}"), self.coop, self.clock
+        )
         self.hub.start()
         self.observer = Observer(broker, self.coop)
         eps = self.servers.endpoints()["home-1"]

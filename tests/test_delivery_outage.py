@@ -21,8 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
-from hub import consent
-from hub.ingest import Ingest
+from hub.app import ingest_with_consent
+from hub.ingest.service import Ingest
 from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode
@@ -61,10 +61,9 @@ class InProcess:
         self.start_agent()
 
     def start_hub(self) -> None:
-        self.hub = Ingest(
+        self.hub, _ = ingest_with_consent(
             self.store, BrokerSettings(self.broker.url, f"hub-{self.coop}"), self.coop, self.clock
         )
-        consent.attach(self.hub, self.store)
         self.hub.start()
 
     def stop_hub(self) -> None:

@@ -21,9 +21,8 @@ from click.testing import CliRunner
 from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
-from hub import consent
+from hub.app import ingest_with_consent
 from hub.cli import main as hub_cli
-from hub.ingest import Ingest
 from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.session import BrokerSettings
@@ -81,8 +80,9 @@ class Rig:
             ),
         )
         self.store = Store.open(tmp / "hub.db", coop, clock=self.clock)
-        self.hub = Ingest(self.store, BrokerSettings(broker.url, f"hub-{coop}"), coop, self.clock)
-        consent.attach(self.hub, self.store)
+        self.hub, _ = ingest_with_consent(
+            self.store, BrokerSettings(broker.url, f"hub-{coop}"), coop, self.clock
+        )
         self.hub.start()
         ConsentLedger(config.consent_path, "home-1").share_everything(START_MS)
         self.agent = Agent(config, self.clock)

@@ -247,7 +247,7 @@ def test_train_without_enough_history_says_so_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Three days of shared history: refused up front (exit 2), without training a thing."""
-    from hub.consent import ConsentBook
+    from hub.consent.book import ConsentBook
     from protocol.consent import PurposeGrant, Resolution, next_version, nothing_shared
     from protocol.payloads import Reading, ReadingBatch
     from protocol.quantities import Role

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hub.consent import ConsentBook
+from hub.consent.book import ConsentBook
 from hub.features import DAY_MS, STEP_MS, History
 from hub.forecast import Site
 from hub.forecast_service import (
@@ -333,7 +333,7 @@ def test_the_hub_runs_the_forecast_beside_ingest_when_a_site_is_configured(
     import logging
     import threading
 
-    from hub.cli import serve
+    from hub.app import serve
     from hub.config import HubConfig
     from protocol.session import BrokerSettings
 

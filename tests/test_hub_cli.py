@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from hub.cli import main, serve
+from hub.app import serve
+from hub.cli import main
 from hub.config import load_config
 from hub.export import export_csv
 from hub.storage.store import Store

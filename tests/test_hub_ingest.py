@@ -1,4 +1,4 @@
-"""hub.ingest against the session's real Mosquitto: publish like an agent, watch the acks."""
+"""hub.ingest.service against the session's real Mosquitto: publish like an agent, watch acks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.ingest import Ingest
+from hub.ingest.service import Ingest
 from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode, encode

@@ -27,7 +27,7 @@ from hub.health import (
     home_health,
     read_homes,
 )
-from hub.ingest import Ingest
+from hub.ingest.service import Ingest
 from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import MAX_PAYLOAD_BYTES, decode, decode_message, encode

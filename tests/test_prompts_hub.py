@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from hub.cli import main as hub_cli
-from hub.consent import ConsentBook
+from hub.consent.book import ConsentBook
 from hub.prompts_service import PromptsService
 from hub.storage.store import Store
 from protocol.clock import ManualClock

@@ -21,8 +21,8 @@ from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.indicator import IndicatorConfig
 from agent.service import Agent
-from hub import consent
-from hub.ingest import Ingest
+from hub.app import ingest_with_consent
+from hub.ingest.service import Ingest
 from hub.prompts_service import PromptsService
 from hub.storage.store import Store
 from protocol.clock import ManualClock
@@ -101,8 +101,9 @@ def rig(mosquitto: RunningBroker, tmp_path: Path, request: pytest.FixtureRequest
         [Role.LOAD], [Purpose.PROMPTS], Resolution.MIN15, 30, T0
     )
     store = Store.open(tmp_path / "hub.db", coop, clock=clock)
-    hub = Ingest(store, BrokerSettings(mosquitto.url, f"hub-{coop}"), coop, clock)
-    book = consent.attach(hub, store)
+    hub, book = ingest_with_consent(
+        store, BrokerSettings(mosquitto.url, f"hub-{coop}"), coop, clock
+    )
     service = PromptsService(store, book, coop, clock)
     service.attach(hub, BrokerSettings(mosquitto.url, f"hub-{coop}"))
     hub.start()

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from hub import consent
-from hub.ingest import Ingest
+from hub.consent.book import ConsentBook
+from hub.consent.service import attach
+from hub.ingest.service import Ingest
 from hub.storage.store import Store
 from protocol.clock import ManualClock, SimClock
 from protocol.codec import decode, encode
@@ -41,8 +42,11 @@ def hub(
     clock = ManualClock(T0)
     store = Store.open(tmp_path / "hub.db", coop, clock=clock)
     settings = BrokerSettings(mosquitto.url, f"hub-{coop}")
-    ingest = Ingest(store, settings, coop, clock, max_queue_bytes=request.param)
-    consent.attach(ingest, store)
+    book = ConsentBook(store)
+    ingest = Ingest(
+        store, settings, coop, clock, max_queue_bytes=request.param, admit=book.admit
+    )  # as hub.app.ingest_with_consent wires it, with a queue limit of the test's
+    attach(ingest, book)
     ingest.start()
     assert ingest.connected.wait(5)
     try:

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hub import consent
+from hub.app import ingest_with_consent
 from hub.cli import main as hub_main
 from hub.config import ConfigError, parse_config
-from hub.consent import ConsentBook
-from hub.ingest import Ingest
+from hub.consent.book import ConsentBook
+from hub.ingest.service import Ingest
 from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.consent import Purpose, PurposeGrant, Resolution, next_version, nothing_shared
@@ -44,9 +44,9 @@ class Hub:
     def start(self, name: str, *, shared: bool, primary: bool = True) -> Ingest:
         store = Store.open(self.db, self.coop, clock=self.clock)
         settings = BrokerSettings(self.broker.url, f"{self.coop}-{name}")
-        ingest = Ingest(store, settings, self.coop, self.clock,
-                        shared_group="hub" if shared else None, primary=primary)  # fmt: skip
-        consent.attach(ingest, store, receipts=primary)
+        ingest, _ = ingest_with_consent(store, settings, self.coop, self.clock,
+                                        shared_group="hub" if shared else None,
+                                        primary=primary)  # fmt: skip
         ingest.start()
         assert ingest.connected.wait(WAIT_S)
         self.running.append((ingest, store))

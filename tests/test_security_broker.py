@@ -37,7 +37,7 @@ from paho.mqtt.properties import Properties
 
 from hub.broker_config import MAX_PACKET_BYTES, write_broker_config
 from hub.config import load_config
-from hub.ingest import Ingest
+from hub.ingest.service import Ingest
 from hub.pki import cert_serial
 from hub.provision import (
     HUB_USER,
@@ -802,7 +802,7 @@ def test_a_provisioned_agent_delivers_to_the_hub_over_tls(
     """The ACLs let through everything the contract needs: readings, status (and its last
     will), consent, acks, receipts."""
     from agent.consent_ledger import ConsentLedger
-    from hub.cli import serve
+    from hub.app import serve
     from sim.household import SimHome
     from sim.modbus_server import SimModbusServers
     from tests.harness import BIN

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.consent import ConsentBook
+from hub.consent.book import ConsentBook
 from hub.settlement.engine import day_range, settle
 from hub.settlement.ledger import GRID, MICRO_PER_UNIT, ROUNDING, Ledger, LedgerError
 from hub.settlement.scheme import INTERVAL_MS, Scheme, load_scheme

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from hub.consent import DAY_MS, ConsentBook
+from hub.consent.book import DAY_MS, ConsentBook
 from hub.settlement.intervals import Series
 from hub.storage.store import Store
 from protocol.consent import RESOLUTION_MS, Purpose

@@ -12,15 +12,13 @@ keep the counters exact) and the home is sent a receipt.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from hub.ingest import Ingest
 from hub.storage.store import QUANTITY_NAMES, Store, StoredReading
 from protocol.aggregate import Sample, merge
 from protocol.codec import decode, encode
@@ -34,9 +32,7 @@ from protocol.consent import (
     check_follows,
     nothing_shared,
 )
-from protocol.payloads import Receipt
 from protocol.quantities import Role
-from protocol.topics import HomeTopic, home_topic
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +114,11 @@ class ConsentBook:
             ).rowcount  # fmt: skip
             if not inserted:
                 # Another ingest process on this database (a shared subscription: see
-                # hub.ingest) recorded this version first. Only the very same grant may stand;
-                # then this process follows it and erases what it no longer covers, as that
-                # one did, which also catches what this process stored before it saw the grant.
+                # hub.ingest.service) recorded this version first. Only the very same grant may
+                # stand; then this process follows it and erases what it no longer covers, as
+                # that one did, which also catches what this process stored before it saw the
+                # grant.
+
                 row = conn.execute(
                     "SELECT hash FROM consent_ledger WHERE home = ? AND version = ?",
                     (grant.home, grant.version),
@@ -384,59 +382,3 @@ def _at_resolution(
         bucket.append(x)
     if bucket:
         yield from close()
-
-
-class ConsentService:
-    """Connects the book to ingest: records grants as they arrive and answers with receipts."""
-
-    def __init__(
-        self,
-        book: ConsentBook,
-        publish_receipt: Callable[[str, bytes], object],
-        now_ms: Callable[[], int],
-    ) -> None:
-        self.book = book
-        self.publish_receipt = publish_receipt
-        self.now_ms = now_ms
-
-    def on_grant(self, home: str, grant: ConsentGrant) -> None:
-        now = self.now_ms()
-        outcome = self.book.record(grant, now)
-        if outcome.reason is not None:
-            log.warning("home=%s consent version %d refused: %s", home, grant.version,
-                        outcome.reason)  # fmt: skip
-            self._send(Receipt(home, "consent-refused", now, grant.version, reason=outcome.reason))
-            return
-        if not outcome.recorded:
-            return
-        log.info("home=%s consent version %d recorded", home, grant.version)
-        self._send(Receipt(home, "consent-recorded", now, grant.version))
-        if outcome.erased:
-            log.info("home=%s erased %s", home, json.dumps(outcome.erased))
-            self._send(Receipt(home, "data-erased", now, grant.version, erased=outcome.erased))
-
-    def _send(self, receipt: Receipt) -> None:
-        self.publish_receipt(receipt.home, encode(receipt))
-
-
-RETENTION_EVERY_MS = 3_600_000  # retention is enforced hourly (of the hub's clock)
-
-
-def attach(ingest: Ingest, store: Store, *, receipts: bool = True) -> ConsentBook:
-    """Put consent on ingest's path: grants are recorded and answered with receipts, and only
-    what a home's current grant shares is stored. Call before ``ingest.start()``.
-
-    ``receipts=False`` is for an extra ingest worker on a shared subscription: it follows every
-    grant (and erases what one withdraws) while the primary hub alone answers the home.
-    """
-    book = ConsentBook(store)
-
-    def publish(home: str, data: bytes) -> object:
-        if not receipts:
-            return None
-        return ingest.session.publish(home_topic(ingest.coop, home, HomeTopic.RECEIPTS), data)
-
-    service = ConsentService(book, publish, ingest.clock.now_ms)
-    ingest.route(HomeTopic.CONSENT, service.on_grant)
-    ingest.admit = book.admit
-    return book

@@ -74,6 +74,11 @@ STAT_NAMES: Final = (
 )
 
 
+# May a reading of (home, role, grant id) be stored now, withheld (acked, not stored) or must it
+# wait for its grant (neither)?
+Admit = Callable[[str, Role, str], Literal["store", "withhold", "wait"]]
+
+
 class Ingest:
     """Subscribe to every home's readings and status of ``coop``; store and ack.
 
@@ -90,6 +95,9 @@ class Ingest:
     topic). Exactly one of them is the ``primary``: it alone publishes ``hub/status`` (and its
     last will) and records home statuses; the others only store and ack readings (and follow
     what a route, such as consent, needs).
+
+    ``admit`` (the consent book's, see :mod:`hub.consent`) says whether a reading of (home, role,
+    grant id) may be stored now; without it every reading is stored.
     """
 
     def __init__(
@@ -105,6 +113,7 @@ class Ingest:
         linger_s: float = 0.05,
         shared_group: str | None = None,
         primary: bool = True,
+        admit: Admit | None = None,
     ) -> None:
         check_id(coop, "coop")
         if shared_group is not None:
@@ -134,8 +143,7 @@ class Ingest:
             (readings, home_filter(coop, HomeTopic.STATUS)) if primary else (readings,)
         )
         self._routes: dict[HomeTopic, Callable[[str, Any], None]] = {}
-        # Set by the consent module: may a reading of (home, role, grant id) be stored?
-        self.admit: Callable[[str, Role, str], Literal["store", "withhold", "wait"]] | None = None
+        self.admit = admit
         # None asks the worker to stop once the queue is drained.
         self._queue: queue.SimpleQueue[_Message | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
