@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import hub
-from hub.community import community_metrics
 from hub.config import ConfigError, HubConfig
 from hub.consent.book import ConsentBook, PurposeView
 from hub.consent.service import attach as attach_consent
 from hub.forecast_service import ForecastService
-from hub.health import HealthService
 from hub.ingest.service import Ingest
+from hub.ops.community import community_metrics
+from hub.ops.health import HealthService
 from hub.prompts_service import PromptsService
 from hub.storage.store import Store
 from protocol.clock import Clock, SystemClock
@@ -69,7 +69,7 @@ def serve(
 ) -> dict[str, int]:
     """Open the store, run ingest until ``stop`` is set, then stop cleanly; returns the stats.
 
-    Also publishes the operator's metrics and alerts (:mod:`hub.health`), tells systemd when it
+    Also publishes the operator's metrics and alerts (:mod:`hub.ops.health`), tells systemd when it
     is ready and feeds its watchdog while the ingest worker lives. Raises
     :class:`~hub.storage.store.StoreError` when the database cannot be used.
 

@@ -26,9 +26,9 @@ from hub.cli_ops import COMMANDS as OPS_COMMANDS
 from hub.cli_prompts import COMMANDS as PROMPTS_COMMANDS
 from hub.cli_settlement import COMMANDS as SETTLEMENT_COMMANDS
 from hub.config import ConfigError, HubConfig, load_config
-from hub.export import export_csv
+from hub.ops.export import export_csv
+from hub.ops.summary import home_summaries
 from hub.storage.store import Store, StoreError
-from hub.summary import home_summaries
 from protocol.systemd import Notifier, configure_logging
 
 log = logging.getLogger("hub")

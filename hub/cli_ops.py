@@ -1,6 +1,6 @@
 """``coopwatt-hub`` commands for running a cooperative for real: the broker's config, provisioning
-homes, and the operator's monitor. Thin click layers over :mod:`hub.broker_config`,
-:mod:`hub.provision` and :mod:`hub.monitor`; passwords are never printed.
+homes, and the operator's monitor. Thin click layers over :mod:`hub.ops.broker_config`,
+:mod:`hub.ops.provision` and :mod:`hub.ops.monitor`; passwords are never printed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-# hub.provision and hub.monitor need the ``ops`` extra (cryptography, rich): imported by the
+# hub.ops.provision and hub.ops.monitor need the ``ops`` extra (cryptography, rich): imported by the
 # commands that use them, so `coopwatt-hub run` works without it.
 
 DIR_HELP = "The broker folder broker-config writes (/etc/coopwatt/broker)."
@@ -112,8 +112,8 @@ def broker_config_cmd(
           /etc/systemd/system/mosquitto.service.d/coopwatt.conf
       sudo systemctl daemon-reload && sudo systemctl restart mosquitto
     """
-    from hub.broker_config import write_broker_config  # noqa: PLC0415
-    from hub.provision import ProvisionError, default_broker_user, user_exists  # noqa: PLC0415
+    from hub.ops.broker_config import write_broker_config  # noqa: PLC0415
+    from hub.ops.provision import ProvisionError, default_broker_user, user_exists  # noqa: PLC0415
 
     _quiet_logs()
     if broker_user is None:
@@ -206,7 +206,7 @@ def provision_cmd(
     own topics. The key and password are written only into the bundle (mode 0600). Reload the
     broker afterwards: sudo systemctl reload mosquitto.
     """
-    from hub.provision import Layout, ProvisionError, provision_home  # noqa: PLC0415
+    from hub.ops.provision import Layout, ProvisionError, provision_home  # noqa: PLC0415
 
     _quiet_logs()
     try:
@@ -246,7 +246,7 @@ def deprovision_cmd(home: str, broker_dir: Path) -> None:
     longer connect, and a connection it still holds can neither send nor receive. Its stored
     readings stay until erased under its consent.
     """
-    from hub.provision import Layout, ProvisionError, deprovision_home  # noqa: PLC0415
+    from hub.ops.provision import Layout, ProvisionError, deprovision_home  # noqa: PLC0415
 
     _quiet_logs()
     try:
@@ -271,7 +271,7 @@ def homes_cmd(broker_dir: Path) -> None:
     """List the provisioned homes and when they were provisioned (UTC)."""
     import datetime as dt  # noqa: PLC0415
 
-    from hub.provision import Layout, provisioned_homes  # noqa: PLC0415
+    from hub.ops.provision import Layout, provisioned_homes  # noqa: PLC0415
 
     try:
         homes = provisioned_homes(Layout(broker_dir))
@@ -305,7 +305,7 @@ def monitor_cmd(config_path: Path, once: bool, timeout_s: float) -> None:
 
     Exits 1 with --once when no metrics arrived in time (hub down, or no access).
     """
-    from hub.monitor import ConfigError, load_monitor_config, run_monitor  # noqa: PLC0415
+    from hub.ops.monitor import ConfigError, load_monitor_config, run_monitor  # noqa: PLC0415
 
     logging.basicConfig(level="ERROR", stream=sys.stderr, format="%(levelname)s: %(message)s")
     try:

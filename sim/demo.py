@@ -25,8 +25,8 @@ from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
 from hub.app import ingest_with_consent
 from hub.ingest.service import Ingest
+from hub.ops.summary import home_summaries
 from hub.storage.store import Store
-from hub.summary import home_summaries
 from protocol.clock import SimClock
 from protocol.session import BrokerSettings
 from sim.broker import RunningBroker, run_broker

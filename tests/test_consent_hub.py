@@ -25,8 +25,8 @@ from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
 from hub.app import ingest_with_consent
-from hub.community import community_figures, group_total
 from hub.consent.book import ConsentBook, PurposeView
+from hub.ops.community import community_figures, group_total
 from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import CodecError, decode_message, encode

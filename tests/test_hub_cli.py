@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from hub.app import serve
 from hub.cli import main
 from hub.config import load_config
-from hub.export import export_csv
+from hub.ops.export import export_csv
 from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode, encode

@@ -1,4 +1,4 @@
-"""hub.export: stable columns in glossary order, rows by home, device, seq, empty when absent."""
+"""hub.ops.export: stable columns in glossary order, rows by home, device, seq, empty if absent."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from hub.export import CSV_HEADER, export_csv
+from hub.ops.export import CSV_HEADER, export_csv
 from hub.storage.store import Store
 from protocol.payloads import Reading, ReadingBatch
 from protocol.quantities import GLOSSARY, Role

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
+from hub.ops.summary import HomeSummary, home_summaries, summarize
 from hub.storage.migrations import (
     LATEST_VERSION,
     MIGRATIONS,
@@ -25,7 +26,6 @@ from hub.storage.store import (
     StoreError,
     WrongCoopError,
 )
-from hub.summary import HomeSummary, home_summaries, summarize
 from protocol.clock import ManualClock
 from protocol.payloads import Ack, HomeStatus, Reading, ReadingBatch
 from protocol.quantities import GLOSSARY, Role

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub.broker_config import write_broker_config
-from hub.provision import Layout, provision_home
+from hub.ops.broker_config import write_broker_config
+from hub.ops.provision import Layout, provision_home
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "firmware-configs" / "firstboot"

@@ -15,8 +15,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.ha_discovery import HA_STATUS_TOPIC, METRIC_SENSORS, discovery_configs
-from hub.health import (
+from hub.ingest.service import Ingest
+from hub.ops.ha_discovery import HA_STATUS_TOPIC, METRIC_SENSORS, discovery_configs
+from hub.ops.health import (
     MINUTE_MS,
     HealthService,
     HomeSnapshot,
@@ -27,7 +28,6 @@ from hub.health import (
     home_health,
     read_homes,
 )
-from hub.ingest.service import Ingest
 from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import MAX_PAYLOAD_BYTES, decode, decode_message, encode

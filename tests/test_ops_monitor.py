@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 
-from hub.monitor import MonitorState, ago, load_monitor_config, render_text, run_monitor
+from hub.ops.monitor import MonitorState, ago, load_monitor_config, render_text, run_monitor
 from protocol.codec import decode, encode
 from protocol.payloads import Alert, HubAlert, HubMetrics, HubStatus
 from protocol.topics import HubTopic, hub_topic

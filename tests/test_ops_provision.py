@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.config import ConfigError, parse_config
-from hub.broker_config import MAX_PACKET_BYTES, write_broker_config
 from hub.cli import main
-from hub.pki import cert_common_name, cert_serial
-from hub.provision import (
+from hub.ops.broker_config import MAX_PACKET_BYTES, write_broker_config
+from hub.ops.pki import cert_common_name, cert_serial
+from hub.ops.provision import (
     HUB_USER,
     OPERATOR_USER,
     Layout,

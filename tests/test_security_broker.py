@@ -35,11 +35,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hub.broker_config import MAX_PACKET_BYTES, write_broker_config
 from hub.config import load_config
 from hub.ingest.service import Ingest
-from hub.pki import cert_serial
-from hub.provision import (
+from hub.ops.broker_config import MAX_PACKET_BYTES, write_broker_config
+from hub.ops.pki import cert_serial
+from hub.ops.provision import (
     HUB_USER,
     OPERATOR_USER,
     Layout,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import hub
-from hub.ha_discovery import HA_STATUS_TOPIC, discovery_messages
+from hub.ops.ha_discovery import HA_STATUS_TOPIC, discovery_messages
 from protocol.clock import Clock
 from protocol.codec import CodecError, decode_message, encode
 from protocol.payloads import (

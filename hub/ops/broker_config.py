@@ -42,8 +42,8 @@ from typing import Final
 
 from cryptography import x509
 
-from hub.pki import write_private, write_public
-from hub.provision import (
+from hub.ops.pki import write_private, write_public
+from hub.ops.provision import (
     HUB_USER,
     OPERATOR_USER,
     BrokerSite,

@@ -41,7 +41,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, Final
 
-from hub.pki import CertificateAuthority, cert_serial, write_private, write_public
+from hub.ops.pki import CertificateAuthority, cert_serial, write_private, write_public
 from protocol.clock import Clock, SystemClock
 from protocol.topics import ID_RE
 
@@ -191,7 +191,7 @@ def data_path(*parts: str) -> Path:
     """A file shipped in the source tree (templates, units): ``$COOPWATT_DATA`` or the checkout."""
     base = os.environ.get("COOPWATT_DATA")
     candidates = [Path(base)] if base else []
-    candidates += [Path(__file__).resolve().parent.parent, Path("/usr/share/coopwatt")]
+    candidates += [Path(__file__).resolve().parents[2], Path("/usr/share/coopwatt")]
     for root in candidates:
         path = root.joinpath(*parts)
         if path.exists():
