@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hub.forecast import SHIPPED_MODEL
+from hub.forecast.model import SHIPPED_MODEL
 from models.train import REPORT_PATH, held_out_backtests, open_datasets, summary_lines
 
 

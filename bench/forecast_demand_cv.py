@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from hub.features import DAY_MS, FEATURES, demand_level_w
-from hub.forecast import smooth_centre
+from hub.forecast.features import DAY_MS, FEATURES, demand_level_w
+from hub.forecast.model import smooth_centre
 from models.train import Settings, _utc, fit_quantile, issue_times, open_datasets, rows_for
 
 FIT_START, FIT_END = _utc("2010-01-08"), _utc("2010-10-01")
@@ -40,7 +40,7 @@ def _month(ms: int, form: str) -> str:
 
 
 def _smoothed(prediction: np.ndarray, issued: np.ndarray) -> np.ndarray:
-    """The hub's smoothing (:func:`hub.forecast.smooth_centre`) over each issue's trajectory;
+    """The hub's smoothing (:func:`hub.forecast.model.smooth_centre`) over each issue's trajectory;
     the scored rows of an issue are its consecutive steps, as the data has no gaps."""
     out = prediction.copy()
     for issue in np.unique(issued):

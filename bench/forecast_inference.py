@@ -7,7 +7,7 @@ and imported weather; then times, separately:
 
 - the first build of the forecast's community series from every stored reading (once per
   database: the migration that brings in the series, or the hub's first forecast);
-- the history read of a refresh (:func:`hub.forecast_service.read_community_history`: fold in
+- the history read of a refresh (:func:`hub.forecast.service.read_community_history`: fold in
   what was committed since the last one, then read 28 days of the series) in the steady state,
   after each home sent one more 15-minute reading per device, and with nothing new;
 - what queueing a reading for the series costs ingest (one 15-minute round for every home,
@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from hub.consent.book import ConsentBook
-from hub.features import DAY_MS, HISTORY_DAYS, STEP_MS, History
-from hub.forecast import Site, load_model, make_forecast
-from hub.forecast_service import import_weather, read_community_history, read_weather
+from hub.forecast.features import DAY_MS, HISTORY_DAYS, STEP_MS, History
+from hub.forecast.model import load_model, make_forecast
+from hub.forecast.service import import_weather, read_community_history, read_weather
+from hub.forecast.site import Site
 from hub.storage.store import Store
 from protocol.consent import PurposeGrant, Resolution, next_version, nothing_shared
 from protocol.payloads import Reading, ReadingBatch

@@ -21,7 +21,7 @@ import hub
 from hub.config import ConfigError, HubConfig
 from hub.consent.book import ConsentBook, PurposeView
 from hub.consent.service import attach as attach_consent
-from hub.forecast_service import ForecastService
+from hub.forecast.service import ForecastService
 from hub.ingest.service import Ingest
 from hub.ops.community import community_metrics
 from hub.ops.health import HealthService

@@ -1,5 +1,6 @@
 """``coopwatt-hub weather import``, ``forecast``, ``backtest`` and ``train``: the forecast's
-command line, a thin layer over :mod:`hub.forecast`, :mod:`hub.backtest` and ``models.train``.
+command line, a thin layer over :mod:`hub.forecast.model`, :mod:`hub.forecast.backtest` and
+``models.train``.
 """
 
 from __future__ import annotations
@@ -12,25 +13,25 @@ from typing import Any
 
 import click
 
-from hub.backtest import backtest, default_issues, retrain_shortfall
-from hub.features import DAY_MS, HISTORY_DAYS, History
-from hub.forecast import (
+from hub.forecast.backtest import backtest, default_issues, retrain_shortfall
+from hub.forecast.features import DAY_MS, HISTORY_DAYS, History
+from hub.forecast.model import (
     DEFAULT_HOURS,
     ForecastModel,
     ModelError,
-    Site,
     load_model,
     make_forecast,
 )
-from hub.forecast_service import (
+from hub.forecast.service import (
     HistoryError,
     import_weather,
     load_history_csv,
     read_community_history,
     read_weather,
 )
+from hub.forecast.site import Site
+from hub.forecast.weather import WeatherError, WeatherSeries, load_weather_file
 from hub.storage.store import Store, StoreError
-from hub.weather import WeatherError, WeatherSeries, load_weather_file
 from protocol.clock import SystemClock
 
 

@@ -36,8 +36,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from hub.forecast import Site
-from hub.local_time import check_timezone
+from hub.forecast.site import Site, check_timezone
 from protocol.config_tables import ConfigError, Table, broker_settings, load, toml_type
 from protocol.session import BrokerSettings
 from protocol.topics import ID_RE

@@ -9,7 +9,7 @@ Reproducible (fixed seeds, fixed data, fixed hyper-parameters)::
 Nine gradient-boosted tree ensembles (scikit-learn's HistGradientBoostingRegressor with the
 quantile loss: P10, P50 and P90 of demand, PV and wind), each converted by skl2onnx and joined
 into one ONNX graph with an input and an output per target. The features are
-:mod:`hub.features`' so training and the hub cannot disagree. Data (``models/data/``, see
+:mod:`hub.forecast.features`' so training and the hub cannot disagree. Data (``models/data/``, see
 ``models/prepare_data.py`` and ``models/MODEL_CARD.md``): HTW Berlin's 74 measured homes for
 demand, NREL PVDAQ system 50 with NSRDB satellite weather for PV, DWD measured wind for wind.
 
@@ -37,19 +37,19 @@ from typing import Any, Final
 
 import numpy as np
 
-from hub.backtest import RETRAIN_START_DAYS, backtest, mean_skill, retrain_shortfall
-from hub.features import DAY_MS, FEATURES, STEP_MS, TARGETS, History
-from hub.forecast import (
+from hub.forecast.backtest import RETRAIN_START_DAYS, backtest, mean_skill, retrain_shortfall
+from hub.forecast.features import DAY_MS, FEATURES, STEP_MS, TARGETS, History
+from hub.forecast.model import (
     CAPACITY_MODES,
     MODEL_FORMAT,
     QUANTILES,
     ForecastModel,
-    Site,
     model_inputs,
     scale_band,
 )
-from hub.solar import FloatArray, IntArray, mean_clear_sky_ghi
-from hub.weather import WeatherSeries, parse_open_meteo_csv, to_steps
+from hub.forecast.site import Site
+from hub.forecast.solar import FloatArray, IntArray, mean_clear_sky_ghi
+from hub.forecast.weather import WeatherSeries, parse_open_meteo_csv, to_steps
 
 DATA: Final = Path(__file__).resolve().parent / "data"
 MODEL_PATH: Final = Path(__file__).resolve().parent / "forecast.onnx"
@@ -438,7 +438,8 @@ def _tree_ensemble(model: Any, input_name: str, output_name: str, scale: float =
     HGB goes left when ``x <= threshold`` (float64). The ONNX node compares float32, so each
     threshold is rounded DOWN to a float32: for float32 inputs, ``x <= t32`` exactly when
     ``x <= t64``, and ONNX agrees with scikit-learn bit for bit on the branch taken.
-    Features never hold NaN (see :mod:`hub.features`), so missing-value routing is not needed.
+    Features never hold NaN (see :mod:`hub.forecast.features`), so missing-value routing is not
+    needed.
     ``scale`` multiplies every leaf and the baseline (a blend's weight, see :class:`Blended`).
     A :class:`Bagged` model becomes one node with every member's trees, each scaled by 1/n.
     """
@@ -595,7 +596,7 @@ def train(
             scales[target] = interval_scale(fitted[target], xc, yc)
             if target != "demand":
                 # One factor per capacity mode as well, when the mode has rows enough
-                # (hub.forecast.ForecastModel.interval_scale_for says why).
+                # (hub.forecast.model.ForecastModel.interval_scale_for says why).
                 for mode in CAPACITY_MODES:
                     rows = [r for r in calib[target] if r[2] == mode]
                     if sum(r[1].size for r in rows) >= MIN_CALIBRATION_ROWS:
@@ -611,7 +612,8 @@ def train(
 
 def capacity_mode(ds: Dataset) -> str:
     """Whether ``ds``'s PV or wind output is normalised by a configured capacity or an estimated
-    one (:data:`hub.forecast.CAPACITY_MODES`); demand counts as "estimated" (it has no mode)."""
+    one (:data:`hub.forecast.model.CAPACITY_MODES`); demand counts as "estimated" (no mode)."""
+
     configured = ds.site.pv_capacity_w if ds.target == "pv" else ds.site.wind_capacity_w
     return "configured" if ds.target != "demand" and configured is not None else "estimated"
 
@@ -620,7 +622,7 @@ def interval_scale(models: list[Any], x: np.ndarray, y: FloatArray, target: floa
     """The factor k by which scaling the P10 and P90 distances from the P50 makes the band
     cover ``target`` of the calibration rows (1.0 when there are too few rows).
 
-    The band is the hub's (:func:`hub.forecast.scale_band`, then clipped at zero): a P10 at or
+    The band is the hub's (:func:`hub.forecast.model.scale_band`, then clipped at zero): a P10 at or
     below zero stays, so the zeros of night and calm stay covered whatever k is and coverage
     grows smoothly with k. (Moving that P10 as well made coverage jump at k = 1, from about 55 %
     to over 90 %, as every zero left the band at once: the search then always ended at 1.0.)
@@ -791,8 +793,8 @@ def retrain_from_history(
     ``target`` with the candidate only if it scores better. ``current`` defaults to ``target``
     when it exists, else the shipped model. The stored weather serves as the forecast (it is
     what was imported, i.e. forecast, for those hours)."""
-    from hub.backtest import default_issues
-    from hub.forecast import SHIPPED_MODEL, has_stream
+    from hub.forecast.backtest import default_issues
+    from hub.forecast.model import SHIPPED_MODEL, has_stream
 
     settings = settings or Settings()
     shortfall = retrain_shortfall(history, holdout_days)

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from hub.cli import main
-from hub.features import STEP_MS, History
+from hub.forecast.features import STEP_MS, History
 from hub.storage.store import Store
 from protocol.clock import SystemClock
 from tests.test_forecast_features import LAT, LON, T0, sim_community

@@ -9,7 +9,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from hub.features import (
+from hub.forecast.features import (
     DAY_MS,
     DEMAND_FEATURES,
     PV_FEATURES,
@@ -23,8 +23,8 @@ from hub.features import (
     step_starts,
     wind_features,
 )
-from hub.solar import clear_sky_ghi_at, local_day_of_week, solar_elevation_deg
-from hub.weather import WeatherSeries, to_steps
+from hub.forecast.solar import clear_sky_ghi_at, local_day_of_week, solar_elevation_deg
+from hub.forecast.weather import WeatherSeries, to_steps
 from sim import profiles
 
 LAT, LON = 52.0, 5.0
@@ -235,8 +235,8 @@ def test_cloud_cover_stands_in_for_missing_radiation() -> None:
 
 
 def test_local_time_without_a_timezone_is_mean_solar_time() -> None:
-    from hub.local_time import LocalTime
-    from hub.solar import local_solar_hour
+    from hub.forecast.local_time import LocalTime
+    from hub.forecast.solar import local_solar_hour
 
     ts = T0 + np.arange(0, 8 * 96, 7, dtype=np.int64) * STEP_MS
     for lon in (5.0, -105.2, 151.2):
@@ -248,7 +248,7 @@ def test_local_time_without_a_timezone_is_mean_solar_time() -> None:
 def test_local_time_follows_summer_time_and_keeps_holidays() -> None:
     from datetime import date
 
-    from hub.local_time import LocalTime, day_number
+    from hub.forecast.local_time import LocalTime, day_number
 
     berlin = LocalTime(13.4, "Europe/Berlin")
     # 2026-03-29: clocks go from 02:00 to 03:00 CET, i.e. at 01:00 UTC.
@@ -272,7 +272,7 @@ def test_local_time_follows_summer_time_and_keeps_holidays() -> None:
 def test_demand_features_see_holidays_as_sundays() -> None:
     from datetime import date
 
-    from hub.forecast import Site
+    from hub.forecast.site import Site
 
     history, _ = sim_community()
     past = history.before(T0)

@@ -7,18 +7,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.features import DAY_MS, STEP_MS, TARGETS, History
-from hub.forecast import (
+from hub.forecast.features import DAY_MS, STEP_MS, TARGETS, History
+from hub.forecast.model import (
     ForecastModel,
     ModelError,
-    Site,
     load_model,
     make_forecast,
     model_inputs,
     smooth_centre,
 )
-from hub.solar import clear_sky_ghi_at
-from hub.weather import WeatherSeries, to_steps
+from hub.forecast.site import Site
+from hub.forecast.solar import clear_sky_ghi_at
+from hub.forecast.weather import WeatherSeries, to_steps
 from tests.test_forecast_features import LAT, LON, T0, sim_community
 
 SITE = Site(LAT, LON)

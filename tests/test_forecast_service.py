@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from hub.consent.book import ConsentBook
-from hub.features import DAY_MS, STEP_MS, History
-from hub.forecast import Site
-from hub.forecast_service import (
+from hub.forecast.features import DAY_MS, STEP_MS, History
+from hub.forecast.service import (
     ForecastService,
     forecast_members,
     history_from_slots,
@@ -21,6 +20,7 @@ from hub.forecast_service import (
     read_weather,
     to_payload,
 )
+from hub.forecast.site import Site
 from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode_message, encode
@@ -317,7 +317,7 @@ def test_a_missing_model_still_publishes_labelled_fallbacks(store: Store, tmp_pa
 
 
 def test_to_payload_rounds_to_a_tenth_of_a_watt() -> None:
-    from hub.forecast import make_forecast
+    from hub.forecast.model import make_forecast
 
     history, weather = sim_community()
     result = make_forecast(None, history, weather, SITE, T0, hours=1)

@@ -14,8 +14,9 @@ pytest.importorskip("sklearn")
 pytest.importorskip("onnx")
 pytest.importorskip("tqdm")
 
-from hub.features import FEATURES, TARGETS
-from hub.forecast import ForecastModel, Site, scale_band
+from hub.forecast.features import FEATURES, TARGETS
+from hub.forecast.model import ForecastModel, scale_band
+from hub.forecast.site import Site
 from models.train import (
     DEMAND_ANCHOR,
     Bagged,

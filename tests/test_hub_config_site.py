@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hub.config import ConfigError, load_config, parse_config
-from hub.forecast import Site
+from hub.forecast.site import Site
 
 BASE = 'coop = "c"\ndb = "x.db"\n[broker]\nurl = "mqtt://h"\n'
 

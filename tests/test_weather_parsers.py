@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.weather import (
+from hub.forecast.weather import (
     WeatherError,
     WeatherSeries,
     load_weather_file,

@@ -218,7 +218,7 @@ def _v3_settlement_ledger(db: Database) -> None:
 
 
 def _v4_forecast(db: Database) -> None:
-    """Forecast (hub.forecast_service): imported weather, and the community's 15-minute power.
+    """Forecast (hub.forecast.service): imported weather, and the community's 15-minute power.
 
     ``weather``: Open-Meteo hourly rows by their UTC timestamp (radiation is the mean over the
     hour ending there), the newest import winning. ``forecast_power_15min``: per device and

@@ -807,7 +807,7 @@ class Store:
             for ts_ms, imp, exp, energy in rows:
                 yield CounterSample(home, device, Role(role), ts_ms, imp, exp, energy)
 
-    # -- forecast (hub.forecast_service) -----------------------------------------------------
+    # -- forecast (hub.forecast.service) -----------------------------------------------------
 
     def upsert_weather(
         self,
@@ -870,7 +870,7 @@ class Store:
         ``members`` maps each device whose power the series may count to ``(from_ms,
         span_ms)``: from when (aligned down to the span) and at what resolution (a multiple of
         15 minutes that divides a day: its mean over each span is spread over the span's
-        slots). The caller decides who is a member (consent: :mod:`hub.forecast_service`).
+        slots). The caller decides who is a member (consent: :mod:`hub.forecast.service`).
         Devices that stop being members leave the series, and their older slots leave it as
         ``from_ms`` moves on. A new member, or one whose span changed or whose ``from_ms`` moved
         back, is folded in afresh from its stored readings, ``devices_per_commit`` devices per

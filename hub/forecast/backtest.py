@@ -1,7 +1,9 @@
 """Backtests: replay forecasts issued in the past against what happened, beside two baselines.
 
-For each issue time the forecast sees only history before it (:func:`hub.forecast.make_forecast`
-enforces that), then every step with a known actual is scored. Baselines, from the same history:
+For each issue time the forecast sees only history before it
+(:func:`hub.forecast.model.make_forecast` enforces that), then every step with a known actual is
+scored.
+ Baselines, from the same history:
 
 - ``persistence_24h``: the value at the same time of day on the most recent day before the
   issue (24 hours earlier for the first day ahead, 48 for the second);
@@ -22,10 +24,11 @@ from typing import Any, Final
 
 import numpy as np
 
-from hub.features import DAY_MS, STEP_MS, STEPS_PER_DAY, TARGETS, History, step_starts
-from hub.forecast import ForecastModel, Site, make_forecast
-from hub.solar import FloatArray
-from hub.weather import WeatherSeries
+from hub.forecast.features import DAY_MS, STEP_MS, STEPS_PER_DAY, TARGETS, History, step_starts
+from hub.forecast.model import ForecastModel, make_forecast
+from hub.forecast.site import Site
+from hub.forecast.solar import FloatArray
+from hub.forecast.weather import WeatherSeries
 
 BANDS: Final = (("0-6h", 0, 24), ("6-24h", 24, 96), ("24-48h", 96, 192), ("all", 0, 192))
 MIN_HISTORY_DAYS: Final = 8  # a week for the last-week baseline, and a day to spare

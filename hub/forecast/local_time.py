@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from hub.solar import FloatArray, IntArray
+from hub.forecast.solar import FloatArray, IntArray
 
 _MS_PER_HOUR: Final = 3_600_000
 _MS_PER_DAY: Final = 86_400_000
@@ -32,16 +32,6 @@ _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 def day_number(d: date) -> int:
     """Days since 1970-01-01 (a Thursday) of a calendar date."""
     return d.toordinal() - _EPOCH_ORDINAL
-
-
-def check_timezone(name: str) -> None:
-    """Raise ValueError unless ``name`` is an IANA timezone this machine knows."""
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown timezone {name!r}: use an IANA name such as 'Europe/Berlin'"
-        ) from None
 
 
 @lru_cache(maxsize=4096)

@@ -24,19 +24,19 @@ from typing import Any, Final, Protocol
 import numpy as np
 
 from hub.consent.book import ConsentBook
-from hub.features import DAY_MS, HISTORY_DAYS, STEP_MS, STEPS_PER_DAY, History
-from hub.forecast import (
+from hub.forecast.features import DAY_MS, HISTORY_DAYS, STEP_MS, STEPS_PER_DAY, History
+from hub.forecast.model import (
     DEFAULT_HOURS,
     ForecastModel,
     ForecastResult,
     ModelError,
-    Site,
     align_issue_ms,
     load_model,
     make_forecast,
 )
+from hub.forecast.site import Site
+from hub.forecast.weather import WeatherSeries
 from hub.storage.store import Store
-from hub.weather import WeatherSeries
 from protocol.clock import Clock
 from protocol.codec import encode
 from protocol.consent import RESOLUTION_MS, Purpose

@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from functools import cached_property
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import numpy as np
 
-from hub.features import (
+from hub.forecast.features import (
     FEATURES,
     STEP_MS,
     STEP_S,
@@ -39,15 +38,15 @@ from hub.features import (
     step_starts,
     wind_features,
 )
-from hub.local_time import LocalTime, check_timezone, day_number
-from hub.solar import FloatArray
-from hub.weather import StepWeather, WeatherSeries, to_steps
+from hub.forecast.site import Site
+from hub.forecast.solar import FloatArray
+from hub.forecast.weather import StepWeather, WeatherSeries, to_steps
 
 log = logging.getLogger(__name__)
 
 QUANTILES: Final = (0.1, 0.5, 0.9)
 DEFAULT_HOURS: Final = 48
-SHIPPED_MODEL: Final = Path(__file__).resolve().parent.parent / "models" / "forecast.onnx"
+SHIPPED_MODEL: Final = Path(__file__).resolve().parents[2] / "models" / "forecast.onnx"
 MODEL_FORMAT: Final = "coopwatt-forecast-1"
 
 Method = Literal["model", "fallback", "mixed", "absent"]
@@ -58,43 +57,6 @@ history. The band is calibrated per mode (``coopwatt.interval_scale.{target}.{mo
 
 class ModelError(Exception):
     """The ONNX file cannot be used as a coopwatt forecast model."""
-
-
-@dataclass(frozen=True)
-class Site:
-    """Where the cooperative is (degrees, north and east positive), its generation capacity
-    (W, AC nameplate) when configured (an unconfigured capacity is estimated from history), and
-    how its days run for the demand forecast: its IANA ``timezone`` (else local mean solar time)
-    and the local dates it keeps like a Sunday (``holidays``) or a Saturday (``half_holidays``).
-    """
-
-    lat: float
-    lon: float
-    pv_capacity_w: float | None = None
-    wind_capacity_w: float | None = None
-    timezone: str | None = None
-    holidays: frozenset[date] = frozenset()
-    half_holidays: frozenset[date] = frozenset()
-
-    def __post_init__(self) -> None:
-        if not (-90 <= self.lat <= 90 and -180 <= self.lon <= 180):
-            raise ValueError(f"location {self.lat}, {self.lon} is not a latitude and longitude")
-        for name in ("pv_capacity_w", "wind_capacity_w"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive")
-        if self.timezone is not None:
-            check_timezone(self.timezone)
-
-    @cached_property
-    def local(self) -> LocalTime:
-        """The site's clock and holidays, for the demand features."""
-        return LocalTime(
-            self.lon,
-            self.timezone,
-            frozenset(day_number(d) for d in self.holidays),
-            frozenset(day_number(d) for d in self.half_holidays),
-        )
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import Final
 
 import numpy as np
 
-from hub.local_time import LocalTime
-from hub.solar import (
+from hub.forecast.local_time import LocalTime
+from hub.forecast.solar import (
     FloatArray,
     IntArray,
     clear_sky_ghi_at,
@@ -26,7 +26,7 @@ from hub.solar import (
     mean_clear_sky_ghi,
     solar_elevation_deg,
 )
-from hub.weather import StepWeather
+from hub.forecast.weather import StepWeather
 
 STEP_MS: Final = 900_000
 STEP_S: Final = 900

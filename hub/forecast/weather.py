@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from hub.solar import FloatArray, IntArray, mean_clear_sky_ghi
+from hub.forecast.solar import FloatArray, IntArray, mean_clear_sky_ghi
 
 MS_PER_HOUR: Final = 3_600_000
 MAX_ROWS: Final = 24 * 366 * 3  # three years of hours: far more than any forecast file
