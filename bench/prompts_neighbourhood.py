@@ -15,10 +15,11 @@ forecast errors) are used in every scenario.
 
 - **none**: every run at the household's habitual time;
 - **greedy**: each home gets its own best window from the community forecast, as if no other
-  home shifted (the peers' approach): ``hub.planner.plan_independently``;
-- **coopwatt**: ``hub.planner.plan`` for the whole neighbourhood, re-planned every 3 hours with
-  a fresher forecast, counting each home with the shift learnt from the days before
-  (``hub.shift_learning``).
+  home shifted (the peers' approach): ``hub.prompts.planner.plan_independently``;
+- **coopwatt**: ``hub.prompts.planner.plan`` for the whole neighbourhood, re-planned every 3
+  hours with a fresher forecast, counting each home with the shift learnt from the days before
+
+  (``hub.prompts.learning``).
 
 The forecast the planners see is the simulated truth with errors: a per-day error on PV
 (σ 15 %), wind (σ 25 %) and demand (σ 5 %), shrinking for the next few hours, with P10/P90
@@ -40,7 +41,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from hub.planner import (
+from hub.prompts.learning import ShiftEstimate
+from hub.prompts.planner import (
     STEP_MS,
     HomeAppliances,
     JobKey,
@@ -51,7 +53,6 @@ from hub.planner import (
     plan,
     plan_independently,
 )
-from hub.shift_learning import ShiftEstimate
 from protocol.payloads import Appliance
 from sim.profiles import household_demand_w, pv_power_w, wind_power_w, wind_speed_m_s
 

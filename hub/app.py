@@ -25,7 +25,7 @@ from hub.forecast.service import ForecastService
 from hub.ingest.service import Ingest
 from hub.ops.community import community_metrics
 from hub.ops.health import HealthService
-from hub.prompts_service import PromptsService
+from hub.prompts.service import PromptsService
 from hub.storage.store import Store
 from protocol.clock import Clock, SystemClock
 from protocol.consent import Purpose

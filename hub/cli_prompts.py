@@ -1,6 +1,6 @@
 """``coopwatt-hub prompts show`` and ``prompts plan``: what the prompt planner knows and would
-send, a thin layer over :mod:`hub.prompts_service`, :mod:`hub.planner` and
-:mod:`hub.prompt_messages`. Both only read the database."""
+send, a thin layer over :mod:`hub.prompts.service`, :mod:`hub.prompts.planner` and
+:mod:`hub.prompts.messages`. Both only read the database."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 import click
 
 from hub.consent.book import ConsentBook
-from hub.planner import HomeAppliances, make_jobs, outlook_from_forecast, plan
-from hub.prompt_messages import build_prompts
-from hub.prompts_service import PromptBook, prompts_granted
-from hub.shift_learning import ShiftEstimate
+from hub.prompts.learning import ShiftEstimate
+from hub.prompts.messages import build_prompts
+from hub.prompts.planner import HomeAppliances, make_jobs, outlook_from_forecast, plan
+from hub.prompts.service import PromptBook, prompts_granted
 from hub.storage.store import Store, StoreError
 from protocol.clock import SystemClock
 from protocol.codec import CodecError, decode, encode

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.planner import (
+from hub.prompts.planner import (
     STEP_MS,
     HomeAppliances,
     Job,

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from hub.cli import main as hub_cli
 from hub.consent.book import ConsentBook
-from hub.prompts_service import PromptsService
+from hub.prompts.service import PromptsService
 from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode, encode

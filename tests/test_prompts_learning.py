@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.planner import JobKey
-from hub.shift_learning import (
+from hub.prompts.learning import (
     DAY_MS,
     HALF_LIFE_MS,
     MIN_SHIFT,
@@ -24,6 +23,7 @@ from hub.shift_learning import (
     metered_outcome,
     run_outcome,
 )
+from hub.prompts.planner import JobKey
 from tests.test_prompts_hub import H as PLAN_H
 from tests.test_prompts_hub import Hub, forecast
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 
-from hub.planner import STEP_MS, HomeAppliances, Job, Outlook, make_jobs, plan
-from hub.prompt_messages import MessageSettings, build_prompts, same_advice
+from hub.prompts.messages import MessageSettings, build_prompts, same_advice
+from hub.prompts.planner import STEP_MS, HomeAppliances, Job, Outlook, make_jobs, plan
 from protocol.codec import decode, encode
 from protocol.payloads import Appliance, Prompts
 from tests.test_planner import START, scenarios, solar_day

@@ -23,7 +23,7 @@ from agent.indicator import IndicatorConfig
 from agent.service import Agent
 from hub.app import ingest_with_consent
 from hub.ingest.service import Ingest
-from hub.prompts_service import PromptsService
+from hub.prompts.service import PromptsService
 from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import encode

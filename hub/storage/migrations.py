@@ -286,13 +286,13 @@ def _v5_consent(db: Database) -> None:
 
 
 def _v6_prompts(db: Database) -> None:
-    """Appliance-timing prompts (hub.prompts_service).
+    """Appliance-timing prompts (hub.prompts.service).
 
     ``prompt_homes``: each home's declared appliances as last received. ``prompt_runs``: every
     run planned and sent, by home, appliance, local day and run of the day, with the windows
     last sent (the previous plan a re-plan starts from) and, once its window has passed, how
     fully the home followed it. ``prompt_feedback``: the households' answers. ``prompt_shift``:
-    per home, runs followed and expected, faded (hub.shift_learning). ``prompt_forecast``: the
+    per home, runs followed and expected, faded (hub.prompts.learning). ``prompt_forecast``: the
     latest community forecast received, so a restarted hub plans at once.
     """
     for statement in (

@@ -7,7 +7,7 @@ forecast, when a home's appliances change, and every ``every_s`` of the hub's cl
 about to start are frozen and prompts are refreshed before their ``valid_until_ms``). A home's
 prompts are published when what the household would see changes, or when they are half-way to
 expiring. Once a planned run's window has passed, :meth:`PromptsService.learn` asks the home's
-meters and answers how fully it was followed (:mod:`hub.shift_learning`).
+meters and answers how fully it was followed (:mod:`hub.prompts.learning`).
 
 Consent: a home is planned for only while its current grant has the ``prompts`` purpose on some
 stream, and its meters are read only through the ``prompts`` :class:`hub.consent.book.PurposeView`.
@@ -27,7 +27,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hub.consent.book import ConsentBook, PurposeView
 from hub.ingest.service import Ingest
-from hub.planner import (
+from hub.prompts.learning import (
+    BASELINE_DAYS,
+    DAY_MS,
+    HomeMeters,
+    ShiftEstimate,
+    feedback_outcome,
+    measure_run,
+    run_outcome,
+)
+from hub.prompts.messages import MessageSettings, build_prompts, same_advice
+from hub.prompts.planner import (
     HomeAppliances,
     JobKey,
     Plan,
@@ -36,16 +46,6 @@ from hub.planner import (
     make_jobs,
     outlook_from_forecast,
     plan,
-)
-from hub.prompt_messages import MessageSettings, build_prompts, same_advice
-from hub.shift_learning import (
-    BASELINE_DAYS,
-    DAY_MS,
-    HomeMeters,
-    ShiftEstimate,
-    feedback_outcome,
-    measure_run,
-    run_outcome,
 )
 from hub.storage.store import Store
 from protocol.clock import Clock

@@ -17,7 +17,7 @@ expected load it adds (``L``, W) at each step ``k``:
 - ``S`` is the horizon's largest expected net demand or surplus, so β and λ need no units.
 
 A run counts with its *expected* power: its power × the chance it runs that day × how often the
-home follows a prompt (learnt by :mod:`hub.shift_learning`). Each household constraint is hard:
+home follows a prompt (learnt by :mod:`hub.prompts.learning`). Each household constraint is hard:
 a run lies inside its appliance's window of the day, never starts before now, and an
 uninterruptible run is one block (an interruptible one is pieces of at least half an hour).
 

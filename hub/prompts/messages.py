@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from hub.planner import STEP_H, STEP_MS, JobKey, Plan, Span, import_chance
+from hub.prompts.planner import STEP_H, STEP_MS, JobKey, Plan, Span, import_chance
 from protocol.payloads import AppliancePrompt, Level, LevelSpan, Prompts, PromptWindow
 
 GREEN_CHANCE: Final = 0.2  # at most this chance of drawing from the grid: green for everyone
