@@ -2,7 +2,7 @@
 
 :func:`serve` opens the store and runs the hub until it is told to stop: ingest with consent on
 its path, the appliance prompts, the forecast (when the config has a ``[site]``), the operator's
-health metrics and alerts, and hourly retention. ``coopwatt-hub run`` (:mod:`hub.cli`) calls it
+health metrics and alerts, and hourly retention. ``coopwatt-hub run`` (:mod:`hub.cli.run`) calls it
 under signal handling; benchmarks call it as they are.
 
 :func:`ingest_with_consent` is ingest and consent alone, wired the same way, for an extra ingest

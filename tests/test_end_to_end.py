@@ -22,7 +22,7 @@ from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
 from hub.app import ingest_with_consent
-from hub.cli import main as hub_cli
+from hub.cli.main import main as hub_cli
 from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.session import BrokerSettings

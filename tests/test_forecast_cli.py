@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hub.cli import main
+from hub.cli.main import main
 from hub.forecast.features import STEP_MS, History
 from hub.storage.store import Store
 from protocol.clock import SystemClock

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hub.app import serve
-from hub.cli import main
+from hub.cli.main import main
 from hub.config import load_config
 from hub.ops.export import export_csv
 from hub.storage.store import Store
@@ -243,7 +243,16 @@ def test_run_process_stops_cleanly_on_sigterm(mosquitto: Broker, tmp_path: Path)
     probe = Probe(mosquitto, coop)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hub.cli", "run", "--config", str(config), "--log-level", "debug"],
+        [
+            sys.executable,
+            "-m",
+            "hub.cli.main",
+            "run",
+            "--config",
+            str(config),
+            "--log-level",
+            "debug",
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

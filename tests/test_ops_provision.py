@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.config import ConfigError, parse_config
-from hub.cli import main
+from hub.cli.main import main
 from hub.ops.broker_config import MAX_PACKET_BYTES, write_broker_config
 from hub.ops.pki import cert_common_name, cert_serial
 from hub.ops.provision import (
@@ -419,7 +419,7 @@ def test_broker_config_refuses_folders_the_broker_cannot_reach(tmp_path: Path) -
 
 
 def test_bundles_default_outside_the_working_directory() -> None:
-    from hub.cli_ops import provision_cmd
+    from hub.cli.ops import provision_cmd
 
     (out,) = [p for p in provision_cmd.params if p.name == "out_dir"]
     default = Path(str(out.default))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from hub.cli import main as hub_cli
+from hub.cli.main import main as hub_cli
 from hub.consent.book import ConsentBook
 from hub.prompts.service import PromptsService
 from hub.storage.store import Store

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from hub.app import ingest_with_consent
-from hub.cli import main as hub_main
+from hub.cli.main import main as hub_main
 from hub.config import ConfigError, parse_config
 from hub.consent.book import ConsentBook
 from hub.ingest.service import Ingest

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from hub.cli import main
+from hub.cli.main import main
 from hub.config import ConfigError
 from hub.settlement.engine import day_range, settle
 from hub.settlement.scheme import Mechanism, Scheme, load_scheme, parse_scheme

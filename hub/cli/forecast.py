@@ -426,4 +426,4 @@ def train_cmd(
 
 
 COMMANDS: tuple[click.Command, ...] = (weather_group, forecast_cmd, backtest_cmd, train_cmd)
-"""Registered on ``coopwatt-hub`` by :mod:`hub.cli`."""
+"""Registered on ``coopwatt-hub`` by :mod:`hub.cli.main`."""

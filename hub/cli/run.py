@@ -1,46 +1,30 @@
-"""``coopwatt-hub``: the cooperative hub's command line, a thin shell over the library.
-
-Exit codes: 0 on success and on a clean stop (SIGINT/SIGTERM), 2 for a problem the operator can
-fix (bad config, missing or foreign database, bad option), shown as one line without a traceback.
+"""``coopwatt-hub run``: the hub (or an extra ingest worker) until SIGINT or SIGTERM; SIGHUP
+rereads the config. The hub itself is :func:`hub.app.serve`; this is its signal handling, config
+reloads and systemd notifications.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
 
 import click
 
-import hub
 from hub.app import serve
-from hub.cli_forecast import COMMANDS as FORECAST_COMMANDS
-from hub.cli_ops import COMMANDS as OPS_COMMANDS
-from hub.cli_prompts import COMMANDS as PROMPTS_COMMANDS
-from hub.cli_settlement import COMMANDS as SETTLEMENT_COMMANDS
+from hub.cli.common import HubCliError
 from hub.config import ConfigError, HubConfig, load_config
-from hub.ops.export import export_csv
-from hub.ops.summary import home_summaries
-from hub.storage.store import Store, StoreError
+from hub.storage.store import StoreError
 from protocol.systemd import Notifier, configure_logging
 
 log = logging.getLogger("hub")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-class HubCliError(click.ClickException):
-    """A problem the operator can fix: printed as ``Error: ...``, exit code 2."""
-
-    exit_code = 2
 
 
 @contextlib.contextmanager
@@ -69,29 +53,7 @@ def _stop_on_signals(
             signal.signal(sig, old)
 
 
-def _open_existing(db_path: Path) -> Store:
-    try:
-        return Store.open_existing(db_path)
-    except StoreError as exc:
-        raise HubCliError(str(exc)) from None
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(hub.__version__, prog_name="coopwatt-hub")
-def main() -> None:
-    """The coopwatt cooperative hub.
-
-    Receives meter readings from household agents over MQTT, stores them in the cooperative's
-    SQLite database exactly once, and acknowledges each reading only after it is committed.
-
-    \b
-    Start the hub:        coopwatt-hub run --config /etc/coopwatt/hub.toml
-    Export readings:      coopwatt-hub export --db /var/lib/coopwatt/hub.db -o readings.csv
-    Energy per home:      coopwatt-hub summary --db /var/lib/coopwatt/hub.db
-    """
-
-
-@main.command()
+@click.command()
 @click.option(
     "--config",
     "config_path",
@@ -178,113 +140,3 @@ def run(config_path: Path, log_level: str, worker: int | None) -> None:
         raise HubCliError(str(exc)) from None
     notifier.stopping()
     log.info("hub stopped %s", " ".join(f"{k}={v}" for k, v in stats.items()))
-
-
-@main.command()
-@click.option(
-    "--db",
-    "db_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The hub database to read (it is never created or changed).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["csv"]),
-    default="csv",
-    show_default=True,
-    help="Output format.",
-)
-@click.option(
-    "--output",
-    "-o",
-    default="-",
-    show_default=True,
-    help="File to write, or - for stdout. A file appears only once complete.",
-)
-@click.option("--home", default=None, help="Export only this home.")
-def export(db_path: Path, fmt: str, output: str, home: str | None) -> None:
-    """Export stored readings, one row per reading, ordered by home, device and seq.
-
-    Columns: home, device, role, seq, ts_ms (UTC epoch milliseconds), then every quantity in
-    glossary order with its unit in its name (power_w, energy_import_wh, ...); a cell is empty
-    when the reading did not carry that quantity.
-    """
-    assert fmt == "csv"
-    with _open_existing(db_path) as store:
-        if output == "-":
-            _export_stdout(store, home)
-            return
-        target = Path(output)
-        partial = target.with_name(f".{target.name}.partial")
-        try:
-            with partial.open("w", encoding="utf-8", newline="") as out:
-                rows = export_csv(store, out, home=home)
-            partial.replace(target)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            raise HubCliError(f"cannot write {output}: {exc.strerror or exc}") from None
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        click.echo(f"exported {rows} readings to {target}", err=True)
-
-
-def _export_stdout(store: Store, home: str | None) -> None:
-    out: TextIO = sys.stdout
-    try:
-        export_csv(store, out, home=home)
-        out.flush()
-    except BrokenPipeError:
-        # The reader (head, less) went away: not an error worth a traceback.
-        with contextlib.suppress(OSError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(1)
-
-
-@main.command()
-@click.option(
-    "--db",
-    "db_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="The hub database to read (it is never created or changed).",
-)
-def summary(db_path: Path) -> None:
-    """Per home: readings stored and energy imported, exported and generated (Wh).
-
-    Energy is read from the meters' lifetime counters: last minus first over the stored period.
-    """
-    with _open_existing(db_path) as store:
-        summaries = home_summaries(store)
-    click.echo(
-        f"{'home':<32} {'readings':>10} {'imported_wh':>14} {'exported_wh':>14} "
-        f"{'generated_wh':>14}"
-    )
-    for s in summaries.values():
-        click.echo(
-            f"{s.home:<32} {s.readings:>10} {s.imported_wh:>14.1f} {s.exported_wh:>14.1f} "
-            f"{s.generated_wh:>14.1f}"
-        )
-
-
-for _command in SETTLEMENT_COMMANDS:
-    main.add_command(_command)
-
-
-for _command in FORECAST_COMMANDS:
-    main.add_command(_command)
-
-
-for _command in PROMPTS_COMMANDS:
-    main.add_command(_command)
-
-
-for _command in OPS_COMMANDS:
-    main.add_command(_command)
-
-
-if __name__ == "__main__":
-    main()
