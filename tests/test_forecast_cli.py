@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from hub.cli.main import main
 from hub.forecast.features import STEP_MS, History
+from hub.forecast.series import weather_rows
 from hub.storage.store import Store
 from protocol.clock import SystemClock
 from tests.test_forecast_features import LAT, LON, T0, sim_community
@@ -202,7 +203,7 @@ def test_weather_import_into_the_hub_database(tmp_path: Path) -> None:
         assert code == 0, out
         assert "imported 72 hours" in out
     with Store.open_existing(db) as store:
-        assert len(store.weather_rows(0, 2**62)) == 72
+        assert len(weather_rows(store, 0, 2**62)) == 72
     code, out = _run("weather", "import", str(tmp_path / "none.json"), "--db", str(db))
     assert code == 2 and "cannot read" in out
 
@@ -236,7 +237,7 @@ def test_weather_import_writes_through_a_writing_opener(tmp_path: Path) -> None:
     assert code == 0, out
     with Store.open_existing(db) as store:
         assert store.schema_version() == LATEST_VERSION
-        assert len(store.weather_rows(0, 2**62)) == 72
+        assert len(weather_rows(store, 0, 2**62)) == 72
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
     code, out = _run("weather", "import", str(FIXTURES / "open-meteo.csv"), "--db", str(other))

@@ -11,6 +11,7 @@ import pytest
 
 from hub.consent.book import ConsentBook
 from hub.forecast.features import DAY_MS, STEP_MS, History
+from hub.forecast.series import forecast_series, sync_forecast_series, weather_imported_ms
 from hub.forecast.service import (
     ForecastService,
     forecast_members,
@@ -97,13 +98,13 @@ def test_history_from_the_store_is_the_community_sum(store: Store) -> None:
     np.testing.assert_allclose(history.demand_w, expected.demand_w[offset : offset + n], rtol=1e-9)
     assert np.isnan(history.wind_w).all()
     # Incremental: a second read folds in nothing new and gives the same series.
-    assert store.sync_forecast_series(forecast_members(store, ConsentBook(store), T0)) == 0
+    assert sync_forecast_series(store, forecast_members(store, ConsentBook(store), T0)) == 0
     again = _read(store)
     np.testing.assert_array_equal(again.demand_w, history.demand_w)
 
 
 def _series(store: Store) -> dict[tuple[int, str], tuple[float, int]]:
-    return {(s, r): (p, n) for s, r, p, n in store.forecast_series(0, 2**62)}
+    return {(s, r): (p, n) for s, r, p, n in forecast_series(store, 0, 2**62)}
 
 
 def _rebuilt(
@@ -111,9 +112,9 @@ def _rebuilt(
 ) -> dict[tuple[int, str], tuple[float, int]]:
     """The series folded afresh from every stored reading, for comparison."""
     members = forecast_members(store, book, now_ms)
-    store.sync_forecast_series({})  # everyone leaves...
-    assert store.forecast_series(0, 2**62) == []
-    store.sync_forecast_series(members)  # ...and is folded in again from the readings
+    sync_forecast_series(store, {})  # everyone leaves...
+    assert forecast_series(store, 0, 2**62) == []
+    sync_forecast_series(store, members)  # ...and is folded in again from the readings
     return _series(store)
 
 
@@ -135,13 +136,13 @@ def test_new_readings_are_folded_in_whatever_their_order(store: Store) -> None:
         for k in range(6)
     ]
     store.insert_batches([("home-0", ReadingBatch("home-0", T0, late[3:]))], T0)
-    assert store.sync_forecast_series(forecast_members(store, book, T0)) == 3
+    assert sync_forecast_series(store, forecast_members(store, book, T0)) == 3
     store.insert_batches([("home-0", ReadingBatch("home-0", T0, late[:3]))], T0)
     agg = Reading(  # an hour's aggregate from a compacted outbox: spread over four slots
         "pv", 20_000, start + 2 * 3_600_000, Role.PV, "g1", {"power_w": 400.0}, 3_600_000
     )
     store.insert_batches([("home-1", ReadingBatch("home-1", T0, [agg]))], T0)
-    assert store.sync_forecast_series(forecast_members(store, book, T0)) == 4
+    assert sync_forecast_series(store, forecast_members(store, book, T0)) == 4
     series = _series(store)
     assert series[(start, "grid")] == pytest.approx((101.0, 1))  # mean of 100, 101, 102
     assert series[(start + STEP_MS, "grid")] == pytest.approx((104.0, 1))
@@ -201,7 +202,7 @@ def test_retention_and_resolution_of_the_forecast_grant(store: Store) -> None:
 
 def test_readings_still_on_their_way_are_unknown_not_a_drop(store: Store) -> None:
     full = _read(store)
-    rows = [(s, r, p, n) for s, r, p, n in store.forecast_series(0, T0)]
+    rows = [(s, r, p, n) for s, r, p, n in forecast_series(store, 0, T0)]
     last = max(s for s, *_ in rows)
     # The last slot as if only one of three homes had reported yet.
     partial = [(s, r, p / 3, 1) if s == last else (s, r, p, n) for s, r, p, n in rows]
@@ -226,7 +227,7 @@ def test_weather_round_trips_through_the_store(store: Store) -> None:
     np.testing.assert_array_equal(back.ts_ms, weather.ts_ms)
     np.testing.assert_allclose(back.wind_speed_m_s, weather.wind_speed_m_s)
     assert np.isnan(back.cloud_cover_pct).all()
-    assert store.weather_imported_ms() == T0
+    assert weather_imported_ms(store) == T0
 
 
 def test_payload_round_trips_through_the_codec(store: Store) -> None:

@@ -13,9 +13,8 @@ Modules, pure core first:
 - :mod:`.model`: the ONNX model and :func:`~hub.forecast.model.make_forecast`, with labelled
   fallbacks for whatever is missing;
 - :mod:`.backtest`: forecasts issued in the past, scored against what happened;
+- :mod:`.series`: the forecast's tables in the hub database: imported weather, and the community
+  series (per-device power folded into 15-minute slots as readings are committed);
 - :mod:`.service`: the refresh beside ingest: read the community history (only homes whose
   grant shares it), forecast, publish on ``hub/forecast``.
-
-The community series the forecast reads (per-device power folded into 15-minute slots as
-readings are committed) is kept by :class:`hub.storage.store.Store`.
 """

@@ -34,6 +34,13 @@ from hub.forecast.model import (
     load_model,
     make_forecast,
 )
+from hub.forecast.series import (
+    forecast_series,
+    sync_forecast_series,
+    upsert_weather,
+    weather_imported_ms,
+    weather_rows,
+)
 from hub.forecast.site import Site
 from hub.forecast.weather import WeatherSeries
 from hub.storage.store import Store
@@ -72,7 +79,8 @@ TAIL_SLOTS: Final = 8
 def history_from_slots(
     rows: Sequence[tuple[int, str, float] | tuple[int, str, float, int]], start_ms: int, end_ms: int
 ) -> History:
-    """Community series from per-slot, per-role sums (see :meth:`Store.forecast_series`).
+    """Community series from per-slot, per-role sums (see
+    :func:`~hub.forecast.series.forecast_series`).
 
     Demand is what the homes consumed: grid import (export negative) plus PV, wind and battery
     discharge, in slots where grid meters reported; PV and wind are their generation. When rows
@@ -131,14 +139,15 @@ def read_community_history(
 
     Only devices whose home grants their stream for the forecast count, within that grant's
     retention (before ``now_ms``) and at its resolution (:func:`forecast_members`). The series
-    is kept incrementally (:meth:`Store.sync_forecast_series`): a read folds in the readings
-    committed since the last one and then reads one row per slot and role, so it costs
+    is kept incrementally (:func:`~hub.forecast.series.sync_forecast_series`): a read folds in
+    the readings committed since the last one and then reads one row per slot and role, so it costs
+
     milliseconds whatever the size of the cooperative. ``book`` defaults to the ledger as
     committed; the running hub passes the one ingest keeps current.
     """
     book = book if book is not None else ConsentBook(store)
-    store.sync_forecast_series(forecast_members(store, book, now_ms))
-    rows = store.forecast_series(start_ms, end_ms)
+    sync_forecast_series(store, forecast_members(store, book, now_ms))
+    rows = forecast_series(store, start_ms, end_ms)
     if not rows:
         return History.empty(end_ms)
     # Start at the first slot with data, not at ``start_ms`` (which may be the epoch).
@@ -146,7 +155,7 @@ def read_community_history(
 
 
 def read_weather(store: Store, start_ms: int, end_ms: int) -> WeatherSeries:
-    rows = store.weather_rows(start_ms, end_ms)
+    rows = weather_rows(store, start_ms, end_ms)
     if not rows:
         return WeatherSeries.empty()
     cols = list(zip(*rows, strict=True))
@@ -173,7 +182,7 @@ def import_weather(store: Store, weather: WeatherSeries, imported_ms: int) -> in
         )
         for i in range(len(weather))
     ]
-    return store.upsert_weather(rows, imported_ms)
+    return upsert_weather(store, rows, imported_ms)
 
 
 def parse_history_csv(text: str) -> History:
@@ -319,7 +328,7 @@ class ForecastService:
         with self._lock:
             now = self.clock.now_ms()
             issue = align_issue_ms(now)
-            self._weather_seen = self.store.weather_imported_ms()
+            self._weather_seen = weather_imported_ms(self.store)
             history = read_community_history(
                 self.store, issue - HISTORY_DAYS * DAY_MS, issue, now_ms=now, book=self.book
             )
@@ -366,7 +375,7 @@ class ForecastService:
 
     def _new_weather(self) -> bool:
         try:
-            seen = self.store.weather_imported_ms()
+            seen = weather_imported_ms(self.store)
         except Exception:
             log.exception("cannot read the weather table")
             return False

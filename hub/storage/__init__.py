@@ -11,6 +11,13 @@ Modules:
 - :mod:`.migrations`: the ordered schema migrations, each applied once in its own transaction;
 - :mod:`.writer_turn`: turns at writing the database, handed between ingest processes at once;
 - :mod:`.store`: :class:`~hub.storage.store.Store`: open (create, migrate or check), insert
-  reading batches and home statuses, read readings, counters and statuses back, and keep the
-  forecast's weather and community series.
+  reading batches and home statuses, read readings, counters, devices and statuses back.
+
+The tables of a feature are read and written by that feature's package through the store's
+``reader()`` and ``transaction()``: consent's ledger in :mod:`hub.consent`, the forecast's weather
+and community series in :mod:`hub.forecast.series`, the prompts' tables in
+:mod:`hub.prompts.service`. (The settlement ledger in :mod:`hub.settlement` still uses the
+writer connection directly, bypassing the store's lock and writer turn: issue 18.)
+
+
 """

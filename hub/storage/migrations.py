@@ -357,7 +357,7 @@ def _v6_prompts(db: Database) -> None:
 
 def _v7_forecast_series(db: Database) -> None:
     """The forecast's community series, kept up to date as readings are committed
-    (:meth:`hub.storage.store.Store.sync_forecast_series`), so a forecast reads ~3,000 rows, not
+    (:func:`hub.forecast.series.sync_forecast_series`), so a forecast reads ~3,000 rows, not
     millions.
 
     ``forecast_pending``: (device, seq) of every reading with ``power_w`` committed since the
