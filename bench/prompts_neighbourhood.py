@@ -18,7 +18,6 @@ forecast errors) are used in every scenario.
   home shifted (the peers' approach): ``hub.prompts.planner.plan_independently``;
 - **coopwatt**: ``hub.prompts.planner.plan`` for the whole neighbourhood, re-planned every 3
   hours with a fresher forecast, counting each home with the shift learnt from the days before
-
   (``hub.prompts.learning``).
 
 The forecast the planners see is the simulated truth with errors: a per-day error on PV

@@ -613,7 +613,6 @@ def train(
 def capacity_mode(ds: Dataset) -> str:
     """Whether ``ds``'s PV or wind output is normalised by a configured capacity or an estimated
     one (:data:`hub.forecast.model.CAPACITY_MODES`); demand counts as "estimated" (no mode)."""
-
     configured = ds.site.pv_capacity_w if ds.target == "pv" else ds.site.wind_capacity_w
     return "configured" if ds.target != "demand" and configured is not None else "estimated"
 

@@ -118,7 +118,6 @@ class ConsentBook:
                 # stand; then this process follows it and erases what it no longer covers, as
                 # that one did, which also catches what this process stored before it saw the
                 # grant.
-
                 row = conn.execute(
                     "SELECT hash FROM consent_ledger WHERE home = ? AND version = ?",
                     (grant.home, grant.version),

@@ -2,8 +2,7 @@
 
 For each issue time the forecast sees only history before it
 (:func:`hub.forecast.model.make_forecast` enforces that), then every step with a known actual is
-scored.
- Baselines, from the same history:
+scored. Baselines, from the same history:
 
 - ``persistence_24h``: the value at the same time of day on the most recent day before the
   issue (24 hours earlier for the first day ahead, 48 for the second);

@@ -139,7 +139,6 @@ def _sql(*fragments: str) -> str:
 
 
 _QUARTER_MS: Final = 900_000
-
 _DAY_MS: Final = 86_400_000
 _UPSERT_FORECAST_POWER: Final = (
     "INSERT INTO forecast_power_15min (device_id, slot_ms, span_ms, power_sum_w, samples, "

@@ -141,7 +141,6 @@ def read_community_history(
     retention (before ``now_ms``) and at its resolution (:func:`forecast_members`). The series
     is kept incrementally (:func:`~hub.forecast.series.sync_forecast_series`): a read folds in
     the readings committed since the last one and then reads one row per slot and role, so it costs
-
     milliseconds whatever the size of the cooperative. ``book`` defaults to the ledger as
     committed; the running hub passes the one ingest keeps current.
     """

@@ -269,7 +269,6 @@ class HealthService:
     whenever Home Assistant says it came online). ``counters`` and ``mismatched`` are the
     ingest's :meth:`~hub.ingest.service.Ingest.stats` and
     :meth:`~hub.ingest.service.Ingest.mismatched_homes`.
-
     """
 
     def __init__(

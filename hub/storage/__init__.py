@@ -18,6 +18,4 @@ The tables of a feature are read and written by that feature's package through t
 and community series in :mod:`hub.forecast.series`, the prompts' tables in
 :mod:`hub.prompts.service`. (The settlement ledger in :mod:`hub.settlement` still uses the
 writer connection directly, bypassing the store's lock and writer turn: issue 18.)
-
-
 """
