@@ -1,9 +1,11 @@
 """One hub process, built and wired in one place.
 
-:func:`serve` opens the store and runs the hub until it is told to stop: ingest with consent on
-its path, the appliance prompts, the forecast (when the config has a ``[site]``), the operator's
-health metrics and alerts, and hourly retention. ``coopwatt-hub run`` (:mod:`hub.cli.run`) calls it
-under signal handling; benchmarks call it as they are.
+:class:`Hub` builds the primary hub's parts over an open store and hands each its collaborators:
+ingest with consent on its path, the appliance prompts, the forecast (when the config has a
+``[site]``) and the operator's health metrics and alerts. :func:`serve` opens the store, runs a
+:class:`Hub` (or an extra ingest worker) until it is told to stop, and enforces retention
+hourly. ``coopwatt-hub run`` (:mod:`hub.cli.run`) calls it under signal handling; benchmarks
+call it as they are.
 
 :func:`ingest_with_consent` is ingest and consent alone, wired the same way, for an extra ingest
 worker, the simulated neighbourhood (:mod:`sim.demo`) and tests.
@@ -15,7 +17,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import hub
 from hub.config import ConfigError, HubConfig
@@ -82,12 +84,6 @@ def serve(
         return _serve_worker(config, stop, worker, clock, notifier)
     store = Store.open(config.db_path, config.coop, clock=clock)
     try:
-        ingest, book = ingest_with_consent(
-            store, config.broker, config.coop, clock, shared_group=config.shared_group
-        )
-        # Appliance-timing prompts: appliances and feedback come through ingest's routes.
-        prompts = PromptsService(store, book, config.coop, clock)
-        prompts.attach(ingest, config.broker)
         log.info(
             "hub starting version=%s coop=%s db=%s broker=%s client_id=%s protocol=%s "
             "shared_group=%s",
@@ -99,11 +95,54 @@ def serve(
             config.broker.protocol,
             config.shared_group,
         )
+        parts = Hub.build(config, store, clock)
+        parts.start()
+        notifier.ready(f"ingesting for {config.coop}")
+        try:
+            next_retention = clock.now_ms()
+            while not stop.wait(1.0):
+                if parts.ingest.alive():  # a dead worker stops the pings: systemd restarts the hub
+                    notifier.ping()
+                parts.health.tick()
+                if clock.now_ms() >= next_retention:
+                    next_retention = clock.now_ms() + _enforce_retention(parts.book, clock.now_ms())
+        finally:
+            parts.stop()
+        return parts.ingest.stats()
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True)
+class Hub:
+    """The primary hub's parts over one open store, each given its collaborators when it is
+    built (:meth:`build`), none changed afterwards.
+
+    - ``ingest`` stores and acks readings, screened by ``book`` (consent), and routes the homes'
+      grants to it and their appliances and feedback to ``prompts``;
+    - ``prompts`` plans appliance runs on each forecast, on a connection of its own;
+    - ``forecast`` (None without a ``[site]``) publishes through ingest's connection and reads
+      through ``book``, which ingest keeps current;
+    - ``health`` publishes the operator's metrics and alerts from ingest's counters and the
+      community figures (read for the ``community-stats`` purpose), on a connection of its own.
+    """
+
+    ingest: Ingest
+    book: ConsentBook
+    prompts: PromptsService
+    forecast: ForecastService | None
+    health: HealthService
+
+    @classmethod
+    def build(cls, config: HubConfig, store: Store, clock: Clock) -> Hub:
+        """Build and wire every part; nothing is started and nothing connects yet."""
+        ingest, book = ingest_with_consent(
+            store, config.broker, config.coop, clock, shared_group=config.shared_group
+        )
+        # Appliance-timing prompts: appliances and feedback come through ingest's routes.
+        prompts = PromptsService(store, book, config.coop, clock)
+        prompts.attach(ingest, config.broker)
         forecast = _forecast_service(config, store, clock, ingest, book)
-        ingest.start()
-        prompts.start()
-        if forecast is not None:
-            forecast.start()
         figures = PurposeView(store, book, Purpose.COMMUNITY_STATS)
         health = HealthService(
             config.db_path, config.coop, config.broker, clock, ingest.stats,
@@ -112,25 +151,21 @@ def serve(
                 COMMUNITY_EVERY_MS, lambda now_ms: community_metrics(figures, now_ms)
             ),
         )  # fmt: skip
-        health.start()
-        notifier.ready(f"ingesting for {config.coop}")
-        try:
-            next_retention = clock.now_ms()
-            while not stop.wait(1.0):
-                if ingest.alive():  # a dead worker stops the pings: systemd restarts the hub
-                    notifier.ping()
-                health.tick()
-                if clock.now_ms() >= next_retention:
-                    next_retention = clock.now_ms() + _enforce_retention(book, clock.now_ms())
-        finally:
-            if forecast is not None:
-                forecast.stop()
-            health.stop()
-            ingest.stop()
-            prompts.stop()
-        return ingest.stats()
-    finally:
-        store.close()
+        return cls(ingest, book, prompts, forecast, health)
+
+    def start(self) -> None:
+        self.ingest.start()
+        self.prompts.start()
+        if self.forecast is not None:
+            self.forecast.start()
+        self.health.start()
+
+    def stop(self) -> None:
+        if self.forecast is not None:
+            self.forecast.stop()
+        self.health.stop()
+        self.ingest.stop()
+        self.prompts.stop()
 
 
 RETENTION_RETRY_MS = 60_000
