@@ -8,7 +8,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Final, TextIO
 
 import click
 
@@ -106,3 +106,6 @@ def summary(db_path: Path) -> None:
             f"{s.home:<32} {s.readings:>10} {s.imported_wh:>14.1f} {s.exported_wh:>14.1f} "
             f"{s.generated_wh:>14.1f}"
         )
+
+
+COMMANDS: Final[tuple[click.Command, ...]] = (export, summary)

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Final
 
 import click
 
@@ -140,3 +141,6 @@ def run(config_path: Path, log_level: str, worker: int | None) -> None:
         raise HubCliError(str(exc)) from None
     notifier.stopping()
     log.info("hub stopped %s", " ".join(f"{k}={v}" for k, v in stats.items()))
+
+
+COMMANDS: Final[tuple[click.Command, ...]] = (run,)
