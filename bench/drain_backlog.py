@@ -13,9 +13,7 @@ Target: the 24-hour backlog drains in under 5 s.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -27,6 +25,7 @@ from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.outbox import Outbox, Polled
 from agent.service import Agent
+from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.quantities import Role
 from protocol.session import BrokerSettings
@@ -132,8 +131,8 @@ def main() -> None:
             finally:
                 hub.send_signal(signal.SIGTERM)
                 hub.wait(30)
-        with contextlib.closing(sqlite3.connect(tmp / "hub.db")) as db:
-            stored = db.execute("SELECT count(*) FROM readings").fetchone()[0]
+        with Store.open_existing(tmp / "hub.db") as store:
+            stored = store.count_readings()
         drain_s = done - connected
         print(f"drained {n} readings in {drain_s:.2f} s after connecting "
               f"({n / drain_s:.0f} readings/s; {connected - start:.2f} s to connect); "

@@ -6,7 +6,6 @@ scheme file, a month not settled, a closed month) is one ``Error: ...`` line and
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from dataclasses import replace
 from datetime import date
@@ -56,21 +55,10 @@ def _clock(ctx: click.Context) -> Clock:
 
 def _open_store(db_path: Path, *, write: bool) -> Store:
     """Open an existing hub database; for writing, bring its schema up to date first."""
-    if not db_path.is_file():
-        raise SettlementCliError(f"{db_path}: no such database file")
     try:
-        if not write:
-            return Store.open_existing(db_path)
-        conn = sqlite3.connect(db_path.resolve().as_uri() + "?mode=ro", uri=True)
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'coop'").fetchone()
-        except sqlite3.DatabaseError:
-            row = None
-        finally:
-            conn.close()
-        if row is None:
-            raise SettlementCliError(f"{db_path}: not a coopwatt hub database")
-        return Store.open(db_path, str(row[0]))
+        if write:
+            return Store.open_to_write(db_path)
+        return Store.open_existing(db_path)
     except StoreError as exc:
         raise SettlementCliError(str(exc)) from None
 

@@ -193,39 +193,42 @@ class ClosingSummary:
 
 
 class Ledger:
-    """The settlement tables of one hub database. Writes are one transaction each."""
+    """The settlement tables of one hub database. Writes are one transaction each.
+
+    Writes go through :meth:`Store.transaction` (the store's lock and writer turn), so they
+    queue with ingest and every other writer of the file. Reads go through
+    :meth:`Store.reader` and see committed data only, except inside a write, where the
+    transaction's own connection is read (``_``-prefixed helpers taking ``conn``).
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.conn: sqlite3.Connection = store.db.conn
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-            conn.execute("COMMIT")
+            with self.store.transaction() as conn:
+                yield conn
         except sqlite3.IntegrityError as exc:
-            conn.execute("ROLLBACK")
             if "ledger period is closed" in str(exc):
                 raise LedgerError("that period is closed: its ledger cannot change") from None
-            raise
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             raise
 
     # -- reading -----------------------------------------------------------------------------
 
     def is_closed(self, period: str) -> bool:
-        row = self.conn.execute(
+        return self._is_closed(self.store.reader(), period)
+
+    @staticmethod
+    def _is_closed(conn: sqlite3.Connection, period: str) -> bool:
+        row = conn.execute(
             "SELECT closed_ms FROM ledger_periods WHERE period = ?", (period,)
         ).fetchone()
         return row is not None and row[0] is not None
 
     def closed_ms(self, period: str) -> int | None:
-        row = self.conn.execute(
+        conn = self.store.reader()
+        row = conn.execute(
             "SELECT closed_ms FROM ledger_periods WHERE period = ?", (period,)
         ).fetchone()
         return None if row is None else row[0]
@@ -233,20 +236,22 @@ class Ledger:
     def scheme_for(self, period: str) -> Scheme | None:
         """The scheme the period's latest settled interval used; for a period holding only
         adjustments, the latest scheme; None when the period has nothing in the ledger."""
-        row = self.conn.execute(
+        conn = self.store.reader()
+        row = conn.execute(
             "SELECT s.scheme FROM settlement_intervals i JOIN settlement_schemes s "
             "ON s.id = i.scheme_id WHERE i.period = ? ORDER BY i.start_ms DESC LIMIT 1",
             (period,),
         ).fetchone()
         if row is not None:
             return Scheme.from_json(row[0])
-        held = self.conn.execute(
+        held = conn.execute(
             "SELECT 1 FROM ledger_transactions WHERE period = ? LIMIT 1", (period,)
         ).fetchone()
         return None if held is None else self.latest_scheme()
 
     def latest_scheme(self) -> Scheme | None:
-        row = self.conn.execute(
+        conn = self.store.reader()
+        row = conn.execute(
             "SELECT scheme FROM settlement_schemes ORDER BY id DESC LIMIT 1"
         ).fetchone()
         return None if row is None else Scheme.from_json(row[0])
@@ -254,13 +259,14 @@ class Ledger:
     def held_scheme(self, day: date) -> Scheme | None:
         """The scheme ``day`` is priced under: its latest repricing's, else its settlement's."""
         iso = day.isoformat()
-        row = self.conn.execute(
+        conn = self.store.reader()
+        row = conn.execute(
             "SELECT s.scheme FROM ledger_transactions t JOIN settlement_schemes s "
             "ON s.id = t.reprice_scheme_id WHERE t.day = ? ORDER BY t.id DESC LIMIT 1",
             (iso,),
         ).fetchone()
         if row is None:
-            row = self.conn.execute(
+            row = conn.execute(
                 "SELECT s.scheme FROM settlement_intervals i JOIN settlement_schemes s "
                 "ON s.id = i.scheme_id WHERE i.day = ? ORDER BY i.start_ms DESC LIMIT 1",
                 (iso,),
@@ -285,8 +291,12 @@ class Ledger:
 
     def day_effective(self, day: date) -> dict[tuple[str, str], Posting]:
         """What the ledger holds for ``day``: its settlement plus every later adjustment."""
+        return self._day_effective(self.store.reader(), day)
+
+    @staticmethod
+    def _day_effective(conn: sqlite3.Connection, day: date) -> dict[tuple[str, str], Posting]:
         out: dict[tuple[str, str], Posting] = {}
-        for account, leg, energy, amount in self.conn.execute(
+        for account, leg, energy, amount in conn.execute(
             "SELECT p.account, p.leg, sum(p.energy_mwh), sum(p.amount_micro) "
             "FROM ledger_postings p JOIN ledger_transactions t ON t.id = p.txn_id "
             "WHERE t.day = ? GROUP BY p.account, p.leg",
@@ -310,14 +320,20 @@ class Ledger:
             args = (period, account)
         return [
             (kind, Posting(acc, leg, int(e), int(a)))
-            for kind, acc, leg, e, a in self.conn.execute(sql + " ORDER BY t.id, p.account", args)
+            for kind, acc, leg, e, a in self.store.reader().execute(
+                sql + " ORDER BY t.id, p.account", args
+            )
         ]
 
     def balances(self, period: str) -> dict[str, tuple[int, int]]:
         """Per account, its (energy_mwh, amount_micro) over ``period``."""
+        return self._balances(self.store.reader(), period)
+
+    @staticmethod
+    def _balances(conn: sqlite3.Connection, period: str) -> dict[str, tuple[int, int]]:
         return {
             account: (int(e), int(a))
-            for account, e, a in self.conn.execute(
+            for account, e, a in conn.execute(
                 "SELECT p.account, sum(p.energy_mwh), sum(p.amount_micro) "
                 "FROM ledger_postings p JOIN ledger_transactions t ON t.id = p.txn_id "
                 "WHERE t.period = ? GROUP BY p.account ORDER BY p.account",
@@ -329,7 +345,7 @@ class Ledger:
         """Problems found: unbalanced transactions. Empty when the ledger is sound."""
         return [
             f"transaction {txn} ({kind} {day or period}) is off by {e} mWh, {a} micro-units"
-            for txn, kind, day, period, e, a in self.conn.execute(
+            for txn, kind, day, period, e, a in self.store.reader().execute(
                 "SELECT t.id, t.kind, t.day, t.period, sum(p.energy_mwh), sum(p.amount_micro) "
                 "FROM ledger_transactions t JOIN ledger_postings p ON p.txn_id = t.id "
                 "GROUP BY t.id HAVING sum(p.energy_mwh) != 0 OR sum(p.amount_micro) != 0"
@@ -362,7 +378,7 @@ class Ledger:
         iso = day.day.isoformat()
         with self._write() as conn:
             conn.execute("INSERT OR IGNORE INTO ledger_periods (period) VALUES (?)", (period,))
-            if self.is_closed(period):
+            if self._is_closed(conn, period):
                 return self._adjust(conn, day, now_ms)
             old = conn.execute(
                 "SELECT id, provisional FROM ledger_transactions "
@@ -380,8 +396,8 @@ class Ledger:
                 if (
                     bool(old[1]) == day.provisional
                     and held_ids == {scheme_id}
-                    and self._txn_postings(old[0]) == sorted(day.postings)
-                    and self._day_rows(iso) == (day.intervals, day.members)
+                    and self._txn_postings(conn, old[0]) == sorted(day.postings)
+                    and self._day_rows(conn, iso) == (day.intervals, day.members)
                 ):
                     return "unchanged"
                 conn.execute("DELETE FROM ledger_postings WHERE txn_id = ?", (old[0],))
@@ -463,7 +479,7 @@ class Ledger:
         with self._write() as conn:
             target = self._first_open_after(conn, day.period)
             conn.execute("INSERT OR IGNORE INTO ledger_periods (period) VALUES (?)", (target,))
-            held = self.day_effective(day.day)
+            held = self._day_effective(conn, day.day)
             corrected = _difference(held, at_old.postings)
             if corrected:
                 memo = _data_memo(iso, day.period)
@@ -483,7 +499,7 @@ class Ledger:
         return "repriced"
 
     def _adjust(self, conn: sqlite3.Connection, day: DaySettlement, now_ms: int) -> str:
-        delta = _difference(self.day_effective(day.day), day.postings)
+        delta = _difference(self._day_effective(conn, day.day), day.postings)
         if not delta:
             return "unchanged"
         target = self._first_open_after(conn, day.period)
@@ -499,7 +515,7 @@ class Ledger:
         while True:
             first = date(first.year + first.month // 12, first.month % 12 + 1, 1)
             candidate = period_of(first)
-            if not self.is_closed(candidate):
+            if not self._is_closed(conn, candidate):
                 return candidate
 
     def close_period(
@@ -513,7 +529,7 @@ class Ledger:
         """
         parse_period(period)
         with self._write() as conn:
-            if self.is_closed(period):
+            if self._is_closed(conn, period):
                 raise LedgerError(f"{period} is already closed")
             earlier = conn.execute(
                 "SELECT min(t.period) FROM ledger_transactions t JOIN ledger_periods p "
@@ -542,7 +558,7 @@ class Ledger:
             conn.execute("INSERT OR IGNORE INTO ledger_periods (period) VALUES (?)", (period,))
             summary = ClosingSummary(period)
             unit = MICRO_PER_UNIT // scheme.minor_per_unit
-            for account, (_, amount) in self.balances(period).items():
+            for account, (_, amount) in self._balances(conn, period).items():
                 if account == ROUNDING:
                     continue
                 rounding = ROUND_HALF_EVEN if account == GRID else ROUND_CEILING
@@ -590,20 +606,24 @@ class Ledger:
             [(txn, p.account, p.leg, p.energy_mwh, p.amount_micro) for p in postings],
         )
 
-    def _txn_postings(self, txn: int) -> list[Posting]:
+    @staticmethod
+    def _txn_postings(conn: sqlite3.Connection, txn: int) -> list[Posting]:
         return sorted(
             Posting(a, leg, int(e), int(m))
-            for a, leg, e, m in self.conn.execute(
+            for a, leg, e, m in conn.execute(
                 "SELECT account, leg, energy_mwh, amount_micro FROM ledger_postings "
                 "WHERE txn_id = ?",
                 (txn,),
             )
         )
 
-    def _day_rows(self, iso: str) -> tuple[tuple[IntervalRow, ...], tuple[MemberIntervalRow, ...]]:
+    @staticmethod
+    def _day_rows(
+        conn: sqlite3.Connection, iso: str
+    ) -> tuple[tuple[IntervalRow, ...], tuple[MemberIntervalRow, ...]]:
         intervals = tuple(
             IntervalRow(s, mb, mi, es, su, de, ma, Decimal(ip), Decimal(ep), Decimal(xp))
-            for s, mb, mi, es, su, de, ma, ip, ep, xp in self.conn.execute(
+            for s, mb, mi, es, su, de, ma, ip, ep, xp in conn.execute(
                 "SELECT start_ms, members, missing, estimated, supply_mwh, demand_mwh, "
                 "matched_mwh, import_price, export_price, internal_price "
                 "FROM settlement_intervals WHERE day = ? ORDER BY start_ms",
@@ -612,7 +632,7 @@ class Ledger:
         )
         members = tuple(
             MemberIntervalRow(*row)
-            for row in self.conn.execute(
+            for row in conn.execute(
                 "SELECT home, start_ms, status, import_mwh, export_mwh, import_neighbours_mwh, "
                 "export_neighbours_mwh FROM settlement_member_intervals WHERE day = ? "
                 "ORDER BY start_ms, home",

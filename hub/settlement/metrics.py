@@ -115,7 +115,8 @@ def community_report(
     scheme = ledger.scheme_for(period)
     if scheme is None:
         raise StatementError(f"{period} has not been settled: run coopwatt-hub settle first")
-    rows = store.db.conn.execute(
+    conn = store.reader()
+    rows = conn.execute(
         "SELECT supply_mwh, demand_mwh, matched_mwh, missing, members FROM settlement_intervals "
         "WHERE period = ? ORDER BY start_ms",
         (period,),

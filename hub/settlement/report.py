@@ -149,7 +149,7 @@ def read_forecast_band(store: Store, start_ms: int, end_ms: int) -> ForecastBand
     ``community_forecast``) with a time column (UTC ms), ``p10``/``p50``/``p90`` columns in W
     and, when it has one, a ``target`` column naming ``demand``.
     """
-    conn = store.db.conn
+    conn = store.reader()
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     table = next((t for t in FORECAST_TABLES if t in tables), None)
     if table is None:

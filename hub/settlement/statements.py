@@ -67,14 +67,15 @@ def statement_pricing(store: Store, home: str, period: str) -> list[StatementPri
     schemes: dict[int, Scheme] = {}
     spans: list[StatementPricing] = []
     fingerprint = ""
-    for day_text, scheme_id in store.db.conn.execute(
+    conn = store.reader()
+    for day_text, scheme_id in conn.execute(
         "SELECT DISTINCT m.day, i.scheme_id FROM settlement_member_intervals m "
         "JOIN settlement_intervals i ON i.start_ms = m.start_ms "
         "WHERE m.home = ? AND m.period = ? ORDER BY m.day, i.scheme_id",
         (home, period),
     ):
         if scheme_id not in schemes:
-            (text,) = store.db.conn.execute(
+            (text,) = conn.execute(
                 "SELECT scheme FROM settlement_schemes WHERE id = ?", (scheme_id,)
             ).fetchone()
             schemes[scheme_id] = Scheme.from_json(text)
@@ -108,7 +109,7 @@ def members(store: Store, period: str) -> list[str]:
     parse_period(period)
     return [
         row[0]
-        for row in store.db.conn.execute(
+        for row in store.reader().execute(
             "SELECT DISTINCT home FROM settlement_member_intervals WHERE period = ? ORDER BY home",
             (period,),
         )
@@ -119,7 +120,7 @@ def grid_only_owed(store: Store, home: str, period: str) -> tuple[Decimal, dict[
     """The member's exact grid-only bill for ``period`` (major units) and its interval counts."""
     owed = Decimal(0)
     counts = {"intervals": 0, MISSING: 0, ESTIMATED: 0}
-    for status, imp, exp, imp_price, exp_price in store.db.conn.execute(
+    for status, imp, exp, imp_price, exp_price in store.reader().execute(
         "SELECT m.status, m.import_mwh, m.export_mwh, i.import_price, i.export_price "
         "FROM settlement_member_intervals m JOIN settlement_intervals i ON i.start_ms = m.start_ms "
         "WHERE m.home = ? AND m.period = ?",

@@ -235,7 +235,7 @@ class Store:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []  # closed with the store
         self._reader_uri = path.resolve().as_uri() + "?mode=rw"
-        self._writer_turn = WriterTurn(path)  # orders the ingest processes' transactions
+        self._writer_turn = WriterTurn(path)  # orders inserts and transaction()s between processes
         self._devices: dict[tuple[str, str], tuple[int, str]] = {
             (home, device): (device_id, role)
             for device_id, home, device, role in self._conn.execute(
@@ -403,9 +403,20 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """The writer connection under the store's lock, in one IMMEDIATE transaction that
-        commits when the block ends and rolls back if it raises."""
-        with self._lock:
+        """The writer connection under the store's lock and in this store's writer turn, in one
+        IMMEDIATE transaction that commits when the block ends and rolls back if it raises.
+
+        Every write outside the ingest hot path (settlement, consent, prompts, the forecast's
+        series, home statuses) comes through here. It takes the writer turn that ingest
+        processes sharing the file take around their inserts (:class:`WriterTurn`), so that such
+        a write queues with them and is woken the moment the holder commits: without the turn
+        it would poll in SQLite's busy handler while the ingest processes hand the turn to each
+        other at once, and under a steady drain could wait past its busy timeout ("database is
+        locked"); and they, while it held SQLite's lock, would poll in theirs. The thread in a
+        transaction must therefore not write through another :class:`Store` of the same file
+        before the block ends: it would wait on its own turn.
+        """
+        with self._lock, self._writer_turn():
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -623,23 +634,15 @@ class Store:
         ]
         if not rows:
             return
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO home_status (home, state, ts_ms, last_seen_ms, backlog, payload) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (home) DO UPDATE SET "
-                    "state = excluded.state, ts_ms = excluded.ts_ms, "
-                    "last_seen_ms = excluded.last_seen_ms, backlog = excluded.backlog, "
-                    "payload = excluded.payload",
-                    rows,
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO home_status (home, state, ts_ms, last_seen_ms, backlog, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (home) DO UPDATE SET "
+                "state = excluded.state, ts_ms = excluded.ts_ms, "
+                "last_seen_ms = excluded.last_seen_ms, backlog = excluded.backlog, "
+                "payload = excluded.payload",
+                rows,
+            )
 
     # -- reading ---------------------------------------------------------------------------
 
