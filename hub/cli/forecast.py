@@ -34,16 +34,14 @@ from hub.forecast.weather import WeatherError, WeatherSeries, load_weather_file
 from hub.storage.store import Store, StoreError
 from protocol.cli import CliError
 from protocol.clock import SystemClock
+from protocol.timeparse import parse_iso_ms
 
 
 def _parse_start(text: str) -> int:
     try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_iso_ms(text, naive="utc")
     except ValueError:
         raise CliError(f"--start {text!r} is not ISO 8601 (2026-07-01T00:00Z)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1000)
 
 
 def _site(

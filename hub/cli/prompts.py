@@ -21,6 +21,7 @@ from protocol.cli import CliError
 from protocol.clock import SystemClock
 from protocol.codec import CodecError, decode, encode
 from protocol.payloads import Forecast
+from protocol.timeparse import parse_iso_ms
 
 
 def _iso(t_ms: int) -> str:
@@ -31,12 +32,9 @@ def _parse_at(text: str | None) -> int:
     if text is None:
         return SystemClock().now_ms()
     try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_iso_ms(text, naive="utc")
     except ValueError:
         raise CliError(f"--at {text!r} is not ISO 8601 (2026-07-01T09:00Z)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1000)
 
 
 def _open(db_path: Path) -> Store:
