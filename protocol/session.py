@@ -13,7 +13,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -114,6 +114,14 @@ def make_client(settings: BrokerSettings, *, clean: bool, manual_ack: bool = Fal
             tls_version=ssl.PROTOCOL_TLS_CLIENT,
         )
     return client
+
+
+class Publish(Protocol):
+    """How a service publishes, so tests can record instead: :meth:`MqttSession.publish` fits."""
+
+    def __call__(
+        self, topic: str, payload: bytes, *, qos: int = ..., retain: bool = ...
+    ) -> Any: ...
 
 
 MessageHandler = Callable[[str, bytes], None]

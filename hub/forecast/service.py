@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -51,15 +51,10 @@ from protocol.quantities import Role
 from protocol.timeparse import parse_iso_ms
 from protocol.topics import HubTopic, hub_topic
 
+if TYPE_CHECKING:
+    from protocol.session import Publish
+
 log = logging.getLogger(__name__)
-
-
-class Publish(Protocol):
-    """How the service publishes: :meth:`protocol.session.MqttSession.publish` fits."""
-
-    def __call__(
-        self, topic: str, payload: bytes, *, qos: int = ..., retain: bool = ...
-    ) -> Any: ...
 
 
 class HistoryError(ValueError):
