@@ -23,10 +23,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hub.consent.book import ConsentBook, PurposeView
 from hub.forecast.published import forecast_from_message
+from hub.forecast.site import is_known_timezone
 from hub.ingest.service import Ingest
 from hub.prompts.learning import (
     BASELINE_DAYS,
@@ -282,14 +282,6 @@ def read_meters(view: PurposeView, home: str, since_ms: int, now_ms: int) -> Hom
     return HomeMeters(ordered(imp), ordered(exp), ordered(gen), ordered(loads))
 
 
-def check_timezone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
 class PromptsService:
     """Plan, publish, learn. Drive it with :meth:`start` (a thread on ``clock``) or call
     :meth:`replan` and :meth:`learn` directly (tests, tools)."""
@@ -378,7 +370,7 @@ class PromptsService:
             if erased or home in self._sent:
                 log.info("home=%s withdrew its appliances; erased %d prompt rows", home, erased)
                 self._clear(home)
-        elif not check_timezone(appliances.timezone):
+        elif not is_known_timezone(appliances.timezone):
             log.warning("home=%s: unknown timezone %r; its appliances are not planned",
                         home, appliances.timezone)  # fmt: skip
             return
@@ -414,7 +406,7 @@ class PromptsService:
                 log.info("home=%s no longer grants prompts; erased %d prompt rows", home, erased)
                 self._clear(home)
                 continue
-            if granted is None or not check_timezone(a.timezone):
+            if granted is None or not is_known_timezone(a.timezone):
                 continue
             est = shifts.get(home, ShiftEstimate()).faded(now_ms)
             out.append(HomeAppliances(home, a.timezone, tuple(a.appliances), est.shift))
