@@ -11,12 +11,12 @@ from typing import Any
 
 import click
 
+from hub.cli.common import open_existing
 from hub.consent.book import ConsentBook
 from hub.prompts.learning import ShiftEstimate
 from hub.prompts.messages import build_prompts
 from hub.prompts.planner import HomeAppliances, make_jobs, outlook_from_forecast, plan
 from hub.prompts.service import PromptBook, prompts_granted
-from hub.storage.store import Store, StoreError
 from protocol.cli import CliError
 from protocol.clock import SystemClock
 from protocol.codec import CodecError, decode, encode
@@ -35,13 +35,6 @@ def _parse_at(text: str | None) -> int:
         return parse_iso_ms(text, naive="utc")
     except ValueError:
         raise CliError(f"--at {text!r} is not ISO 8601 (2026-07-01T09:00Z)") from None
-
-
-def _open(db_path: Path) -> Store:
-    try:
-        return Store.open_existing(db_path)
-    except StoreError as exc:
-        raise CliError(str(exc)) from None
 
 
 _db = click.option(
@@ -65,7 +58,7 @@ def show_cmd(db_path: Path, as_json: bool) -> None:
     """Per home: its declared appliances, how often it follows a prompt (learnt), its answers,
     and its planned runs still to come."""
     now = SystemClock().now_ms()
-    with _open(db_path) as store:
+    with open_existing(db_path) as store:
         book = PromptBook(store)
         homes = book.appliances()
         shifts = book.shifts()
@@ -119,7 +112,7 @@ def show_cmd(db_path: Path, as_json: bool) -> None:
 def plan_cmd(db_path: Path, forecast_path: Path | None, at: str | None, as_json: bool) -> None:
     """Plan now (a dry run: nothing is sent or stored) and print each home's prompts."""
     now = _parse_at(at)
-    with _open(db_path) as store:
+    with open_existing(db_path) as store:
         book = PromptBook(store)
         forecast = _forecast(forecast_path) if forecast_path else book.forecast()
         if forecast is None:
