@@ -14,17 +14,12 @@ import click
 from agent.cli_consent import config_option, consent
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.profiles import ProfileError
+from protocol.cli import CliError
 from protocol.clock import SystemClock
 from protocol.systemd import Notifier, configure_logging
 
 if TYPE_CHECKING:
     from agent.ha_discovery import HomeAssistantBridge
-
-
-class AgentCliError(click.ClickException):
-    """A problem the installer can fix: printed as ``Error: ...``, exit code 2."""
-
-    exit_code = 2
 
 
 def _setup_logging(level: str) -> None:
@@ -77,7 +72,7 @@ def run(config_path: Path, log_level: str, drain_timeout: float, ha_path: Path) 
         config = load_config(config_path)
         agent = Agent(config, SystemClock())
     except (ConfigError, ProfileError) as exc:
-        raise AgentCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     notifier = Notifier.from_env()
     bridge = _home_assistant(ha_path, config.home)
     terminating: list[bool] = []
@@ -131,7 +126,7 @@ def _home_assistant(path: Path, home: str) -> HomeAssistantBridge | None:
     try:
         bridge = HomeAssistantBridge(load_ha_config(path, home), home, agent_version())
     except ConfigError as exc:
-        raise AgentCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     bridge.start()
     logging.getLogger(__name__).info("sharing live values with Home Assistant per %s", path)
     return bridge
@@ -172,7 +167,7 @@ def scan(url: str, units: str, timeout_s: float, as_json: bool) -> None:
         unit_list = installer.parse_units(units)
         parse_bus_url(url)  # a typo fails now, not after the scan
     except ValueError as exc:
-        raise AgentCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     interactive = sys.stderr.isatty()
 
     def progress(unit: int, index: int, total: int) -> None:
@@ -188,7 +183,7 @@ def scan(url: str, units: str, timeout_s: float, as_json: bool) -> None:
     try:
         hits = installer.scan(url, unit_list, timeout_s=timeout_s, progress=progress, found=found)
     except (ValueError, ProfileError) as exc:
-        raise AgentCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     if interactive:
         click.echo("\r" + " " * 40 + "\r", nl=False, err=True)
     if as_json:
@@ -248,7 +243,7 @@ def read(
             record=record,
         )
     except (ValueError, ProfileError, DeviceError, OSError) as exc:
-        raise AgentCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     if as_json:
         _echo_json(result)
         return
@@ -276,7 +271,7 @@ def check(config_path: Path, broker_timeout_s: float, as_json: bool) -> None:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        raise AgentCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     rows = installer.check(config, broker_timeout_s=broker_timeout_s)
     failed = [r.what for r in rows if r.ok is False]
     if as_json:
@@ -289,7 +284,7 @@ def check(config_path: Path, broker_timeout_s: float, as_json: bool) -> None:
         for r in rows:
             click.echo(f"{r.what:<{width}}  {marks[r.ok]:<4}  {r.detail}")
     if failed:
-        raise AgentCliError(f"check failed: {', '.join(failed)}")
+        raise CliError(f"check failed: {', '.join(failed)}")
 
 
 main.add_command(consent)

@@ -14,6 +14,7 @@ import click
 
 from agent.config import ConfigError, load_config
 from agent.consent_ledger import ConsentLedger, LedgerError
+from protocol.cli import CliError
 from protocol.clock import SystemClock
 from protocol.consent import MAX_RETENTION_DAYS, Purpose, Resolution, describe
 from protocol.quantities import Role
@@ -28,15 +29,11 @@ config_option = click.option(
 )  # fmt: skip
 
 
-class ConsentCliError(click.ClickException):
-    exit_code = 2
-
-
 def _ledger(config_path: Path) -> ConsentLedger:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        raise ConsentCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     return ConsentLedger(config.consent_path, config.home)
 
 
@@ -48,7 +45,7 @@ def _show(ledger: ConsentLedger) -> None:
     try:
         grant = ledger.current()
     except LedgerError as exc:
-        raise ConsentCliError(f"the consent ledger is damaged: {exc}") from None
+        raise CliError(f"the consent ledger is damaged: {exc}") from None
     for line in describe(grant):
         click.echo(line)
     if grant.version:
@@ -114,7 +111,7 @@ def grant(streams: tuple[str, ...], purposes: tuple[str, ...], resolution: str, 
             Resolution(resolution), keep_days, SystemClock().now_ms(),
         )  # fmt: skip
     except LedgerError as exc:
-        raise ConsentCliError(f"the consent ledger is damaged: {exc}") from None
+        raise CliError(f"the consent ledger is damaged: {exc}") from None
     click.echo("Recorded. From your next reading on:")
     _show(ledger)
 
@@ -142,7 +139,7 @@ def revoke(streams: tuple[str, ...], purposes: tuple[str, ...], config_path: Pat
             SystemClock().now_ms(),
         )
     except LedgerError as exc:
-        raise ConsentCliError(f"the consent ledger is damaged: {exc}") from None
+        raise CliError(f"the consent ledger is damaged: {exc}") from None
     click.echo("Recorded. From your next reading on:")
     _show(ledger)
 
@@ -155,7 +152,7 @@ def history(config_path: Path) -> None:
     try:
         versions = ledger.history()
     except LedgerError as exc:
-        raise ConsentCliError(f"the consent ledger is damaged: {exc}") from None
+        raise CliError(f"the consent ledger is damaged: {exc}") from None
     if not versions:
         click.echo("You have never shared anything.")
         return

@@ -39,7 +39,7 @@ from agent.profiles import (
 )
 from agent.sunspec import SunSpecError, discover
 from protocol.quantities import GLOSSARY, Role
-from protocol.session import BrokerSettings
+from protocol.session import BrokerSettings, make_client
 
 Progress = Callable[[int, int, int], None]  # (unit, index, total)
 
@@ -340,27 +340,8 @@ def check_broker(settings: BrokerSettings, timeout_s: float = 10.0) -> CheckRow:
     connected on a broker that takes client ids as given; the cooperative's broker makes the
     certificate's home the client id, so there the agent is bumped off for a moment,
     reconnects and resends what was not acked."""
-    import paho.mqtt.client as mqtt  # noqa: PLC0415
-    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
-
     s = replace(settings, client_id=f"{settings.client_id}-check"[:64])
-    v5 = s.protocol == 5
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=s.client_id,
-        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        clean_session=None if v5 else True,
-    )
-    if s.username is not None:
-        client.username_pw_set(s.username, s.password)
-    if s.tls:
-        client.tls_set(
-            ca_certs=s.ca_file,
-            certfile=s.cert_file,
-            keyfile=s.key_file,
-            cert_reqs=ssl.CERT_REQUIRED,
-            tls_version=ssl.PROTOCOL_TLS_CLIENT,
-        )
+    client = make_client(s, clean=True)
     answered = threading.Event()
     outcome: dict[str, Any] = {}
 

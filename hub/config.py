@@ -36,7 +36,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from hub.forecast.site import Site, check_timezone
+from hub.forecast.site import Site, require_timezone
 from protocol.config_tables import ConfigError, Table, broker_settings, load, toml_type
 from protocol.session import BrokerSettings
 from protocol.topics import ID_RE
@@ -130,7 +130,7 @@ def parse_site(table: _SiteTable) -> Site:
     timezone = table.text("timezone")
     if timezone is not None:
         try:
-            check_timezone(timezone)
+            require_timezone(timezone)
         except ValueError as exc:
             raise ConfigError(f"site.timezone: {exc}") from None
     holidays = table.dates("holidays")

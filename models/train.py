@@ -50,6 +50,7 @@ from hub.forecast.model import (
 from hub.forecast.site import Site
 from hub.forecast.solar import FloatArray, IntArray, mean_clear_sky_ghi
 from hub.forecast.weather import WeatherSeries, parse_open_meteo_csv, to_steps
+from protocol.timeparse import parse_iso_ms
 
 DATA: Final = Path(__file__).resolve().parent / "data"
 MODEL_PATH: Final = Path(__file__).resolve().parent / "forecast.onnx"
@@ -101,10 +102,7 @@ def _read_gz_csv(path: Path) -> tuple[list[str], list[list[str]]]:
 
 def _ts_ms(values: Iterable[str]) -> IntArray:
     return np.asarray(
-        [
-            round(datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() * 1000)
-            for v in values
-        ],
+        [parse_iso_ms(v, naive="local") for v in values],
         dtype=np.int64,
     )
 

@@ -13,7 +13,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -87,6 +87,43 @@ def parse_broker_url(url: str) -> tuple[bool, str, int]:
     return tls, parts.hostname, port or (8883 if tls else 1883)
 
 
+def make_client(settings: BrokerSettings, *, clean: bool, manual_ack: bool = False) -> mqtt.Client:
+    """A paho client (callback API 2) for ``settings``: client id, protocol, login and TLS set.
+
+    ``clean`` asks for a session that ends at disconnect. On MQTT 5 that is decided when
+    connecting (``clean_start`` and the session expiry), so here it only matters for 3.1.1
+    (``clean_session``). With ``manual_ack`` the caller acknowledges QoS 1 messages itself.
+    Connecting, callbacks, backoff and logging are left to the caller.
+    """
+    v5 = settings.protocol == 5
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=settings.client_id,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else clean,
+        manual_ack=manual_ack,
+    )
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        client.tls_set(
+            ca_certs=settings.ca_file,
+            certfile=settings.cert_file,
+            keyfile=settings.key_file,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    return client
+
+
+class Publish(Protocol):
+    """How a service publishes, so tests can record instead: :meth:`MqttSession.publish` fits."""
+
+    def __call__(
+        self, topic: str, payload: bytes, *, qos: int = ..., retain: bool = ...
+    ) -> Any: ...
+
+
 MessageHandler = Callable[[str, bytes], None]
 DeliveryHandler = Callable[[str, bytes, Callable[[], None]], None]
 """``(topic, payload, ack)``: the handler calls ``ack()`` once the message is safe (committed)."""
@@ -131,27 +168,12 @@ class MqttSession:
         self._on_delivery = on_delivery
         self._on_connect = on_connect
         self._connection = 0  # counts connections: an ack is for the one it was received on
-        v5 = settings.protocol == 5
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else session_expiry_s == 0,
-            manual_ack=on_delivery is not None,
+        self.client = make_client(
+            settings, clean=session_expiry_s == 0, manual_ack=on_delivery is not None
         )
         # QoS 1 delivery is what the contract relies on; keep many in flight for backlog drains.
         self.client.max_inflight_messages_set(100)
         self.client.reconnect_delay_set(min_backoff_s, max_backoff_s)
-        if settings.username is not None:
-            self.client.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            self.client.tls_set(
-                ca_certs=settings.ca_file,
-                certfile=settings.cert_file,
-                keyfile=settings.key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
         if will is not None:
             self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.client.on_connect = self._handle_connect

@@ -9,19 +9,18 @@ from pathlib import Path
 
 import click
 
+from protocol.timeparse import parse_iso_ms
+
 
 def _parse_start(value: str | None) -> int:
     """ISO 8601 start (UTC when no offset is given) -> epoch ms; default today 06:00 UTC."""
     if value is None:
         start = datetime.combine(datetime.now(UTC).date(), time(6, 0), tzinfo=UTC)
-    else:
-        try:
-            start = datetime.fromisoformat(value)
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=UTC)
-    return int(start.timestamp() * 1000)
+        return int(start.timestamp() * 1000)
+    try:
+        return parse_iso_ms(value, naive="utc")
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,22 +1,17 @@
-"""What the ``coopwatt-hub`` command modules share: the operator's error and opening the
-database read-only. Light to import (the store is loaded when a database is opened): the
-command group itself uses the error on a machine without the hub's packages."""
+"""What the ``coopwatt-hub`` command modules share: opening the database read-only. Light to
+import (the store is loaded when a database is opened), so the command group can import it on a
+machine without the hub's packages. The operator's error is ``protocol.cli.CliError``, the one
+every coopwatt CLI raises."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import click
+from protocol.cli import CliError
 
 if TYPE_CHECKING:
     from hub.storage.store import Store
-
-
-class HubCliError(click.ClickException):
-    """A problem the operator can fix: printed as ``Error: ...``, exit code 2."""
-
-    exit_code = 2
 
 
 def open_existing(db_path: Path) -> Store:
@@ -26,4 +21,4 @@ def open_existing(db_path: Path) -> Store:
     try:
         return Store.open_existing(db_path)
     except StoreError as exc:
-        raise HubCliError(str(exc)) from None
+        raise CliError(str(exc)) from None

@@ -32,23 +32,16 @@ from hub.forecast.service import (
 from hub.forecast.site import Site
 from hub.forecast.weather import WeatherError, WeatherSeries, load_weather_file
 from hub.storage.store import Store, StoreError
+from protocol.cli import CliError
 from protocol.clock import SystemClock
-
-
-class ForecastCliError(click.ClickException):
-    """A problem the operator can fix: printed as ``Error: ...``, exit code 2."""
-
-    exit_code = 2
+from protocol.timeparse import parse_iso_ms
 
 
 def _parse_start(text: str) -> int:
     try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_iso_ms(text, naive="utc")
     except ValueError:
-        raise ForecastCliError(f"--start {text!r} is not ISO 8601 (2026-07-01T00:00Z)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1000)
+        raise CliError(f"--start {text!r} is not ISO 8601 (2026-07-01T00:00Z)") from None
 
 
 def _site(
@@ -71,28 +64,28 @@ def _site(
             frozenset(d.date() for d in half_holidays),
         )
     except ValueError as exc:
-        raise ForecastCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
 
 
 def _open_to_write(db_path: Path) -> Store:
     try:
         return Store.open_to_write(db_path)
     except StoreError as exc:
-        raise ForecastCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
 
 
 def _model(path: Path | None) -> ForecastModel:
     try:
         return load_model(path)
     except ModelError as exc:
-        raise ForecastCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
 
 
 def _history(path: Path) -> History:
     try:
         return load_history_csv(path)
     except HistoryError as exc:
-        raise ForecastCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
 
 
 def _weather(path: Path | None) -> WeatherSeries:
@@ -101,7 +94,7 @@ def _weather(path: Path | None) -> WeatherSeries:
     try:
         return load_weather_file(path)
     except WeatherError as exc:
-        raise ForecastCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
 
 
 def _echo_json(obj: Any) -> None:
@@ -261,7 +254,7 @@ def forecast_cmd(
     now_ms = SystemClock().now_ms()
     issue_ms = _parse_start(start) if start else now_ms
     if (history_path is None) == (db_path is None):
-        raise ForecastCliError("give either --history FILE or --db DATABASE")
+        raise CliError("give either --history FILE or --db DATABASE")
     weather = _weather(weather_path)
     if history_path is not None:
         history = _history(history_path)
@@ -346,7 +339,7 @@ def backtest_cmd(
         last = _parse_start(to)
         issues = [t for t in issues if t <= last]
     if not issues:
-        raise ForecastCliError("no issue times: the history must cover more than 8 days")
+        raise CliError("no issue times: the history must cover more than 8 days")
     model = _model(model_path)
     # Long work shows progress, on stderr so that stdout stays clean JSON.
     with click.progressbar(length=len(issues), label="backtest", file=sys.stderr) as bar:
@@ -410,17 +403,17 @@ def train_cmd(
         weather = read_weather(store, 0, 2**62)
     shortfall = retrain_shortfall(history, holdout_days)
     if shortfall is not None:
-        raise ForecastCliError(shortfall)
+        raise CliError(shortfall)
     try:
         from models.train import retrain_from_history  # noqa: PLC0415  # the train extra
     except ImportError as exc:
-        raise ForecastCliError(
+        raise CliError(
             f"training needs the train extra (pip install 'coopwatt[train]'): {exc}"
         ) from None
     try:
         outcome = retrain_from_history(history, weather, site, target, holdout_days)
     except ValueError as exc:
-        raise ForecastCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     click.echo(outcome.message, err=True)
     _echo_json(outcome.as_json())
 

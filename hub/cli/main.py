@@ -18,7 +18,7 @@ from typing import Any, Final, NoReturn
 import click
 
 import hub
-from hub.cli.common import HubCliError
+from protocol.cli import CliError
 
 COMMAND_MODULES: Final[dict[str, str]] = {
     "run": "hub.cli.run",
@@ -67,7 +67,7 @@ def _needs_hub_extra(name: str, exc: ImportError) -> click.Command:
     missing = exc.name or str(exc)
 
     def fail(**_: Any) -> NoReturn:
-        raise HubCliError(
+        raise CliError(
             f"coopwatt-hub {name} needs the hub's packages ({missing} is missing): "
             "pip install 'coopwatt[hub]'"
         )

@@ -11,17 +11,13 @@ from pathlib import Path
 
 import click
 
+from protocol.cli import CliError
+
 # hub.ops.provision and hub.ops.monitor need the ``ops`` extra (cryptography, rich): imported by the
 # commands that use them, so `coopwatt-hub run` works without it.
 
 DIR_HELP = "The broker folder broker-config writes (/etc/coopwatt/broker)."
 DEFAULT_DIR = Path("/etc/coopwatt/broker")
-
-
-class OpsCliError(click.ClickException):
-    """A problem the operator can fix: ``Error: ...``, exit code 2."""
-
-    exit_code = 2
 
 
 def _quiet_logs() -> None:
@@ -134,9 +130,9 @@ def broker_config_cmd(
             log_denied=log_denied,
         )
     except (ProvisionError, ValueError) as exc:
-        raise OpsCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     except OSError as exc:
-        raise OpsCliError(f"cannot write {broker_dir}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot write {broker_dir}: {exc.strerror or exc}") from None
     click.echo(f"wrote {files.layout.conf}")
     click.echo(f"agents connect to {files.site.public_url}")
     for user in files.new_accounts:
@@ -220,9 +216,9 @@ def provision_cmd(
             rotate=rotate,
         )
     except ProvisionError as exc:
-        raise OpsCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     except OSError as exc:
-        raise OpsCliError(f"cannot write: {exc.strerror or exc}") from None
+        raise CliError(f"cannot write: {exc.strerror or exc}") from None
     verb = "re-provisioned (old certificate revoked)" if result.rotated else "provisioned"
     click.echo(f"{verb} {home}; first-boot bundle: {result.bundle}")
     click.echo("the bundle holds the home's password and key: hand it over, then delete it")
@@ -252,7 +248,7 @@ def deprovision_cmd(home: str, broker_dir: Path) -> None:
     try:
         result = deprovision_home(Layout(broker_dir), home)
     except ProvisionError as exc:
-        raise OpsCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     revoked = "certificate revoked" if result.revoked_serial is not None else "no certificate"
     click.echo(f"deprovisioned {home}: account removed, {revoked}")
     click.echo("apply on the broker: sudo systemctl reload mosquitto")
@@ -276,7 +272,7 @@ def homes_cmd(broker_dir: Path) -> None:
     try:
         homes = provisioned_homes(Layout(broker_dir))
     except (OSError, ValueError) as exc:
-        raise OpsCliError(f"cannot read {broker_dir}: {exc}") from None
+        raise CliError(f"cannot read {broker_dir}: {exc}") from None
     for home, entry in homes.items():
         when = dt.datetime.fromtimestamp(entry.get("provisioned_ms", 0) / 1000, dt.UTC)
         click.echo(f"{home:<32} {when:%Y-%m-%d %H:%M}")
@@ -311,7 +307,7 @@ def monitor_cmd(config_path: Path, once: bool, timeout_s: float) -> None:
     try:
         config = load_monitor_config(config_path)
     except ConfigError as exc:
-        raise OpsCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     try:
         state = run_monitor(config, once=once, timeout_s=timeout_s)
     except KeyboardInterrupt:

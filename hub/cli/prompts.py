@@ -11,21 +11,17 @@ from typing import Any
 
 import click
 
+from hub.cli.common import open_existing
 from hub.consent.book import ConsentBook
 from hub.prompts.learning import ShiftEstimate
 from hub.prompts.messages import build_prompts
 from hub.prompts.planner import HomeAppliances, make_jobs, outlook_from_forecast, plan
 from hub.prompts.service import PromptBook, prompts_granted
-from hub.storage.store import Store, StoreError
+from protocol.cli import CliError
 from protocol.clock import SystemClock
 from protocol.codec import CodecError, decode, encode
 from protocol.payloads import Forecast
-
-
-class PromptsCliError(click.ClickException):
-    """A problem the operator can fix: printed as ``Error: ...``, exit code 2."""
-
-    exit_code = 2
+from protocol.timeparse import parse_iso_ms
 
 
 def _iso(t_ms: int) -> str:
@@ -36,19 +32,9 @@ def _parse_at(text: str | None) -> int:
     if text is None:
         return SystemClock().now_ms()
     try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_iso_ms(text, naive="utc")
     except ValueError:
-        raise PromptsCliError(f"--at {text!r} is not ISO 8601 (2026-07-01T09:00Z)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1000)
-
-
-def _open(db_path: Path) -> Store:
-    try:
-        return Store.open_existing(db_path)
-    except StoreError as exc:
-        raise PromptsCliError(str(exc)) from None
+        raise CliError(f"--at {text!r} is not ISO 8601 (2026-07-01T09:00Z)") from None
 
 
 _db = click.option(
@@ -72,7 +58,7 @@ def show_cmd(db_path: Path, as_json: bool) -> None:
     """Per home: its declared appliances, how often it follows a prompt (learnt), its answers,
     and its planned runs still to come."""
     now = SystemClock().now_ms()
-    with _open(db_path) as store:
+    with open_existing(db_path) as store:
         book = PromptBook(store)
         homes = book.appliances()
         shifts = book.shifts()
@@ -126,14 +112,14 @@ def show_cmd(db_path: Path, as_json: bool) -> None:
 def plan_cmd(db_path: Path, forecast_path: Path | None, at: str | None, as_json: bool) -> None:
     """Plan now (a dry run: nothing is sent or stored) and print each home's prompts."""
     now = _parse_at(at)
-    with _open(db_path) as store:
+    with open_existing(db_path) as store:
         book = PromptBook(store)
         forecast = _forecast(forecast_path) if forecast_path else book.forecast()
         if forecast is None:
-            raise PromptsCliError("the hub has received no forecast yet; pass --forecast FILE")
+            raise CliError("the hub has received no forecast yet; pass --forecast FILE")
         outlook = outlook_from_forecast(forecast)
         if outlook.end_ms <= now:
-            raise PromptsCliError(f"the forecast ends at {_iso(outlook.end_ms)}, before --at")
+            raise CliError(f"the forecast ends at {_iso(outlook.end_ms)}, before --at")
         consent = ConsentBook(store)
         shifts = book.shifts()
         homes: list[HomeAppliances] = []
@@ -167,9 +153,9 @@ def _forecast(path: Path) -> Forecast:
     try:
         return decode(Forecast, path.read_bytes())
     except OSError as exc:
-        raise PromptsCliError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
     except CodecError as exc:
-        raise PromptsCliError(f"{path} is not a hub/forecast payload: {exc}") from None
+        raise CliError(f"{path} is not a hub/forecast payload: {exc}") from None
 
 
 COMMANDS: tuple[click.Command, ...] = (prompts_group,)

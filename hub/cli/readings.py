@@ -12,10 +12,11 @@ from typing import Final, TextIO
 
 import click
 
-from hub.cli.common import HubCliError, open_existing
+from hub.cli.common import open_existing
 from hub.ops.export import export_csv
 from hub.ops.summary import home_summaries
 from hub.storage.store import Store
+from protocol.cli import CliError
 
 
 @click.command()
@@ -62,7 +63,7 @@ def export(db_path: Path, fmt: str, output: str, home: str | None) -> None:
             partial.replace(target)
         except OSError as exc:
             partial.unlink(missing_ok=True)
-            raise HubCliError(f"cannot write {output}: {exc.strerror or exc}") from None
+            raise CliError(f"cannot write {output}: {exc.strerror or exc}") from None
         except BaseException:
             partial.unlink(missing_ok=True)
             raise

@@ -17,9 +17,9 @@ from typing import Final
 import click
 
 from hub.app import serve
-from hub.cli.common import HubCliError
 from hub.config import ConfigError, HubConfig, load_config
 from hub.storage.store import StoreError
+from protocol.cli import CliError
 from protocol.systemd import Notifier, configure_logging
 
 log = logging.getLogger("hub")
@@ -111,9 +111,9 @@ def run(config_path: Path, log_level: str, worker: int | None) -> None:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        raise HubCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     if worker is not None and config.shared_group is None:
-        raise HubCliError(f"{config_path}: --worker needs broker.shared_group in the config")
+        raise CliError(f"{config_path}: --worker needs broker.shared_group in the config")
     notifier = Notifier.from_env()
     stop = threading.Event()
     reloaded: list[HubConfig] = []
@@ -138,7 +138,7 @@ def run(config_path: Path, log_level: str, worker: int | None) -> None:
                 notifier.reloading()
                 stop.clear()
     except StoreError as exc:
-        raise HubCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     notifier.stopping()
     log.info("hub stopped %s", " ".join(f"{k}={v}" for k, v in stats.items()))
 

@@ -33,17 +33,12 @@ from hub.settlement.statements import (
 )
 from hub.settlement.statements import publish_statements as publish_all
 from hub.storage.store import Store, StoreError
+from protocol.cli import CliError
 from protocol.clock import Clock, SystemClock
 from protocol.payloads import Statement
 from protocol.session import BrokerSettings, MqttSession
 
 SCHEME_HELP = "The cooperative's settlement scheme (TOML): mechanism, tariffs, time zone, currency."
-
-
-class SettlementCliError(click.ClickException):
-    """A problem the operator can fix: printed as ``Error: ...``, exit code 2."""
-
-    exit_code = 2
 
 
 def _clock(ctx: click.Context) -> Clock:
@@ -60,14 +55,14 @@ def _open_store(db_path: Path, *, write: bool) -> Store:
             return Store.open_to_write(db_path)
         return Store.open_existing(db_path)
     except StoreError as exc:
-        raise SettlementCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
 
 
 def _scheme(path: Path) -> Scheme:
     try:
         return load_scheme(path)
     except ConfigError as exc:
-        raise SettlementCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
 
 
 def _period(month: str) -> str:
@@ -150,7 +145,7 @@ def settle_command(
 
                 result = settle(store, scheme, days, clock.now_ms(), progress, reprice=reprice)
         except LedgerError as exc:
-            raise SettlementCliError(str(exc)) from None
+            raise CliError(str(exc)) from None
     outcomes = ("settled", "resettled", "unchanged", "adjusted", "repriced")
     parts = [f"{result.count(o)} {o}" for o in outcomes]
     click.echo(f"{len(days)} days: " + ", ".join(p for p in parts if not p.startswith("0 ")))
@@ -187,15 +182,13 @@ def close_command(ctx: click.Context, db_path: Path, month: str, allow_provision
         ledger = Ledger(store)
         scheme = ledger.scheme_for(period)
         if scheme is None:
-            raise SettlementCliError(
-                f"{period} has not been settled: run coopwatt-hub settle first"
-            )
+            raise CliError(f"{period} has not been settled: run coopwatt-hub settle first")
         try:
             summary = ledger.close_period(
                 scheme, period, _clock(ctx).now_ms(), allow_provisional=allow_provisional
             )
         except LedgerError as exc:
-            raise SettlementCliError(str(exc)) from None
+            raise CliError(str(exc)) from None
     micro = summary.rounding_micro
     click.echo(
         f"closed {period}; rounding to whole minor units cost the cooperative "
@@ -229,7 +222,7 @@ def statement_command(ctx: click.Context, home: str, db_path: Path, month: str, 
         try:
             statement = build_statement(store, home, period, _clock(ctx).now_ms())
         except StatementError as exc:
-            raise SettlementCliError(str(exc)) from None
+            raise CliError(str(exc)) from None
     click.echo(FORMATS[fmt](statement), nl=False)
 
 
@@ -254,9 +247,7 @@ def community_command(ctx: click.Context, db_path: Path, month: str, fmt: str) -
         ledger = Ledger(store)
         scheme = ledger.scheme_for(period)
         if scheme is None:
-            raise SettlementCliError(
-                f"{period} has not been settled: run coopwatt-hub settle first"
-            )
+            raise CliError(f"{period} has not been settled: run coopwatt-hub settle first")
         series = read_series(store, scheme, period)
         generation = consumption = None
         if series.shown:
@@ -294,9 +285,9 @@ def report_command(ctx: click.Context, db_path: Path, month: str, out_dir: Path)
         try:
             files = write_report(store, period, out_dir, _clock(ctx).now_ms())
         except ReportError as exc:
-            raise SettlementCliError(str(exc)) from None
+            raise CliError(str(exc)) from None
         except OSError as exc:
-            raise SettlementCliError(f"cannot write {out_dir}: {exc.strerror or exc}") from None
+            raise CliError(f"cannot write {out_dir}: {exc.strerror or exc}") from None
     click.echo(f"wrote {files.html} and {len(files.charts)} charts")
     if files.forecast_note:
         click.echo(f"forecast against actual: not available ({files.forecast_note})")
@@ -323,12 +314,12 @@ def publish_command(ctx: click.Context, config_path: Path, month: str, timeout: 
     try:
         config = load_config(config_path)
     except ConfigError as exc:
-        raise SettlementCliError(str(exc)) from None
+        raise CliError(str(exc)) from None
     with _open_store(config.db_path, write=False) as store:
         try:
             statements = build_statements(store, period, _clock(ctx).now_ms())
         except StatementError as exc:
-            raise SettlementCliError(str(exc)) from None
+            raise CliError(str(exc)) from None
     count = publish_over_mqtt(config.coop, statements, config.broker, timeout)
     click.echo(f"published {count} statements for {period}")
 
@@ -347,7 +338,7 @@ def publish_over_mqtt(
     infos = []
     try:
         if not session.connected.wait(timeout_s):
-            raise SettlementCliError(f"cannot reach the broker at {settings.url}")
+            raise CliError(f"cannot reach the broker at {settings.url}")
 
         def publish(topic: str, payload: bytes) -> None:
             infos.append(session.publish(topic, payload, qos=1, retain=True))
@@ -356,7 +347,7 @@ def publish_over_mqtt(
         for info in infos:
             info.wait_for_publish(timeout_s)
             if not info.is_published():
-                raise SettlementCliError("the broker did not confirm every statement in time")
+                raise CliError("the broker did not confirm every statement in time")
         return count
     finally:
         session.stop()

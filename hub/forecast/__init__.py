@@ -15,6 +15,7 @@ Modules, pure core first:
 - :mod:`.backtest`: forecasts issued in the past, scored against what happened;
 - :mod:`.series`: the forecast's tables in the hub database: imported weather, and the community
   series (per-device power folded into 15-minute slots as readings are committed);
+- :mod:`.published`: the ``hub/forecast`` message read back, for the prompts and health;
 - :mod:`.service`: the refresh beside ingest: read the community history (only homes whose
   grant shares it), forecast, publish on ``hub/forecast``.
 """

@@ -17,9 +17,8 @@ import io
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -49,17 +48,13 @@ from protocol.codec import encode
 from protocol.consent import RESOLUTION_MS, Purpose
 from protocol.payloads import Forecast, TargetQuantiles
 from protocol.quantities import Role
+from protocol.timeparse import parse_iso_ms
 from protocol.topics import HubTopic, hub_topic
 
+if TYPE_CHECKING:
+    from protocol.session import Publish
+
 log = logging.getLogger(__name__)
-
-
-class Publish(Protocol):
-    """How the service publishes: :meth:`protocol.session.MqttSession.publish` fits."""
-
-    def __call__(
-        self, topic: str, payload: bytes, *, qos: int = ..., retain: bool = ...
-    ) -> Any: ...
 
 
 class HistoryError(ValueError):
@@ -204,12 +199,9 @@ def parse_history_csv(text: str) -> History:
         if not row or not row[0].strip():
             continue
         try:
-            dt = datetime.fromisoformat(row[0].strip().replace("Z", "+00:00"))
+            ms = parse_iso_ms(row[0].strip(), naive="utc")
         except ValueError:
             raise HistoryError(f"line {line}: ts {row[0]!r} is not ISO 8601") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        ms = round(dt.timestamp() * 1000)
         if ms % STEP_MS:
             raise HistoryError(f"line {line}: ts {row[0]!r} is not on a 15-minute boundary")
         stamps.append(ms)

@@ -17,14 +17,19 @@ if TYPE_CHECKING:
     from hub.forecast.local_time import LocalTime
 
 
-def check_timezone(name: str) -> None:
-    """Raise ValueError unless ``name`` is an IANA timezone this machine knows."""
+def is_known_timezone(name: str) -> bool:
+    """Whether ``name`` is an IANA timezone this machine knows."""
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown timezone {name!r}: use an IANA name such as 'Europe/Berlin'"
-        ) from None
+        return False
+    return True
+
+
+def require_timezone(name: str) -> None:
+    """Raise ValueError unless ``name`` is an IANA timezone this machine knows."""
+    if not is_known_timezone(name):
+        raise ValueError(f"unknown timezone {name!r}: use an IANA name such as 'Europe/Berlin'")
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class Site:
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive")
         if self.timezone is not None:
-            check_timezone(self.timezone)
+            require_timezone(self.timezone)
 
     @cached_property
     def local(self) -> LocalTime:

@@ -24,13 +24,14 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
 from hub.forecast.solar import FloatArray, IntArray, mean_clear_sky_ghi
+from protocol.timeparse import parse_iso_ms
 
 MS_PER_HOUR: Final = 3_600_000
 MAX_ROWS: Final = 24 * 366 * 3  # three years of hours: far more than any forecast file
@@ -100,12 +101,9 @@ def _parse_time(value: object, offset_s: int, where: str) -> int:
             ms = int(text) * 1000
         else:
             try:
-                dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                ms = parse_iso_ms(text, naive=timezone(timedelta(seconds=offset_s)))
             except ValueError:
                 raise WeatherError(f"{where}: time {value!r} is not ISO 8601") from None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=timezone(timedelta(seconds=offset_s)))
-            ms = round(dt.timestamp() * 1000)
     else:
         raise WeatherError(f"{where}: time {value!r} is not a time")
     if not 946_684_800_000 <= ms < 4_102_444_800_000:

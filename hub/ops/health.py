@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import hub
+from hub.forecast.published import forecast_from_message
 from hub.ops.ha_discovery import HA_STATUS_TOPIC, discovery_messages
 from protocol.clock import Clock
-from protocol.codec import CodecError, decode_message, encode
+from protocol.codec import CodecError, encode
 from protocol.payloads import (
     MAX_ALERTS,
     MAX_FAULTS_PER_HOME,
     MAX_METRIC_HOMES,
     Alert,
-    Forecast,
     HomeHealth,
     HubAlert,
     HubMetrics,
@@ -354,12 +354,8 @@ class HealthService:
             if payload.strip() == b"online":  # Home Assistant restarted: it forgot us
                 self._announce()
             return
-        try:
-            _, forecast = decode_message(topic, payload)
-        except CodecError as exc:
-            log.warning("ignoring forecast on %s: %s", topic, exc)
-            return
-        if isinstance(forecast, Forecast):
+        forecast = forecast_from_message(topic, payload)
+        if forecast is not None:
             with self._lock:
                 self._forecast_issued_ms = forecast.issued_ms
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import ssl
 import threading
 import time
 from collections import deque
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table as RichTable
@@ -36,7 +34,7 @@ from protocol.clock import Clock, SystemClock
 from protocol.codec import CodecError, decode_message
 from protocol.config_tables import ConfigError, Table, broker_settings, load
 from protocol.payloads import Forecast, HubAlert, HubMetrics, HubStatus
-from protocol.session import BrokerSettings
+from protocol.session import BrokerSettings, make_client
 from protocol.topics import HubTopic, hub_topic
 
 log = logging.getLogger(__name__)
@@ -248,28 +246,11 @@ def render_text(state: MonitorState, now_ms: int, width: int = 120, height: int 
 # -- the connection --------------------------------------------------------------------------
 
 
-def make_client(
+def monitor_client(
     config: MonitorConfig, on_message: Callable[[str, bytes], None], state: MonitorState
 ) -> mqtt.Client:
     """A paho client with a clean session (nothing queued for a monitor that is not running)."""
-    b = config.broker
-    v5 = b.protocol == 5
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=b.client_id,
-        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        clean_session=None if v5 else True,
-    )
-    if b.username is not None:
-        client.username_pw_set(b.username, b.password)
-    if b.tls:
-        client.tls_set(
-            ca_certs=b.ca_file,
-            certfile=b.cert_file,
-            keyfile=b.key_file,
-            cert_reqs=ssl.CERT_REQUIRED,
-            tls_version=ssl.PROTOCOL_TLS_CLIENT,
-        )
+    client = make_client(config.broker, clean=True)
     client.reconnect_delay_set(1, 30)
 
     def connected(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -314,7 +295,7 @@ def run_monitor(
             state.apply(topic, payload, clock.now_ms())
         changed.set()
 
-    client = make_client(config, on_message, state)
+    client = monitor_client(config, on_message, state)
     b = config.broker
     client.connect_async(b.host, b.port, keepalive=b.keepalive_s)
     client.loop_start()

@@ -22,10 +22,11 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Final, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Final
 
 from hub.consent.book import ConsentBook, PurposeView
+from hub.forecast.published import forecast_from_message
+from hub.forecast.site import is_known_timezone
 from hub.ingest.service import Ingest
 from hub.prompts.learning import (
     BASELINE_DAYS,
@@ -49,11 +50,11 @@ from hub.prompts.planner import (
 )
 from hub.storage.store import Store
 from protocol.clock import Clock
-from protocol.codec import CodecError, decode, decode_message, encode
+from protocol.codec import decode, encode
 from protocol.consent import Purpose
 from protocol.payloads import Appliances, Feedback, Forecast, Prompts
 from protocol.quantities import Role
-from protocol.session import BrokerSettings, MqttSession
+from protocol.session import BrokerSettings, MqttSession, Publish
 from protocol.topics import HomeTopic, HubTopic, home_topic, hub_topic
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,6 @@ log = logging.getLogger(__name__)
 SETTLE_MS: Final = 3_600_000  # readings of a window may arrive this late before it is judged
 GIVE_UP_MS: Final = 2 * DAY_MS  # a run neither metered nor answered by then teaches nothing
 MIN_OUTLOOK_MS: Final = 3 * 3_600_000  # a forecast ending sooner than this is too old to plan
-
-
-class Publish(Protocol):
-    def __call__(
-        self, topic: str, payload: bytes, *, qos: int = ..., retain: bool = ...
-    ) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,14 +282,6 @@ def read_meters(view: PurposeView, home: str, since_ms: int, now_ms: int) -> Hom
     return HomeMeters(ordered(imp), ordered(exp), ordered(gen), ordered(loads))
 
 
-def check_timezone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
 class PromptsService:
     """Plan, publish, learn. Drive it with :meth:`start` (a thread on ``clock``) or call
     :meth:`replan` and :meth:`learn` directly (tests, tools)."""
@@ -359,13 +346,9 @@ class PromptsService:
         self.session.subscribe(hub_topic(self.coop, HubTopic.FORECAST))
 
     def _on_message(self, topic: str, data: bytes) -> None:
-        try:
-            _, payload = decode_message(topic, data)
-        except CodecError as exc:
-            log.warning("ignoring forecast on %r: %s", topic, exc)
-            return
-        if isinstance(payload, Forecast):
-            self.on_forecast(payload)
+        forecast = forecast_from_message(topic, data)
+        if forecast is not None:
+            self.on_forecast(forecast)
 
     # -- what arrives ----------------------------------------------------------------------
     def on_forecast(self, forecast: Forecast) -> None:
@@ -387,7 +370,7 @@ class PromptsService:
             if erased or home in self._sent:
                 log.info("home=%s withdrew its appliances; erased %d prompt rows", home, erased)
                 self._clear(home)
-        elif not check_timezone(appliances.timezone):
+        elif not is_known_timezone(appliances.timezone):
             log.warning("home=%s: unknown timezone %r; its appliances are not planned",
                         home, appliances.timezone)  # fmt: skip
             return
@@ -423,7 +406,7 @@ class PromptsService:
                 log.info("home=%s no longer grants prompts; erased %d prompt rows", home, erased)
                 self._clear(home)
                 continue
-            if granted is None or not check_timezone(a.timezone):
+            if granted is None or not is_known_timezone(a.timezone):
                 continue
             est = shifts.get(home, ShiftEstimate()).faded(now_ms)
             out.append(HomeAppliances(home, a.timezone, tuple(a.appliances), est.shift))
