@@ -29,10 +29,11 @@ from hub.storage.store import (
 from protocol.clock import ManualClock
 from protocol.payloads import Ack, HomeStatus, Reading, ReadingBatch
 from protocol.quantities import GLOSSARY, Role
+from tests.times import ROUND_SECOND_MS
 
 NEXT = LATEST_VERSION + 1  # a migration this hub does not ship
 
-T0 = 1_750_000_000_000  # 2025-06-15, UTC epoch ms
+T0 = ROUND_SECOND_MS
 
 
 def reading(device: str, seq: int, role: Role = Role.GRID, **quantities: float | str) -> Reading:
