@@ -56,9 +56,7 @@ def closed_june(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def store_path(closed_june: Path, tmp_path: Path) -> Path:
     """``store`` opens a copy of closed June."""
-    copy = tmp_path / "hub.db"
-    shutil.copy(closed_june, copy)
-    return copy
+    return Path(shutil.copy(closed_june, tmp_path / "hub.db"))
 
 
 @pytest.fixture
