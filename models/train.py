@@ -287,10 +287,10 @@ DEMAND_ANCHOR: Final = "same_weekday_2w"
 class Settings:
     """Training settings. The ``demand_*`` ones can give demand its own tree shape and blend its
     P50 with :data:`DEMAND_ANCHOR`; they default to the shared settings and no blend, because
-    the variant that won on a July–September validation split (15 leaves, 400 per leaf, L2 1.0,
-    blend 0.7, with five more recent-level features) scored worse on the held-out quarter
-    (``models/MODEL_CARD.md``). Demand's P50 is bagged by default (:class:`Bagged`): that won on
-    the same validation split and then on the held-out quarter.
+    the tuned variant that won on the validation split scored worse on the held-out quarter.
+    Demand's P50 is bagged by default (:class:`Bagged`): that won on the same validation split
+    and then on the held-out quarter. The variants and their figures: ``models/MODEL_CARD.md``,
+    "What the demand figure rests on".
     """
 
     every_hours: float = 3.0
@@ -344,11 +344,11 @@ class Bagged:
 
     Why: demand's error is mostly 15-minute jitter that no feature predicts, and one ensemble
     chases part of it; the mean of five, each kept from leaning on the same lags, varies less.
-    On the July–September validation split (fitted January–June) five such ensembles on half the
-    features moved skill against last week from 21.4 % to 21.9 % (ten: 21.9 %; a third or 70 %
-    of the features: 21.8 %, 21.7 %); more iterations or smaller trees did not add to it.
-    Exported as one ``TreeEnsembleRegressor`` holding every member's trees, leaves scaled by
-    1/n (:func:`_tree_ensemble`), so ONNX and scikit-learn agree.
+    Five on half the features were chosen on the validation split; more members, another share
+    of the features, more iterations or smaller trees did not add to it (figures:
+    ``models/MODEL_CARD.md``, "A bagged P50"). Exported as one ``TreeEnsembleRegressor``
+    holding every member's trees, leaves scaled by 1/n (:func:`_tree_ensemble`), so ONNX and
+    scikit-learn agree.
     """
 
     models: tuple[Any, ...]
@@ -621,8 +621,9 @@ def interval_scale(models: list[Any], x: np.ndarray, y: FloatArray, target: floa
 
     The band is the hub's (:func:`hub.forecast.model.scale_band`, then clipped at zero): a P10 at or
     below zero stays, so the zeros of night and calm stay covered whatever k is and coverage
-    grows smoothly with k. (Moving that P10 as well made coverage jump at k = 1, from about 55 %
-    to over 90 %, as every zero left the band at once: the search then always ended at 1.0.)
+    grows smoothly with k. (Moving that P10 as well made coverage jump at k = 1, as every zero
+    left the band at once: the search then always ended at 1.0; ``models/MODEL_CARD.md``,
+    "Caveats".)
     """
     if y.size < MIN_CALIBRATION_ROWS:
         return 1.0

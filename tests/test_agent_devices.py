@@ -28,8 +28,9 @@ from tests.modbus_images import (
     image_from_fixture,
     load_fixture,
 )
+from tests.times import ROUND_SECOND_MS
 
-T0 = 1_750_000_000_000  # a UTC epoch ms on a whole second
+T0 = ROUND_SECOND_MS
 CASES = fixture_cases()
 SHIPPED = Path(__file__).parent.parent / "firmware-configs" / "devices"
 

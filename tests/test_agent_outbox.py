@@ -17,8 +17,9 @@ from protocol.clock import ManualClock
 from protocol.codec import decode
 from protocol.payloads import Ack, ReadingBatch, seq_ranges
 from protocol.quantities import Role
+from tests.times import JULY_1_2026_1000_UTC_MS
 
-T0 = 1_782_900_000_000
+T0 = JULY_1_2026_1000_UTC_MS
 
 
 def _cycle(t: int, import_wh: float = 5.0) -> list[Polled]:

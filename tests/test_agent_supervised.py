@@ -10,8 +10,9 @@ from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
 from protocol.clock import ManualClock
 from tests.modbus_images import FIXTURES, ImageServer, image_from_fixture, load_fixture
+from tests.times import ROUND_SECOND_MS
 
-T0 = 1_750_000_000_000
+T0 = ROUND_SECOND_MS
 
 
 def test_failing_device_is_offline_in_status_and_comes_back(tmp_path: Path) -> None:

@@ -27,8 +27,9 @@ from protocol.consent import (
 )
 from protocol.quantities import Role
 from protocol.topics import HomeTopic, home_topic
+from tests.times import JULY_1_2026_MIDNIGHT_UTC_MS
 
-T0 = 1_782_864_000_000  # midnight UTC
+T0 = JULY_1_2026_MIDNIGHT_UTC_MS
 Q = 900_000
 
 

@@ -39,8 +39,9 @@ from sim.broker import RunningBroker
 from sim.household import SimHome
 from sim.modbus_server import SimModbusServers
 from tests.harness import wait_for
+from tests.times import JULY_1_2026_MIDNIGHT_UTC_MS
 
-T0 = 1_782_864_000_000  # midnight UTC
+T0 = JULY_1_2026_MIDNIGHT_UTC_MS
 Q = 900_000
 MIN = 60_000
 

@@ -31,8 +31,9 @@ from protocol.session import BrokerSettings
 from sim.household import SimHome
 from sim.modbus_server import ServedLog, SimModbusServers
 from tests.harness import Mosquitto, TcpProxy, served_not_stored, wait_for
+from tests.times import JULY_1_2026_MIDNIGHT_UTC_MS
 
-T0 = 1_782_864_000_000  # midnight UTC
+T0 = JULY_1_2026_MIDNIGHT_UTC_MS
 DAY_MS = 86_400_000
 
 

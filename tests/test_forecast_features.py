@@ -26,9 +26,10 @@ from hub.forecast.features import (
 from hub.forecast.solar import clear_sky_ghi_at, local_day_of_week, solar_elevation_deg
 from hub.forecast.weather import WeatherSeries, to_steps
 from sim import profiles
+from tests.times import JULY_1_2026_MIDNIGHT_UTC_MS
 
 LAT, LON = 52.0, 5.0
-T0 = 1_782_864_000_000  # 2026-07-01T00:00Z, a Wednesday
+T0 = JULY_1_2026_MIDNIGHT_UTC_MS  # a Wednesday
 HOUR_MS = 3_600_000
 WEATHER_SEED = 7
 

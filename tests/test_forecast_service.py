@@ -78,11 +78,17 @@ HOMES = ["home-0", "home-1", "home-2"]
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store.open(tmp_path / "hub.db", f"f-{uuid.uuid4().hex[:10]}", clock=ManualClock(T0))
-    grant(s, HOMES)
-    _fill_store(s)
-    return s
+def store_coop() -> str:
+    """A cooperative of its own per test: the broker is shared by the whole run."""
+    return f"f-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def store(store: Store) -> Store:
+    """Nine days of three homes' grid and pv readings, granted for the forecast."""
+    grant(store, HOMES)
+    _fill_store(store)
+    return store
 
 
 def _read(store: Store, now_ms: int = T0, days: int = DAYS) -> History:

@@ -28,8 +28,9 @@ from protocol.quantities import Role
 from protocol.topics import HomeTopic, HubTopic, home_topic, hub_topic
 from sim.broker import RunningBroker as Broker
 from tests.test_hub_ingest import Probe
+from tests.times import ROUND_SECOND_MS
 
-T0 = 1_750_000_000_000
+T0 = ROUND_SECOND_MS
 REPO = Path(__file__).resolve().parent.parent
 IMPORT = "energy_import_wh"
 

@@ -10,8 +10,9 @@ from hub.ops.export import CSV_HEADER, export_csv
 from hub.storage.store import Store
 from protocol.payloads import Reading, ReadingBatch
 from protocol.quantities import GLOSSARY, Role
+from tests.times import ROUND_SECOND_MS
 
-T0 = 1_750_000_000_000
+T0 = ROUND_SECOND_MS
 
 
 def _store(tmp_path: Path) -> Store:

@@ -21,8 +21,9 @@ from protocol.quantities import Role
 from protocol.session import BrokerSettings
 from protocol.topics import HomeTopic, HubTopic, home_topic, hub_topic
 from sim.broker import RunningBroker as Broker
+from tests.times import ROUND_SECOND_MS
 
-T0 = 1_750_000_000_000  # 2025-06-15, UTC epoch ms
+T0 = ROUND_SECOND_MS
 WAIT_S = 5.0
 
 Message = tuple[str, bytes]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,13 @@ from hub.storage.store import (
     StoreError,
     WrongCoopError,
 )
-from protocol.clock import ManualClock
 from protocol.payloads import Ack, HomeStatus, Reading, ReadingBatch
 from protocol.quantities import GLOSSARY, Role
+from tests.times import ROUND_SECOND_MS
 
 NEXT = LATEST_VERSION + 1  # a migration this hub does not ship
 
-T0 = 1_750_000_000_000  # 2025-06-15, UTC epoch ms
+T0 = ROUND_SECOND_MS
 
 
 def reading(device: str, seq: int, role: Role = Role.GRID, **quantities: float | str) -> Reading:
@@ -48,13 +47,6 @@ def reading(device: str, seq: int, role: Role = Role.GRID, **quantities: float |
 
 def batch(home: str, *readings: Reading) -> ReadingBatch:
     return ReadingBatch(home=home, sent_ms=T0, readings=list(readings))
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "hub.db", "coop-a", clock=ManualClock(T0))
-    yield s
-    s.close()
 
 
 def rows(store: Store) -> list[tuple[str, str, int]]:

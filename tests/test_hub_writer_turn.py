@@ -22,8 +22,9 @@ from hub.storage.writer_turn import TURN_BOOST, WriterTurn
 from protocol.clock import ManualClock
 from protocol.payloads import Reading, ReadingBatch
 from protocol.quantities import Role
+from tests.times import ROUND_SECOND_MS
 
-T0 = 1_750_000_000_000
+T0 = ROUND_SECOND_MS
 
 
 @contextmanager

@@ -13,8 +13,9 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from agent.indicator import BLINK_MS, IndicatorConfig, PressButton, TrafficLight
 from protocol.clock import ManualClock
+from tests.times import JULY_1_2026_1000_UTC_MS
 
-T0 = 1_782_900_000_000
+T0 = JULY_1_2026_1000_UTC_MS
 RGB = IndicatorConfig(led="rgb", red=17, green=27, blue=22)
 THREE = IndicatorConfig(led="three", red=5, amber=6, green=13)
 

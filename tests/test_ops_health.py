@@ -46,8 +46,9 @@ from protocol.session import BrokerSettings
 from protocol.topics import HomeTopic, HubTopic, home_topic, hub_topic
 from sim.broker import RunningBroker
 from tests.harness import wait_for
+from tests.times import JULY_1_2026_1000_UTC_MS
 
-T0 = 1_782_900_000_000
+T0 = JULY_1_2026_1000_UTC_MS
 GOLDEN = Path(__file__).parent / "golden"
 WAIT_S = 10.0
 T = Thresholds()

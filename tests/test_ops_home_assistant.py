@@ -27,8 +27,9 @@ from protocol.config_tables import ConfigError
 from protocol.quantities import Role
 from sim.broker import RunningBroker
 from tests.harness import BIN, simulated_home, wait_for
+from tests.times import JULY_1_2026_1000_UTC_MS
 
-T0 = 1_782_900_000_000
+T0 = JULY_1_2026_1000_UTC_MS
 WAIT_S = 10.0
 
 

@@ -21,8 +21,9 @@ from protocol.payloads import Alert, HubAlert, HubMetrics, HubStatus
 from protocol.topics import HubTopic, hub_topic
 from sim.broker import RunningBroker
 from tests.harness import BIN, wait_for
+from tests.times import JULY_1_2026_1000_UTC_MS
 
-T0 = 1_782_900_000_000
+T0 = JULY_1_2026_1000_UTC_MS
 GOLDEN = Path(__file__).parent / "golden"
 WAIT_S = 10.0
 

@@ -27,9 +27,10 @@ from protocol.payloads import (
     Prompts,
     PromptWindow,
 )
+from tests.times import JULY_1_2026_1000_UTC_MS
 
 H = 3_600_000
-T0 = 1_782_900_000_000  # 2026-07-01T10:00Z, 12:00 in Amsterdam
+T0 = JULY_1_2026_1000_UTC_MS  # 12:00 in Amsterdam
 AMS = ZoneInfo("Europe/Amsterdam")
 
 

@@ -37,11 +37,12 @@ from protocol.payloads import (
     TargetQuantiles,
 )
 from protocol.quantities import Role
+from tests.times import JULY_1_2026_0600_UTC_MS
 
 COOP = "prompt-coop"
 H = 3_600_000
 DAY = 24 * H
-T0 = 1_782_885_600_000  # 2026-07-01T06:00Z
+T0 = JULY_1_2026_0600_UTC_MS
 WASHER = Appliance("washing-machine", 1000.0, 120, 8 * 60, 20 * 60, False, 7)
 
 

@@ -26,8 +26,9 @@ from hub.prompts.learning import (
 from hub.prompts.planner import JobKey
 from tests.test_prompts_hub import H as PLAN_H
 from tests.test_prompts_hub import Hub, forecast
+from tests.times import JULY_1_2026_1000_UTC_MS
 
-T0 = 1_782_900_000_000
+T0 = JULY_1_2026_1000_UTC_MS
 H = 3_600_000
 
 

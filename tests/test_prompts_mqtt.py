@@ -34,9 +34,10 @@ from protocol.session import BrokerSettings, MqttSession
 from protocol.topics import HubTopic, hub_topic
 from sim.broker import RunningBroker
 from tests.harness import wait_for
+from tests.times import JULY_1_2026_0600_UTC_MS
 
 HOUR = 3_600_000
-T0 = 1_782_885_600_000  # 2026-07-01T06:00Z, 08:00 in Amsterdam
+T0 = JULY_1_2026_0600_UTC_MS  # 08:00 in Amsterdam
 RED, GREEN, BLUE, BUTTON, S0 = 17, 27, 22, 23, 5
 
 

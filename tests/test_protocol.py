@@ -25,10 +25,11 @@ from protocol.topics import (
     hub_topic,
     parse_topic,
 )
+from tests.times import JULY_1_2026_1000_UTC_MS
 
 GOLDEN = Path(__file__).parent / "golden"
 COOP, HOME = "test-coop", "home-1"
-T0 = 1_782_900_000_000
+T0 = JULY_1_2026_1000_UTC_MS
 
 
 def _topic_for(file: Path) -> str:

@@ -30,9 +30,10 @@ from protocol.codec import (
 )
 from protocol.payloads import Ack, Reading, ReadingBatch, ReadingColumns
 from protocol.quantities import GLOSSARY, Role, allowed_for
+from tests.times import JULY_1_2026_1000_UTC_MS
 
 GOLDEN = Path(__file__).parent / "golden"
-T0 = 1_782_900_000_000
+T0 = JULY_1_2026_1000_UTC_MS
 
 
 def _general(raw: bytes) -> ReadingBatch:

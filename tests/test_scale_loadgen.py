@@ -22,8 +22,9 @@ from protocol.payloads import Ack, ReadingBatch
 from protocol.session import BrokerSettings
 from sim.broker import RunningBroker
 from sim.loadgen import LinkedClock, LoadHome, Neighbourhood, share_everything, stored_seq_ranges
+from tests.times import JULY_1_2026_MIDNIGHT_UTC_MS
 
-T0 = 1_782_864_000_000  # 2026-07-01 UTC
+T0 = JULY_1_2026_MIDNIGHT_UTC_MS
 
 
 def exactly_once(hood: Neighbourhood, db: Path) -> None:

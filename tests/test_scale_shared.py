@@ -28,8 +28,9 @@ from protocol.consent import Purpose, PurposeGrant, Resolution, next_version, no
 from protocol.session import BrokerSettings
 from sim.broker import RunningBroker
 from sim.loadgen import Neighbourhood, share_everything, stored_seq_ranges
+from tests.times import JULY_1_2026_MIDNIGHT_UTC_MS
 
-T0 = 1_782_864_000_000
+T0 = JULY_1_2026_MIDNIGHT_UTC_MS
 WAIT_S = 10.0
 
 

@@ -55,11 +55,12 @@ from protocol.quantities import Role
 from protocol.session import BrokerSettings
 from sim.broker import find_mosquitto, free_port
 from tests.harness import wait_for
+from tests.times import JULY_1_2026_1000_UTC_MS
 
 COOP = "sec-coop"
 GOLDEN = Path(__file__).parent / "golden"
 WAIT_S = 10.0
-T0 = 1_782_900_000_000
+T0 = JULY_1_2026_1000_UTC_MS
 
 
 @dataclass

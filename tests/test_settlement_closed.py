@@ -54,12 +54,14 @@ def closed_june(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def store(closed_june: Path, tmp_path: Path) -> Iterator[Store]:
-    copy = tmp_path / "hub.db"
-    shutil.copy(closed_june, copy)
-    s = Store.open(copy, COOP, clock=ManualClock(NOW))
-    yield s
-    s.close()
+def store_path(closed_june: Path, tmp_path: Path) -> Path:
+    """``store`` opens a copy of closed June."""
+    return Path(shutil.copy(closed_june, tmp_path / "hub.db"))
+
+
+@pytest.fixture
+def store_coop() -> str:
+    return COOP
 
 
 def transactions(store: Store) -> list[tuple[str, str, str | None, str]]:

@@ -37,11 +37,9 @@ Internal prices per kWh:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,7 +49,6 @@ from hub.settlement.ledger import GRID, ROUNDING, Ledger
 from hub.settlement.scheme import Scheme, parse_scheme
 from hub.settlement.statements import build_statement
 from hub.storage.store import Store
-from protocol.clock import ManualClock
 from protocol.payloads import Reading
 from protocol.quantities import Role
 from tests.test_settlement_ledger import NOW, insert
@@ -115,11 +112,14 @@ def worked_readings(
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "hub.db", COOP, clock=ManualClock(NOW))
-    insert(s, worked_readings())
-    yield s
-    s.close()
+def store_coop() -> str:
+    return COOP
+
+
+@pytest.fixture
+def store(store: Store) -> Store:
+    insert(store, worked_readings())
+    return store
 
 
 # -- the grid account is the grid bill ---------------------------------------------------------

@@ -18,8 +18,9 @@ from hub.settlement.intervals import (
     interval_boundaries,
 )
 from hub.settlement.scheme import INTERVAL_MS
+from tests.times import JUNE_1_2026_MIDNIGHT_UTC_MS
 
-T0 = 1_780_272_000_000  # 2026-06-01 00:00 UTC, on the 15-minute grid
+T0 = JUNE_1_2026_MIDNIGHT_UTC_MS  # on the 15-minute grid
 MIN = 60_000
 GAP = 15 * MIN
 

@@ -21,9 +21,10 @@ from hub.forecast.weather import (
     parse_open_meteo_csv,
     parse_open_meteo_json,
 )
+from tests.times import JULY_1_2026_MIDNIGHT_UTC_MS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "forecast"
-T0 = 1_782_864_000_000  # 2026-07-01T00:00Z
+T0 = JULY_1_2026_MIDNIGHT_UTC_MS
 
 
 def _response(**changes: Any) -> dict[str, Any]:

@@ -190,10 +190,9 @@ def smooth_centre(q: FloatArray) -> FloatArray:
 
     Why, for demand: the trees map the 15-minute jitter in single-slot lags (yesterday, last
     week at the same quarter hour) into their P50, while the community's expected demand moves
-    smoothly. On the month-blocked cross-validation of the training year
-    (``bench/forecast_demand_cv.py``) this moved the bagged P50's skill against last week from
-    28.5 % to 28.8 % (one ensemble: 28.1 % to 28.6 %, and over five steps only to 28.5 %).
-    The band keeps its calibrated width around the new centre.
+    smoothly. Three steps, not five: chosen on the month-blocked cross-validation of the
+    training year (``bench/forecast_demand_cv.py``; the figures are in ``models/MODEL_CARD.md``,
+    "A smoothed P50"). The band keeps its calibrated width around the new centre.
     """
     mid = q[:, 1]
     if mid.size < 2:

@@ -2,10 +2,10 @@
 
 Why: the hub and its ``--worker`` processes (shared subscription) write one SQLite file. When one
 of them holds the write lock, SQLite makes the others wait in its busy handler, which sleeps in
-growing steps (1, 2, 5, ... up to 100 ms) and looks again. A group of readings takes the writer
-about 0.2 s to insert, so a waiter often slept on long after the lock was free, and the database
+growing steps (1, 2, 5, ... up to 100 ms) and looks again. A group of readings holds the lock
+for many such steps, so a waiter often slept on long after the lock was free, and the database
 stood idle between the processes' commits. ``flock(2)`` on a file beside the database wakes the
-next waiter as soon as the holder lets go.
+next waiter as soon as the holder lets go. (Timings: ``bench/README.md``, "Writer turns".)
 
 This only orders the writers that take it: SQLite's own locking still decides who may write, so
 a tool that writes without a turn is merely slower to get in, never unsafe. The lock file holds
@@ -14,13 +14,12 @@ drop SQLite's own POSIX locks on it.
 
 The turn's holder also runs :data:`TURN_BOOST` nice steps ahead of the rest of the machine for
 the turn (Linux, where each thread has its own nice value). The turn is the one part of ingest
-that cannot run in parallel, and on a small machine the scheduler used to preempt its holder
-for the other ingest process's decoding, paho's threads and the broker: inside a turn, a reading
-took ~6.3 µs of wall time for ~5.1 µs of CPU. With the boost, a 2-process drain on two cores
-went from 71 % (65-73 %) to 77 % (74-78 %) of raw SQLite's rate in five rounds
-(``bench/README.md``). Lowering a nice value
-needs ``RLIMIT_NICE`` (systemd: ``LimitNICE=-5``, set in the shipped units) or root; without it
-the turn is taken at the thread's own priority, and that is logged once.
+that cannot run in parallel, and on a small machine the scheduler preempted its holder for the
+other ingest process's decoding, paho's threads and the broker, so a reading took longer inside
+a turn in wall time than in CPU time; the boost gives that time back to the turn (measured in
+``bench/README.md``, "Priority for the turn"). Lowering a nice value needs ``RLIMIT_NICE``
+(systemd: ``LimitNICE=-5``, set in the shipped units) or root; without it the turn is taken at
+the thread's own priority, and that is logged once.
 """
 
 from __future__ import annotations
