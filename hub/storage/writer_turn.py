@@ -46,7 +46,7 @@ normal-priority work preempting the writer; it is given back the moment the turn
 
 
 class WriterTurn:
-    """An exclusive ``flock`` on ``<database>-writer``, taken around each ingest transaction.
+    """An exclusive ``flock`` on ``<database>-writer``, taken around each write transaction.
 
     Opened on first use and kept open until :meth:`close`. Where the file cannot be made (a
     read-only directory) or locked (a file system without ``flock``), turns are skipped and
