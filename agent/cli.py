@@ -70,11 +70,21 @@ def run(config_path: Path, log_level: str, drain_timeout: float, ha_path: Path) 
     log = logging.getLogger(__name__)
     try:
         config = load_config(config_path)
-        agent = Agent(config, SystemClock())
-    except (ConfigError, ProfileError) as exc:
+    except ConfigError as exc:
         raise CliError(str(exc)) from None
     notifier = Notifier.from_env()
     bridge = _home_assistant(ha_path, config.home)
+
+    def build(cfg: AgentConfig) -> Agent:
+        on_polled = bridge.publish if bridge is not None else None
+        return Agent(cfg, SystemClock(), watchdog=notifier, on_polled=on_polled)
+
+    try:
+        agent = build(config)
+    except (ConfigError, ProfileError) as exc:
+        if bridge is not None:
+            bridge.stop()
+        raise CliError(str(exc)) from None
     terminating: list[bool] = []
     reloaded: list[AgentConfig] = []
     current = [agent]
@@ -97,8 +107,6 @@ def run(config_path: Path, log_level: str, drain_timeout: float, ha_path: Path) 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, _reload)
     while not terminating:  # a stop that came while a reloaded agent was being built
-        current[0].watchdog = notifier
-        current[0].on_polled = bridge.publish if bridge is not None else None
         notifier.ready(f"home {config.home}: polling {len(config.devices)} device(s)")
         current[0].run(drain_timeout_s=drain_timeout)
         if terminating or not reloaded:
@@ -106,11 +114,11 @@ def run(config_path: Path, log_level: str, drain_timeout: float, ha_path: Path) 
         notifier.reloading()
         new = reloaded.pop()
         try:
-            current[0] = Agent(new, SystemClock())
+            current[0] = build(new)
             config = new
         except (ConfigError, ProfileError, ValueError, OSError) as exc:
             log.error("reloaded config cannot run (%s); going on with the previous one", exc)
-            current[0] = Agent(config, SystemClock())
+            current[0] = build(config)
     notifier.stopping()
     if bridge is not None:
         bridge.stop()

@@ -49,10 +49,9 @@ def agent_version() -> str:
 
 
 class Agent:
-    # Set by the CLI: systemd's watchdog, fed while the poll loop turns; and a callback that sees
-    # every poll's values before consent filtering (the household's own Home Assistant, opt-in).
-    watchdog: Notifier | None = None
-    on_polled: Callable[[list[Polled]], None] | None = None
+    """One home's agent. ``watchdog`` is systemd's, fed while the poll loop turns (a hung poll
+    gets a restart); ``on_polled`` sees every poll's values before consent filtering (the
+    household's own Home Assistant, opt-in)."""
 
     def __init__(
         self,
@@ -64,7 +63,11 @@ class Agent:
         resend_after_s: float | None = None,
         housekeeping_s: float = 5.0,
         pin_factory: object | None = None,
+        watchdog: Notifier | None = None,
+        on_polled: Callable[[list[Polled]], None] | None = None,
     ) -> None:
+        self.watchdog = watchdog
+        self.on_polled = on_polled
         self.config = config
         self.clock = clock
         self.status_interval_ms = int(status_interval_s * 1000)
