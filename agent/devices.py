@@ -22,7 +22,14 @@ from typing import Protocol
 
 from agent.config import SUNSPEC, DeviceConfig
 from agent.modbus_io import DeviceError, ModbusBus
-from agent.profiles import Profile, ProfileError, ReadBlock, decode, load_profile, plan_reads
+from agent.profiles import (
+    Profile,
+    ProfileError,
+    ReadBlock,
+    decode_registers,
+    load_profile,
+    plan_reads,
+)
 from agent.profiles import retarget as retarget_quantities
 from agent.retry import RetryPolicy
 from agent.sunspec import SunSpecError, SunSpecMap, decode_model, discover, read_model
@@ -77,7 +84,7 @@ class Device:
                 )
                 for b in self._blocks
             }
-            quantities = decode(self.profile, images)
+            quantities = decode_registers(self.profile, images)
         else:
             quantities = self._read_sunspec()
         return retarget_quantities(quantities, self._native, self.role)

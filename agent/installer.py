@@ -31,7 +31,7 @@ from agent.modbus_io import DeviceError, ModbusBus
 from agent.profiles import (
     Profile,
     ProfileError,
-    decode,
+    decode_registers,
     list_profiles,
     load_profile,
     matches_identity,
@@ -121,7 +121,7 @@ def _fits(bus: ModbusBus, unit: int, profile: Profile, timeout_s: float) -> bool
         }
     except DeviceError:
         return False
-    return None if _plausible(decode(profile, images)) else False
+    return None if _plausible(decode_registers(profile, images)) else False
 
 
 def probe(bus: ModbusBus, unit: int, profiles: list[Profile], timeout_s: float) -> Found | None:

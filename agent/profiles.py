@@ -455,7 +455,9 @@ def _words_at(
     return None
 
 
-def decode(profile: Profile, images: dict[ReadBlock, list[int]]) -> dict[str, float | str]:
+def decode_registers(
+    profile: Profile, images: dict[ReadBlock, list[int]]
+) -> dict[str, float | str]:
     """Quantities from the registers of each planned block; absent where not implemented."""
     out: dict[str, float | str] = {}
     for p in profile.points:

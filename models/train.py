@@ -644,7 +644,7 @@ def interval_scale(models: list[Any], x: np.ndarray, y: FloatArray, target: floa
 
 
 def _utc(text: str) -> int:
-    return round(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+    return parse_iso_ms(text, naive="utc")
 
 
 # Chronological splits: train on the earlier part, hold out the later part for the backtest.

@@ -14,7 +14,7 @@ from agent.profiles import (
     Profile,
     ProfileError,
     ReadBlock,
-    decode,
+    decode_registers,
     default_profile_dirs,
     list_profiles,
     load_profile,
@@ -77,7 +77,7 @@ def test_sdm630_registers_decode_to_glossary_units() -> None:
         0x4A: 89.5,
     }.items():
         image[address : address + 2] = f32_words(value)
-    q = decode(profile, {block: image[block.address :]})
+    q = decode_registers(profile, {block: image[block.address :]})
     assert q["power_w"] == -2500.0
     assert q["energy_import_wh"] == pytest.approx(1_234_567, abs=0.1)  # kWh float32 -> Wh
     assert q["energy_export_wh"] == 89_500.0
@@ -90,7 +90,7 @@ def test_nan_float_means_not_implemented_and_is_absent() -> None:
     (block,) = plan_reads(profile)
     image = [0] * (block.address + block.count)
     image[0x3E:0x40] = [0x7FC0, 0x0000]  # NaN power factor
-    q = decode(profile, {block: image[block.address :]})
+    q = decode_registers(profile, {block: image[block.address :]})
     assert "power_factor" not in q
     assert q["power_w"] == 0.0
 
@@ -104,7 +104,7 @@ def test_wind_energy_counter_is_low_word_first() -> None:
     image[3] = 1200
     image[4], image[5] = 0x5678, 0x0012  # 0x0012_5678 Wh, low word first
     image[8] = (-55) & 0xFFFF  # -5.5 °C
-    q = decode(profile, {block: image})
+    q = decode_registers(profile, {block: image})
     assert q["energy_wh"] == 0x00125678
     assert q["state"] == "running"
     assert q["wind_speed_m_s"] == pytest.approx(8.7)
@@ -216,10 +216,12 @@ def test_float_word_order(value: float) -> None:
         word_order="little",
     )
     (block,) = plan_reads(big)
-    assert decode(big, {block: [hi, lo]})["power_w"] == pytest.approx(value, rel=1e-6)
-    assert decode(little, {block: [lo, hi]})["power_w"] == pytest.approx(value, rel=1e-6)
+    assert decode_registers(big, {block: [hi, lo]})["power_w"] == pytest.approx(value, rel=1e-6)
+    assert decode_registers(little, {block: [lo, hi]})["power_w"] == pytest.approx(value, rel=1e-6)
     # Read with the wrong order, the same words make a different number: the profile matters.
-    assert decode(little, {block: [hi, lo]}).get("power_w") != pytest.approx(value, rel=1e-3)
+    assert decode_registers(little, {block: [hi, lo]}).get("power_w") != pytest.approx(
+        value, rel=1e-3
+    )
 
 
 def test_point_word_order_overrides_the_profile() -> None:
@@ -236,7 +238,7 @@ def test_point_word_order_overrides_the_profile() -> None:
         ]
     )
     (block,) = plan_reads(p)
-    q = decode(p, {block: [0xFFFF, 0xFF38, 0x0002, 0x0001]})
+    q = decode_registers(p, {block: [0xFFFF, 0xFF38, 0x0002, 0x0001]})
     assert q == {"power_w": -200.0, "energy_import_wh": float(0x00010002)}
 
 
@@ -265,19 +267,19 @@ def test_phases_summed_and_averaged_skipping_unused_ones() -> None:
     words = [0] * 16
     words[0:3] = [2300, 2320, 0]  # phase C unused: left out of the mean
     words[10:16] = [0, 1500, 0, 2500, 0xFFFF, 0xFC18]  # 1.5 + 2.5 - 1.0 A
-    q = decode(p, {ReadBlock("holding", 10, 16): words})
+    q = decode_registers(p, {ReadBlock("holding", 10, 16): words})
     assert q["voltage_v"] == pytest.approx(231.0)
     assert q["current_a"] == pytest.approx(3.0)
     words[0:3] = [0, 0, 0]
-    assert "voltage_v" not in decode(p, {ReadBlock("holding", 10, 16): words})
+    assert "voltage_v" not in decode_registers(p, {ReadBlock("holding", 10, 16): words})
 
 
 def test_states_accept_hex_keys_and_only_glossary_words() -> None:
     point = {"quantity": "state", "table": "holding", "address": 0, "type": "uint16"}
     p = _profile([{**point, "states": {"0x0200": "running", "0x0A00": "sleeping"}}], role="pv")
     (block,) = plan_reads(p)
-    assert decode(p, {block: [0x0A00]}) == {"state": "sleeping"}
-    assert decode(p, {block: [0x0999]}) == {"state": "unknown"}
+    assert decode_registers(p, {block: [0x0A00]}) == {"state": "sleeping"}
+    assert decode_registers(p, {block: [0x0999]}) == {"state": "unknown"}
     with pytest.raises(ProfileError, match="not one of the glossary's"):
         _profile([{**point, "states": {"1": "on-grid"}}], role="pv")
 

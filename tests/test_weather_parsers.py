@@ -17,7 +17,6 @@ from hub.forecast.weather import (
     WeatherError,
     WeatherSeries,
     load_weather_file,
-    merge,
     parse_open_meteo_csv,
     parse_open_meteo_json,
 )
@@ -135,16 +134,6 @@ def test_plain_csv_with_bare_names_and_offsets() -> None:
 def test_csv_without_a_time_header_is_refused() -> None:
     with pytest.raises(WeatherError, match="no header row"):
         parse_open_meteo_csv("a,b\n1,2\n")
-
-
-def test_merge_prefers_the_newer_import() -> None:
-    old = parse_open_meteo_json(json.dumps(_response()))
-    obj = _response()
-    obj["hourly"] = {"time": ["2026-07-01T02:00", "2026-07-01T03:00"], "cloud_cover": [10, 20]}
-    merged = merge(old, parse_open_meteo_json(json.dumps(obj)))
-    assert len(merged) == 4
-    assert list(merged.cloud_cover_pct) == [100, 50, 10, 20]
-    assert math.isnan(merged.wind_speed_m_s[2])
 
 
 _values = st.one_of(

@@ -316,29 +316,6 @@ def load_weather_file(path: str | Path) -> WeatherSeries:
         raise WeatherError(f"{path}: {exc}") from None
 
 
-def merge(old: WeatherSeries, new: WeatherSeries) -> WeatherSeries:
-    """``new`` wins wherever both have a row for the same hour."""
-    if len(old) == 0:
-        return new
-    keep = ~np.isin(old.ts_ms, new.ts_ms)
-    ts = np.concatenate([old.ts_ms[keep], new.ts_ms])
-    order = np.argsort(ts, kind="stable")
-
-    def cat(a: FloatArray, b: FloatArray) -> FloatArray:
-        joined: FloatArray = np.concatenate([a[keep], b])[order]
-        return joined
-
-    return WeatherSeries(
-        ts[order],
-        cat(old.shortwave_radiation_w_m2, new.shortwave_radiation_w_m2),
-        cat(old.temperature_c, new.temperature_c),
-        cat(old.wind_speed_m_s, new.wind_speed_m_s),
-        cat(old.cloud_cover_pct, new.cloud_cover_pct),
-        new.latitude if new.latitude is not None else old.latitude,
-        new.longitude if new.longitude is not None else old.longitude,
-    )
-
-
 # -- resampling onto forecast steps ---------------------------------------------------------
 
 
