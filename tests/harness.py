@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.consent_ledger import ConsentLedger
 from protocol.clock import SystemClock
@@ -38,6 +40,67 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str =
             raise AssertionError(f"timed out waiting for {what or predicate}")
         time.sleep(pause)
         pause = min(pause * 2, 0.02)
+
+
+Message = tuple[str, bytes, bool]  # topic, payload, retained
+
+
+class Recorder:
+    """A plain MQTT client that records every message on ``filters``, as an operator's tool or
+    a household's Home Assistant would see them; ``keep`` drops the ones a test does not own
+    (other tests share the session's broker). Subscribes on every connection and waits for
+    the broker's SUBACK before returning, so nothing published afterwards is missed."""
+
+    def __init__(
+        self,
+        port: int,
+        filters: list[str],
+        *,
+        client_id: str,
+        keep: Callable[[str], bool] = lambda topic: True,
+        host: str = "127.0.0.1",
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self._keep = keep
+        self._messages: list[Message] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.on_connect = lambda c, *_: c.subscribe([(f, 1) for f in filters])
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if not self._subscribed.wait(timeout_s):
+            self.close()
+            raise AssertionError(f"no SUBACK for {filters} within {timeout_s} s")
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if self._keep(msg.topic):
+            with self._cond:
+                self._messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+                self._cond.notify_all()
+
+    @property
+    def messages(self) -> list[Message]:
+        with self._cond:
+            return list(self._messages)
+
+    def wait(self, predicate: Callable[[list[Message]], bool], what: str) -> None:
+        with self._cond:
+            done = self._cond.wait_for(lambda: predicate(self._messages), self.timeout_s)
+        assert done, f"timed out waiting for {what}"
+
+    def topics(self) -> list[str]:
+        return [t for t, _, _ in self.messages]
+
+    def latest(self, topic: str) -> bytes:
+        return [p for t, p, _ in self.messages if t == topic][-1]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 class Mosquitto:

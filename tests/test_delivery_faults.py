@@ -20,21 +20,19 @@ from __future__ import annotations
 import contextlib
 import signal
 import sqlite3
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.harness import (
     Home,
     Hub,
     Mosquitto,
+    Recorder,
     TcpProxy,
     assert_exactly_once,
     simulated_home,
@@ -43,31 +41,10 @@ from tests.harness import (
 )
 
 
-class ReadingsWatch:
-    """Counts the readings messages the broker hands out: proof the agent has sent, whoever
-    (if anyone) received them."""
-
-    def __init__(self, port: int, coop: str) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{coop}")
-        topic = f"coopwatt/{coop}/homes/+/readings"
-        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=0)
-        self.client.on_message = self._on_message
-        self.client.connect_async("127.0.0.1", port, keepalive=5)
-        self.client.loop_start()
-
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.count += 1
-
-    def seen(self) -> int:
-        with self._lock:
-            return self.count
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+def readings_watch(port: int, coop: str) -> Recorder:
+    """Proof that the agent has sent: the readings the broker hands out, whoever (if anyone)
+    else receives them."""
+    return Recorder(port, [f"coopwatt/{coop}/homes/+/readings"], client_id=f"watch-{coop}")
 
 
 @dataclass
@@ -233,9 +210,9 @@ def test_broker_down_when_agent_and_hub_start(tmp_path: Path) -> None:
         rig.broker.start()
         # The agent is back first and sends its backlog to a broker the hub has never
         # subscribed on: nobody receives it. Then the hub gets through.
-        watch = ReadingsWatch(rig.broker.port, rig.hub.coop)
+        watch = readings_watch(rig.broker.port, rig.hub.coop)
         try:
-            wait_for(lambda: watch.seen() >= 3, what="the agent sending after the outage")
+            wait_for(lambda: len(watch.messages) >= 3, what="the agent sending after the outage")
         finally:
             watch.close()
         rig.proxy.set_mode("pass")
@@ -249,9 +226,9 @@ def test_broker_killed_without_persistence_and_the_hub_back_last(hub_proxied: Ri
     rig.proxy.set_mode("drop")
     rig.backlog(40)
     rig.broker.start()
-    watch = ReadingsWatch(rig.broker.port, rig.hub.coop)
+    watch = readings_watch(rig.broker.port, rig.hub.coop)
     try:
-        wait_for(lambda: watch.seen() >= 3, what="the agent sending while the hub is away")
+        wait_for(lambda: len(watch.messages) >= 3, what="the agent sending while the hub is away")
     finally:
         watch.close()
     rig.proxy.set_mode("pass")
@@ -259,12 +236,14 @@ def test_broker_killed_without_persistence_and_the_hub_back_last(hub_proxied: Ri
 
 
 def test_hub_killed_holding_received_uncommitted_readings(rig: Rig) -> None:
-    watch = ReadingsWatch(rig.broker.port, rig.hub.coop)
+    watch = readings_watch(rig.broker.port, rig.hub.coop)
     try:
         with db_write_lock(rig.hub.db):
             # The hub takes these from the broker and cannot commit them.
-            start = watch.seen()
-            wait_for(lambda: watch.seen() >= start + 10, what="readings sent to a locked hub")
+            start = len(watch.messages)
+            wait_for(
+                lambda: len(watch.messages) >= start + 10, what="readings sent to a locked hub"
+            )
             rig.hub.stop(signal.SIGKILL)
     finally:
         watch.close()

@@ -45,7 +45,7 @@ from protocol.quantities import Role
 from protocol.session import BrokerSettings
 from protocol.topics import HomeTopic, HubTopic, home_topic, hub_topic
 from sim.broker import RunningBroker
-from tests.harness import wait_for
+from tests.harness import Recorder, wait_for
 from tests.times import JULY_1_2026_1000_UTC_MS
 
 T0 = JULY_1_2026_1000_UTC_MS
@@ -275,43 +275,10 @@ def test_discovery_templates_read_the_metrics_payload() -> None:
 # -- the service on a real broker -----------------------------------------------------------
 
 
-class Watcher:
-    """Everything published under a coop's hub topics and Home Assistant's prefix."""
-
-    def __init__(self, broker: RunningBroker, coop: str) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.cond = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{coop}")
-        self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        for t in (
-            f"coopwatt/{coop}/hub/#",
-            "homeassistant/+/coopwatt_" + coop.replace("-", "_") + "/#",
-        ):
-            self.client.subscribe(t, qos=1)
-
-    def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
-        with self.cond:
-            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
-            self.cond.notify_all()
-
-    def wait(self, predicate: Any, what: str) -> None:
-        with self.cond:
-            assert self.cond.wait_for(lambda: predicate(self.messages), WAIT_S), what
-
-    def latest(self, topic: str) -> bytes:
-        return [p for t, p, _ in self.messages if t == topic][-1]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 @pytest.fixture
 def hub_parts(
     mosquitto: RunningBroker, tmp_path: Path
-) -> Iterator[tuple[Ingest, HealthService, ManualClock, Watcher]]:
+) -> Iterator[tuple[Ingest, HealthService, ManualClock, Recorder]]:
     coop = "health-coop"
     clock = ManualClock(T0)
     store = Store.open(tmp_path / "hub.db", coop, clock=clock)
@@ -320,7 +287,12 @@ def hub_parts(
     health = HealthService(
         store.path, coop, settings, clock, ingest.stats, ingest.mismatched_homes, interval_s=30
     )
-    watcher = Watcher(mosquitto, coop)
+    watcher = Recorder(
+        mosquitto.port,
+        [f"coopwatt/{coop}/hub/#", "homeassistant/+/coopwatt_" + coop.replace("-", "_") + "/#"],
+        client_id=f"watch-{coop}",
+        host=mosquitto.host,
+    )
     ingest.start()
     health.start()
     try:
@@ -366,7 +338,7 @@ def _publish(broker: RunningBroker, topic: str, payload: bytes, retain: bool = F
 
 
 def test_the_hub_publishes_metrics_and_alert_changes(
-    hub_parts: tuple[Ingest, HealthService, ManualClock, Watcher], mosquitto: RunningBroker
+    hub_parts: tuple[Ingest, HealthService, ManualClock, Recorder], mosquitto: RunningBroker
 ) -> None:
     ingest, health, clock, watcher = hub_parts
     coop = ingest.coop
@@ -432,7 +404,7 @@ def test_the_hub_publishes_metrics_and_alert_changes(
 
 
 def test_home_assistant_finds_the_hub_and_is_reminded_after_a_restart(
-    hub_parts: tuple[Ingest, HealthService, ManualClock, Watcher], mosquitto: RunningBroker
+    hub_parts: tuple[Ingest, HealthService, ManualClock, Recorder], mosquitto: RunningBroker
 ) -> None:
     ingest, _, _, watcher = hub_parts
     expected = set(discovery_configs(ingest.coop, 30, "x"))

@@ -6,14 +6,10 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import threading
 from pathlib import Path
-from typing import Any
 
 import jinja2
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.ha_discovery import (
     HomeAssistantBridge,
@@ -26,49 +22,24 @@ from agent.outbox import Polled
 from protocol.config_tables import ConfigError
 from protocol.quantities import Role
 from sim.broker import RunningBroker
-from tests.harness import BIN, simulated_home, wait_for
+from tests.harness import BIN, Recorder, simulated_home, wait_for
 from tests.times import JULY_1_2026_1000_UTC_MS
 
 T0 = JULY_1_2026_1000_UTC_MS
 WAIT_S = 10.0
 
 
-class Household:
+def make_household(broker: RunningBroker, home: str) -> Recorder:
     """A subscriber on the household's broker, as Home Assistant would be."""
-
-    def __init__(self, broker: RunningBroker, home: str) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.cond = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ha-{home}")
-        self.node = f"coopwatt_{home}_".replace("-", "_")
-        self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        self.client.subscribe(f"coopwatt/{home}/#", qos=1)
-        self.client.subscribe("homeassistant/sensor/+/+/config", qos=1)
-
-    def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic.startswith("homeassistant/") and self.node not in msg.topic:
-            return  # other tests' devices on the shared test broker
-        with self.cond:
-            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
-            self.cond.notify_all()
-
-    def wait(self, predicate: Any, what: str) -> None:
-        with self.cond:
-            assert self.cond.wait_for(lambda: predicate(self.messages), WAIT_S), what
-
-    def topics(self) -> list[str]:
-        with self.cond:
-            return [t for t, _, _ in self.messages]
-
-    def latest(self, topic: str) -> bytes:
-        with self.cond:
-            return [p for t, p, _ in self.messages if t == topic][-1]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    node = f"coopwatt_{home}_".replace("-", "_")
+    return Recorder(
+        broker.port,
+        [f"coopwatt/{home}/#", "homeassistant/sensor/+/+/config"],
+        client_id=f"ha-{home}",
+        # Other tests' devices on the shared test broker are not this household's.
+        keep=lambda topic: not topic.startswith("homeassistant/") or node in topic,
+        host=broker.host,
+    )
 
 
 def test_sensor_configs_and_templates() -> None:
@@ -103,7 +74,7 @@ def test_config_is_checked(tmp_path: Path) -> None:
 
 def test_bridge_announces_publishes_and_says_goodbye(mosquitto: RunningBroker) -> None:
     home = "ha-home-1"
-    household = Household(mosquitto, home)
+    household = make_household(mosquitto, home)
     bridge = HomeAssistantBridge(
         parse_ha_config({"broker": {"url": mosquitto.url}}, Path(), home), home, "0.1.0"
     )
@@ -152,7 +123,7 @@ def test_the_agent_shares_with_home_assistant_only_when_asked(
     ha_file = tmp_path / "home-assistant.toml"
     ha_file.write_text(f'[broker]\nurl = "{mosquitto.url}"\n')
     with simulated_home(tmp_path, "ha-agent-coop", mosquitto.url) as home:
-        household = Household(mosquitto, "home-1")
+        household = make_household(mosquitto, "home-1")
         log = (tmp_path / "agent.log").open("wb")
         proc = subprocess.Popen(
             [str(BIN / "coopwatt-agent"), "run", "--config", str(home.config),
