@@ -257,6 +257,10 @@ class Home:
     def log(self) -> str:
         return (self.config.parent / "agent.log").read_text(errors="replace")
 
+    def polls_served(self) -> int:
+        """Polls the simulated devices have answered so far, all devices together."""
+        return sum(len(self.served.polls(self.sim.home, d)) for d in self.sim.devices)
+
 
 @contextlib.contextmanager
 def simulated_home(
@@ -417,12 +421,11 @@ def served_not_stored(
 
 def wait_all_served_stored(
     hub_db: Path, home: Home, *, missing_allowed: int = 0, timeout_s: float = 150.0
-) -> int:
+) -> None:
     """With the agent left running, wait until every poll served so far is in the hub's database
     (but ``missing_allowed`` per device: polls answered to an agent killed before it stored
-    them); returns how many polls that was. Nothing here restarts or nudges the agent."""
+    them). Nothing here restarts or nudges the agent."""
     mark = SystemClock().now_ms() - 1
-    total = sum(len(home.served.polls(home.sim.home, d)) for d in home.sim.devices)
     last: dict[str, int] = {}
 
     def done() -> bool:
@@ -433,4 +436,3 @@ def wait_all_served_stored(
         wait_for(done, timeout_s, "every served poll stored")
     except AssertionError:
         raise AssertionError(f"served polls never stored, per device: {last}") from None
-    return total

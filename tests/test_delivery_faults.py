@@ -21,7 +21,7 @@ import contextlib
 import signal
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -95,10 +95,6 @@ def db_write_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             db.execute("ROLLBACK")
-
-
-def polls_served(home: Home) -> Callable[[], int]:
-    return lambda: sum(len(home.served.polls(home.sim.home, d)) for d in home.sim.devices)
 
 
 @contextlib.contextmanager
@@ -254,7 +250,7 @@ def test_hub_killed_holding_received_uncommitted_readings(rig: Rig) -> None:
 def test_another_process_holds_the_hub_database_for_longer_than_its_busy_timeout(
     rig: Rig,
 ) -> None:
-    served = polls_served(rig.home)
+    served = rig.home.polls_served
     with db_write_lock(rig.hub.db):
         start = served()
         # 12 s of polls from three devices at 10 a second: past SQLite's 10 s busy timeout.
