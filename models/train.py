@@ -823,12 +823,12 @@ def retrain_from_history(
         train(datasets, windows, settings, candidate_path, info)
         issues = [t for t in default_issues(history, 6) if t >= test_start]
         candidate = ForecastModel(candidate_path)
-        new_report = backtest(candidate, history, stored, site, issues)
+        new_report = backtest(candidate, history, stored, site, issues, tuned=False)
         try:
             current_model: ForecastModel | None = ForecastModel(current_path)
         except Exception:
             current_model = None
-        cur_report = backtest(current_model, history, stored, site, issues)
+        cur_report = backtest(current_model, history, stored, site, issues, tuned=False)
         new_skill, cur_skill = mean_skill(new_report), mean_skill(cur_report)
         wins = new_skill is not None and (cur_skill is None or new_skill > cur_skill)
         if wins:

@@ -413,7 +413,8 @@ class Statement:
 
 
 MAX_FORECAST_STEPS: Final = 7 * 96  # a week of 15-minute steps
-_FORECAST_METHODS: Final = ("model", "fallback", "mixed", "absent")
+_FORECAST_METHODS: Final = ("model", "fallback", "mixed", "absent", "selected")
+_BASIS_NAME: Final = re.compile(r"[a-z0-9][a-z0-9+_-]{0,31}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,15 +422,19 @@ class TargetQuantiles:
     """One forecast target (demand, PV or wind): P10/P50/P90 in W per step, and how it was made.
 
     ``method``: ``model`` (the ONNX model), ``fallback`` (a rule from history, ``note`` says
-    why), ``mixed`` (the model while the weather forecast lasts, the fallback after) or
-    ``absent`` (the cooperative has no such generation; all zeros).
+    why), ``mixed`` (the model while the weather forecast lasts, the fallback after),
+    ``absent`` (the cooperative has no such generation; all zeros) or ``selected`` (per
+    horizon band, the forecaster that scored best on the cooperative's recent weeks).
+    ``basis``: horizon band (``0-6h``, ``6-24h``, ``24-48h``) -> the forecaster serving it
+    (``model``, ``last_week``, ``mean_4w``, ``median_4w``, ``model+mean_4w``).
     """
 
     p10_w: list[float]
     p50_w: list[float]
     p90_w: list[float]
-    method: Literal["model", "fallback", "mixed", "absent"]
+    method: Literal["model", "fallback", "mixed", "absent", "selected"]
     note: str | None = None
+    basis: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.method not in _FORECAST_METHODS:
@@ -445,6 +450,12 @@ class TargetQuantiles:
                 raise ValueError("quantiles must satisfy p10_w <= p50_w <= p90_w at every step")
         if self.note is not None:
             _check_text(self.note, "note")
+        if self.basis is not None:
+            if not 1 <= len(self.basis) <= 8:
+                raise ValueError("basis must name 1 to 8 horizon bands")
+            for band, name in self.basis.items():
+                if not (_BASIS_NAME.fullmatch(band) and _BASIS_NAME.fullmatch(name)):
+                    raise ValueError(f"basis {band!r}: {name!r} is not a band and method name")
 
 
 @dataclass(frozen=True, slots=True)

@@ -318,8 +318,11 @@ def test_a_missing_model_still_publishes_labelled_fallbacks(store: Store, tmp_pa
     )
     payload = service.refresh()
     assert payload.model == "none"
-    assert payload.demand.method == "fallback"
-    assert "no forecast model" in (payload.demand.note or "")
+    assert payload.pv.method == "fallback"
+    assert "no forecast model" in (payload.pv.note or "")
+    # Demand without the model: the simple forecaster that scored best on the recent weeks.
+    assert payload.demand.method == "selected"
+    assert payload.demand.basis and "model" not in payload.demand.basis.values()
     assert encode(payload) == recorder.messages[0][1]
 
 

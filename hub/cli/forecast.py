@@ -14,22 +14,25 @@ from typing import Any
 import click
 
 from hub.forecast.backtest import backtest, default_issues, retrain_shortfall
-from hub.forecast.features import DAY_MS, HISTORY_DAYS, History
+from hub.forecast.features import DAY_MS, History
 from hub.forecast.model import (
     DEFAULT_HOURS,
     ForecastModel,
     ModelError,
     load_model,
     make_forecast,
+    tuned_forecast,
 )
 from hub.forecast.service import (
+    READ_DAYS,
     HistoryError,
     import_weather,
     load_history_csv,
     read_community_history,
     read_weather,
 )
-from hub.forecast.site import Site
+from hub.forecast.site import Site, is_known_timezone
+from hub.forecast.tuning import TUNE_DAYS
 from hub.forecast.weather import WeatherError, WeatherSeries, load_weather_file
 from hub.storage.store import Store, StoreError
 from protocol.cli import CliError
@@ -81,9 +84,11 @@ def _model(path: Path | None) -> ForecastModel:
         raise CliError(str(exc)) from None
 
 
-def _history(path: Path) -> History:
+def _history(path: Path, zone: str | None) -> History:
+    if zone is not None and not is_known_timezone(zone):
+        raise CliError(f"--history-timezone: unknown timezone {zone!r} (use e.g. Europe/Berlin)")
     try:
-        return load_history_csv(path)
+        return load_history_csv(path, zone)
     except HistoryError as exc:
         raise CliError(str(exc)) from None
 
@@ -149,6 +154,19 @@ _model_opt = click.option(
     default=None,
     help="ONNX model to use; default: the model shipped with coopwatt.",
 )
+_history_zone = click.option(
+    "--history-timezone",
+    default=None,
+    help="IANA timezone of history times written without an offset (a meter's local clock; "
+    "its repeated autumn hour is read in file order). Default: such times are UTC.",
+)
+_tuning_opt = click.option(
+    "--tuning/--no-tuning",
+    default=True,
+    show_default=True,
+    help="Tune on the history's last 28 days first (the hub always does): choose demand's "
+    "forecaster per horizon and calibrate the P10-P90 bands. --no-tuning shows the model alone.",
+)
 _weather_opt = click.option(
     "--weather",
     "weather_path",
@@ -202,7 +220,8 @@ def weather_import(file: Path, db_path: Path) -> None:
     "history_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="CSV ts,demand_w,pv_w,wind_w (UTC, 15-minute means, W). Or use --db.",
+    help="CSV ts,demand_w,pv_w,wind_w (15-minute means, W; times UTC unless they carry an "
+    "offset or --history-timezone is given). Or use --db.",
 )
 @click.option(
     "--db",
@@ -226,6 +245,8 @@ def weather_import(file: Path, db_path: Path) -> None:
 @_wind_cap
 @_calendar
 @_model_opt
+@_tuning_opt
+@_history_zone
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
 def forecast_cmd(
     history_path: Path | None,
@@ -241,13 +262,20 @@ def forecast_cmd(
     holidays: tuple[datetime, ...],
     half_holidays: tuple[datetime, ...],
     model_path: Path | None,
+    tuning: bool,
+    history_timezone: str | None,
     as_json: bool,
 ) -> None:
     """Forecast community demand, PV and wind in 15-minute steps with P10/P50/P90.
 
     Prints {"start", "step_s": 900, "demand_w", "pv_w", "wind_w"} (P50, W) plus
     "demand_w_p10", "demand_w_p90" and the same for pv and wind, "methods" (model, fallback,
-    mixed or absent per target), "notes" (why a target fell back) and "model".
+    mixed, absent or selected per target), "notes" (why), "basis" (demand's forecaster per
+    horizon band), "tuning" (every candidate's MAE on the last 28 days) and "model".
+
+    Give --history at least 5 weeks before --start, and --weather covering those weeks too,
+    for the tuning to score the last 28 days; with less it scores what there is (a week of
+    history before each scored issue), and with under 9 days nothing is tuned.
     """
     del as_json  # JSON is the only output; the flag keeps scripts explicit
     site = _site(lat, lon, pv_capacity_w, wind_capacity_w, timezone, holidays, half_holidays)
@@ -257,18 +285,22 @@ def forecast_cmd(
         raise CliError("give either --history FILE or --db DATABASE")
     weather = _weather(weather_path)
     if history_path is not None:
-        history = _history(history_path)
+        history = _history(history_path, history_timezone)
     else:
         assert db_path is not None
         with _open_to_write(db_path) as store:
             history = read_community_history(
-                store, issue_ms - HISTORY_DAYS * DAY_MS, issue_ms, now_ms=now_ms
+                store, issue_ms - READ_DAYS * DAY_MS, issue_ms, now_ms=now_ms
             )
             if weather_path is None:
                 weather = read_weather(
-                    store, issue_ms - 3_600_000, issue_ms + (hours + 2) * 3_600_000
+                    store, issue_ms - (TUNE_DAYS + 1) * DAY_MS, issue_ms + (hours + 2) * 3_600_000
                 )
-    result = make_forecast(_model(model_path), history, weather, site, issue_ms, hours)
+    model = _model(model_path)
+    if tuning:
+        result = tuned_forecast(model, history, weather, site, issue_ms, hours)
+    else:
+        result = make_forecast(model, history, weather, site, issue_ms, hours)
     _echo_json(result.to_json_obj())
 
 
@@ -278,7 +310,7 @@ def forecast_cmd(
     "history_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="CSV ts,demand_w,pv_w,wind_w (UTC, 15-minute means, W).",
+    help="CSV ts,demand_w,pv_w,wind_w (15-minute means, W; times as for forecast --history).",
 )
 @_weather_opt
 @_lat
@@ -303,6 +335,8 @@ def forecast_cmd(
 @_wind_cap
 @_calendar
 @_model_opt
+@_tuning_opt
+@_history_zone
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the only output format).")
 def backtest_cmd(
     history_path: Path,
@@ -318,18 +352,23 @@ def backtest_cmd(
     holidays: tuple[datetime, ...],
     half_holidays: tuple[datetime, ...],
     model_path: Path | None,
+    tuning: bool,
+    history_timezone: str | None,
     as_json: bool,
 ) -> None:
     """Replay 48-hour forecasts over the history and score them.
 
     Per target and horizon band (0-6h, 6-24h, 24-48h, all): MAE and RMSE (W) of the P50, of
     24-hour persistence and of same-time-last-week; skill against each (1 − model/baseline, on
-    MAE and on RMSE); and P10–P90 coverage. Each forecast sees only history before its issue
-    time; the weather file serves as the forecast for every issue.
+    MAE and on RMSE); P10–P90 coverage (PV also over daylight, wind over steps it turned);
+    and for demand every candidate forecaster's MAE and skill, so you can see why the hub
+    chooses the one it does. Each forecast sees only history before its issue time and is
+    tuned on the 28 days before it, as the hub does; the weather file serves as the forecast
+    for every issue.
     """
     del as_json
     site = _site(lat, lon, pv_capacity_w, wind_capacity_w, timezone, holidays, half_holidays)
-    history = _history(history_path)
+    history = _history(history_path, history_timezone)
     weather = _weather(weather_path)
     issues = default_issues(history, every_hours)
     if from_:
@@ -343,7 +382,7 @@ def backtest_cmd(
     model = _model(model_path)
     # Long work shows progress, on stderr so that stdout stays clean JSON.
     with click.progressbar(length=len(issues), label="backtest", file=sys.stderr) as bar:
-        report = backtest(model, history, weather, site, issues, progress=bar.update)
+        report = backtest(model, history, weather, site, issues, progress=bar.update, tuned=tuning)
     _echo_json(report)
 
 

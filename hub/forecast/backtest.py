@@ -10,23 +10,32 @@ scored. Baselines, from the same history:
 
 Per target and horizon band: MAE and RMSE (W) of the P50 and of each baseline, skill as
 ``1 − error_model / error_baseline`` (on MAE and on RMSE; positive is better than the baseline),
-and the share of actuals inside [P10, P90] (ideally 80 %), below P10 and above P90. Only steps
-where the model itself ran (method ``model``) are scored, and the count of forecasts that fell
-back is reported.
+and the share of actuals inside [P10, P90] (ideally 80 %), below P10 and above P90; for PV also
+over daylight steps only and for wind over steps where it turned (output above zero), where the
+band matters (night and calm are zeros any band covers). Only steps where the model ran (method
+``model``, or ``selected`` for demand) are scored, and the count of forecasts that fell back is
+reported.
+
+Forecasts are tuned as the hub tunes them (:func:`hub.forecast.model.tuned_forecast`) unless
+``tuned`` is off, and demand's report has every candidate of the tuning
+(:data:`hub.forecast.tuning.DEMAND_CANDIDATES`) scored beside it, so an operator sees why one is
+chosen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 
 import numpy as np
 
 from hub.forecast.features import DAY_MS, STEP_MS, STEPS_PER_DAY, TARGETS, History, step_starts
-from hub.forecast.model import ForecastModel, make_forecast
+from hub.forecast.model import ForecastModel, make_forecast, replay, tuned_forecast
 from hub.forecast.site import Site
-from hub.forecast.solar import FloatArray
+from hub.forecast.solar import FloatArray, mean_clear_sky_ghi
+from hub.forecast.tuning import ReplayCache
 from hub.forecast.weather import WeatherSeries
 
 BANDS: Final = (("0-6h", 0, 24), ("6-24h", 24, 96), ("24-48h", 96, 192), ("all", 0, 192))
@@ -42,6 +51,8 @@ class _Scores:
     p90: list[FloatArray] = field(default_factory=list)
     persistence: list[FloatArray] = field(default_factory=list)
     last_week: list[FloatArray] = field(default_factory=list)
+    matters: list[np.ndarray] = field(default_factory=list)  # daylight (PV), turning (wind)
+    candidates: dict[str, list[FloatArray]] = field(default_factory=dict)
     forecasts: int = 0
     fallbacks: int = 0
 
@@ -92,15 +103,19 @@ def _safe_ratio(num: float, den: float) -> float | None:
     return None if not den > 0 else round(1.0 - num / den, 4)
 
 
-def _band_metrics(s: _Scores, lo: int, hi: int) -> dict[str, Any]:
+def _band_metrics(s: _Scores, lo: int, hi: int, target: str) -> dict[str, Any]:
     h = np.concatenate(s.horizon)
     keep = (h >= lo) & (h < hi)
     a = np.concatenate(s.actual)[keep]
     p10, p50, p90 = (np.concatenate(x)[keep] for x in (s.p10, s.p50, s.p90))
     pers = np.concatenate(s.persistence)[keep]
     week = np.concatenate(s.last_week)[keep]
+    matters = np.concatenate(s.matters)[keep]
+    candidates = {c: np.concatenate(v)[keep] for c, v in s.candidates.items()}
     ok = np.isfinite(a) & np.isfinite(pers) & np.isfinite(week)
     a, p10, p50, p90, pers, week = a[ok], p10[ok], p50[ok], p90[ok], pers[ok], week[ok]
+    matters = matters[ok] & (a > 0 if target == "wind" else True)
+    candidates = {c: v[ok] for c, v in candidates.items()}
     if a.size == 0:
         return {"n": 0}
 
@@ -112,7 +127,8 @@ def _band_metrics(s: _Scores, lo: int, hi: int) -> dict[str, Any]:
 
     m, r = mae(p50), rmse(p50)
     mp, rp, mw, rw = mae(pers), rmse(pers), mae(week), rmse(week)
-    return {
+    inside = (a >= p10) & (a <= p90)
+    out: dict[str, Any] = {
         "n": int(a.size),
         "mean_actual_w": round(float(a.mean()), 1),
         "mae_w": round(m, 1),
@@ -123,10 +139,31 @@ def _band_metrics(s: _Scores, lo: int, hi: int) -> dict[str, Any]:
         "skill_rmse_vs_persistence_24h": _safe_ratio(r, rp),
         "skill_mae_vs_last_week": _safe_ratio(m, mw),
         "skill_rmse_vs_last_week": _safe_ratio(r, rw),
-        "coverage_p10_p90": round(float(np.mean((a >= p10) & (a <= p90))), 4),
+        "coverage_p10_p90": round(float(np.mean(inside)), 4),
         "below_p10": round(float(np.mean(a < p10)), 4),
         "above_p90": round(float(np.mean(a > p90)), 4),
     }
+    if target != "demand" and matters.any():
+        where = "daylight" if target == "pv" else "turning"
+        out[f"n_{where}"] = int(matters.sum())
+        out[f"coverage_p10_p90_{where}"] = round(float(np.mean(inside[matters])), 4)
+    if candidates:
+        out["candidates"] = {}
+        for name, pred in candidates.items():
+            fine = np.isfinite(pred)
+            if not fine.any():
+                continue
+            cm = float(np.mean(np.abs(pred[fine] - a[fine])))
+            cr = float(np.sqrt(np.mean((pred[fine] - a[fine]) ** 2)))
+            wm = float(np.mean(np.abs(week[fine] - a[fine])))
+            wr = float(np.sqrt(np.mean((week[fine] - a[fine]) ** 2)))
+            out["candidates"][name] = {
+                "n": int(fine.sum()),
+                "mae_w": round(cm, 1),
+                "skill_mae_vs_last_week": _safe_ratio(cm, wm),
+                "skill_rmse_vs_last_week": _safe_ratio(cr, wr),
+            }
+    return out
 
 
 def backtest(
@@ -139,22 +176,32 @@ def backtest(
     hours: int = 48,
     targets: Iterable[str] = TARGETS,
     progress: Callable[[int], None] | None = None,
+    tuned: bool = True,
 ) -> dict[str, Any]:
     """Replay forecasts at ``issues`` and score them; ``weather`` may be a function of the issue
-    time (a bench's synthetic forecast errors), else the same series serves every issue."""
+    time (a bench's synthetic forecast errors), else the same series serves every issue. With
+    ``tuned``, each forecast is tuned on the history before it, as the hub does."""
     targets = tuple(targets)
     scores = {t: _Scores() for t in targets}
     issues = list(issues)
+    cache = ReplayCache()
     for issue_ms in issues:
         w = weather(issue_ms) if callable(weather) else weather
-        result = make_forecast(model, history, w, site, issue_ms, hours)
+        if tuned:
+            # A bench's weather function gives each replay the forecast of its own issue time.
+            replay_weather = weather if callable(weather) else None
+            result = tuned_forecast(model, history, w, site, issue_ms, hours, cache, replay_weather)
+            here = cache.get(result.issue_ms, partial(replay, model, history, w, site))
+        else:
+            result = make_forecast(model, history, w, site, issue_ms, hours)
         t = step_starts(result.issue_ms, result.steps)
         back = np.maximum(np.ceil((t - result.issue_ms + 1) / DAY_MS).astype(np.int64), 1)
+        daylight = mean_clear_sky_ghi(t, STEP_MS, site.lat, site.lon, samples=3) > 0
         for target in targets:
             s = scores[target]
             f = result.targets[target]
             s.forecasts += 1
-            if f.method != "model":
+            if f.method not in ("model", "selected"):
                 s.fallbacks += 1
                 continue
             s.horizon.append(np.arange(result.steps))
@@ -164,19 +211,28 @@ def backtest(
             s.p90.append(f.p90)
             s.persistence.append(_values_at(history, target, t - back * DAY_MS))
             s.last_week.append(_values_at(history, target, t - 7 * DAY_MS))
+            s.matters.append(daylight if target == "pv" else np.ones(result.steps, dtype=bool))
+            if target == "demand" and tuned:
+                for name, pred in here.demand.items():
+                    extended = np.full(result.steps, np.nan)
+                    extended[: min(pred.size, result.steps)] = pred[: result.steps]
+                    s.candidates.setdefault(name, []).append(extended)
         if progress is not None:
             progress(1)
     report: dict[str, Any] = {
         "issues": len(issues),
         "hours": hours,
         "model": model.id if model is not None else "none",
+        "tuned": tuned,
         "targets": {},
     }
     for target in targets:
         s = scores[target]
         entry: dict[str, Any] = {"forecasts": s.forecasts, "fallbacks": s.fallbacks}
         if s.horizon:
-            entry["bands"] = {name: _band_metrics(s, lo, hi) for name, lo, hi in BANDS}
+            if s.candidates and any(len(v) != len(s.horizon) for v in s.candidates.values()):
+                s.candidates = {}  # a candidate missing at some issues cannot be compared
+            entry["bands"] = {name: _band_metrics(s, lo, hi, target) for name, lo, hi in BANDS}
         report["targets"][target] = entry
     return report
 

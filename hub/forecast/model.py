@@ -10,13 +10,20 @@ fallback (``method`` says which and ``note`` says why), never to an exception:
   PV without an irradiance forecast: the last 7 days' profile; wind without a wind forecast: the
   last day's mean), or zeros when there is nothing to go on;
 - ``mixed``: the model where the weather file reaches, the fallback after it ends;
-- ``absent``: the cooperative has no such generation (none in history and none configured).
+- ``absent``: the cooperative has no such generation (none in history and none configured);
+- ``selected``: demand, where tuning on the cooperative's own recent weeks
+  (:mod:`hub.forecast.tuning`) found a simpler candidate better than the model for some
+  horizon; ``basis`` says which serves each horizon band and ``note`` why.
+
+:func:`tuned_forecast` is what the hub and its commands call: it tunes on the history first
+(:func:`replay` is one past forecast for that), then forecasts with the tuning applied.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +47,17 @@ from hub.forecast.features import (
 )
 from hub.forecast.site import Site
 from hub.forecast.solar import FloatArray
+from hub.forecast.tuning import (
+    Band,
+    Replay,
+    ReplayCache,
+    Tuning,
+    apply_demand,
+    apply_generation,
+    demand_candidates,
+    generation_scale_w,
+    tune,
+)
 from hub.forecast.weather import StepWeather, WeatherSeries, to_steps
 
 log = logging.getLogger(__name__)
@@ -49,7 +67,7 @@ DEFAULT_HOURS: Final = 48
 SHIPPED_MODEL: Final = Path(__file__).resolve().parents[2] / "models" / "forecast.onnx"
 MODEL_FORMAT: Final = "coopwatt-forecast-1"
 
-Method = Literal["model", "fallback", "mixed", "absent"]
+Method = Literal["model", "fallback", "mixed", "absent", "selected"]
 CAPACITY_MODES: Final = ("configured", "estimated")
 """How a PV or wind output is normalised: by the configured capacity or by one estimated from
 history. The band is calibrated per mode (``coopwatt.interval_scale.{target}.{mode}``)."""
@@ -68,6 +86,7 @@ class TargetForecast:
     p90: FloatArray
     method: Method
     note: str = ""
+    basis: dict[str, str] = field(default_factory=dict)  # horizon band -> demand candidate
 
 
 @dataclass(frozen=True)
@@ -76,7 +95,7 @@ class ForecastResult:
     steps: int
     targets: dict[str, TargetForecast]
     model: str  # the model's id, or "none" when none could be loaded
-    extra: dict[str, Any] = field(default_factory=dict)
+    tuning: Tuning | None = None
 
     def to_json_obj(self) -> dict[str, Any]:
         """The evaluation interface: ``start``, ``step_s``, ``{target}_w`` and its quantiles."""
@@ -95,8 +114,36 @@ class ForecastResult:
         notes = {name: self.targets[name].note for name in TARGETS if self.targets[name].note}
         if notes:
             out["notes"] = notes
+        basis = {name: self.targets[name].basis for name in TARGETS if self.targets[name].basis}
+        if basis:
+            out["basis"] = basis
         out["model"] = self.model
+        if self.tuning is not None:
+            out["tuning"] = tuning_json(self.tuning)
         return out
+
+
+def tuning_json(tuning: Tuning) -> dict[str, Any]:
+    """What tuning found, for the operator: each demand candidate's MAE per horizon band and the
+    one chosen; PV's and wind's band corrections and the coverage before them."""
+    out: dict[str, Any] = {"issues": tuning.issues, "days": tuning.days}
+    if tuning.demand:
+        out["demand"] = {
+            b.name: {
+                "chosen": b.chosen,
+                "mae_w": b.mae_w,
+                "steps": b.steps,
+                "ratio_p10": b.ratio_p10,
+                "ratio_p90": b.ratio_p90,
+            }
+            for b in tuning.demand
+        }
+    for target, bands in tuning.generation.items():
+        out[target] = {
+            b.name: {"widen": b.widen, "steps": b.steps, "coverage_before": b.coverage_before}
+            for b in bands
+        }
+    return out
 
 
 def _rounded(values: FloatArray) -> list[float]:
@@ -360,9 +407,11 @@ def make_forecast(
     site: Site,
     issue_ms: int,
     hours: int = DEFAULT_HOURS,
+    tuning: Tuning | None = None,
 ) -> ForecastResult:
     """Forecast ``hours`` ahead from ``issue_ms`` (aligned down to 15 minutes), using only history
-    before it. ``weather`` may be empty: PV and wind then fall back."""
+    before it. ``weather`` may be empty: PV and wind then fall back. ``tuning`` (from
+    :func:`tuned_forecast`) chooses demand's method per horizon and calibrates the bands."""
     if not 1 <= hours <= 168:
         raise ValueError("hours must be between 1 and 168")
     issue_ms = align_issue_ms(issue_ms)
@@ -373,4 +422,95 @@ def make_forecast(
         target: forecast_target(model, target, past, step_weather, site, issue_ms, steps)
         for target in TARGETS
     }
-    return ForecastResult(issue_ms, steps, targets, model.id if model is not None else "none")
+    if tuning is not None:
+        targets = {
+            target: _tuned(target, f, tuning, past, site, issue_ms) for target, f in targets.items()
+        }
+    model_id = model.id if model is not None else "none"
+    return ForecastResult(issue_ms, steps, targets, model_id, tuning)
+
+
+def _tuned(
+    target: str, f: TargetForecast, tuning: Tuning, past: History, site: Site, issue_ms: int
+) -> TargetForecast:
+    """``f`` with ``tuning`` applied: demand's per-horizon choice and band, PV's and wind's
+    conformal band correction."""
+    steps = f.p50.size
+    if target == "demand":
+        if not tuning.demand or f.method not in ("model", "fallback"):
+            return f
+        model_p50 = f.p50 if f.method == "model" else None
+        candidates = demand_candidates(model_p50, past, issue_ms, steps)
+        lo, mid, hi, basis = apply_demand(tuning.demand, candidates, f.p10, f.p50, f.p90)
+        if not basis:
+            return f
+        only_model = f.method == "model" and set(basis.values()) == {"model"}
+        method: Method = "model" if only_model else "selected"
+        return TargetForecast(lo, mid, hi, method, tuning.demand_note(), basis)
+    bands = tuning.generation.get(target)
+    cap = capacity_w(past, target, site)
+    if not bands or cap is None or f.method not in ("model", "mixed"):
+        return f
+    scale = generation_scale_w(target, cap, step_starts(issue_ms, steps), site)
+    lo, hi = apply_generation(bands, f.p10, f.p50, f.p90, scale)
+    where = "daylight" if target == "pv" else "turning"
+    before = ", ".join(f"{b.name} {b.coverage_before:.0%}" for b in bands)
+    note = f"band calibrated on {where} steps of the last {tuning.days:g} days"
+    note += f" (it covered {before})"
+    note = note if not f.note else f"{f.note}; {note}"
+    return TargetForecast(lo, f.p50, hi, f.method, note[:200])
+
+
+TUNE_HOURS: Final = 48
+"""The horizon replays are made for: the bands of :data:`~hub.forecast.tuning.HORIZON_BANDS`."""
+
+
+def replay(
+    model: ForecastModel | None, history: History, weather: WeatherSeries, site: Site, issue_ms: int
+) -> Replay:
+    """The forecast the hub would have issued at ``issue_ms`` (from history before it), as
+    tuning scores it: demand's candidates, and PV's and wind's model band with the scale its
+    calibration is measured in."""
+    steps = TUNE_HOURS * 4
+    past = history.before(issue_ms)
+    t = step_starts(issue_ms, steps)
+    step_weather = to_steps(weather, t, STEP_MS, site.lat, site.lon)
+    demand = forecast_target(model, "demand", past, step_weather, site, issue_ms, steps)
+    model_p50 = demand.p50 if demand.method == "model" else None
+    candidates = demand_candidates(model_p50, past, issue_ms, steps)
+    generation: dict[str, Band] = {}
+    for target in ("pv", "wind"):
+        f = forecast_target(model, target, past, step_weather, site, issue_ms, steps)
+        cap = capacity_w(past, target, site)
+        if f.method not in ("model", "mixed") or cap is None:
+            continue
+        scale = generation_scale_w(target, cap, t, site)
+        if f.method == "mixed":  # score only where the model ran
+            needed = step_weather.ghi_w_m2 if target == "pv" else step_weather.wind_speed_m_s
+            scale = np.where(np.isfinite(needed), scale, 0.0)
+        generation[target] = Band(f.p10, f.p50, f.p90, scale)
+    return Replay(issue_ms, candidates, generation)
+
+
+def tuned_forecast(
+    model: ForecastModel | None,
+    history: History,
+    weather: WeatherSeries,
+    site: Site,
+    issue_ms: int,
+    hours: int = DEFAULT_HOURS,
+    cache: ReplayCache | None = None,
+    replay_weather: Callable[[int], WeatherSeries] | None = None,
+) -> ForecastResult:
+    """Tune on the history before ``issue_ms`` (:func:`hub.forecast.tuning.tune`; ``history``
+    should reach :data:`~hub.forecast.tuning.TUNE_DAYS` plus a week before it), then forecast
+    with the tuning applied. ``weather`` serves the replays as well as the forecast, unless
+    ``replay_weather(p)`` gives the weather as it was forecast at each replayed issue ``p``."""
+    issue_ms = align_issue_ms(issue_ms)
+
+    def replay_at(p: int) -> Replay:
+        w = replay_weather(p) if replay_weather is not None else weather
+        return replay(model, history, w, site, p)
+
+    tuning = tune(history, issue_ms, replay_at, cache=cache)
+    return make_forecast(model, history, weather, site, issue_ms, hours, tuning)

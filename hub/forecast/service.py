@@ -16,9 +16,11 @@ import csv
 import io
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -31,7 +33,7 @@ from hub.forecast.model import (
     ModelError,
     align_issue_ms,
     load_model,
-    make_forecast,
+    tuned_forecast,
 )
 from hub.forecast.series import (
     forecast_series,
@@ -41,6 +43,7 @@ from hub.forecast.series import (
     weather_rows,
 )
 from hub.forecast.site import Site
+from hub.forecast.tuning import TUNE_DAYS, ReplayCache
 from hub.forecast.weather import WeatherSeries
 from hub.storage.store import Store
 from protocol.clock import Clock
@@ -67,6 +70,8 @@ class HistoryError(ValueError):
 HOUR_MS: Final = 3_600_000
 SERIES_ROLES: Final = frozenset({Role.GRID, Role.PV, Role.WIND, Role.BATTERY})
 """The streams the community series counts (a ``load`` sub-meter is inside a grid meter's)."""
+READ_DAYS: Final = HISTORY_DAYS + TUNE_DAYS
+"""History a refresh reads: the model's window before each replayed issue of the tuning."""
 TAIL_SLOTS: Final = 8
 """How many of the latest slots are checked for readings still on their way."""
 
@@ -179,9 +184,18 @@ def import_weather(store: Store, weather: WeatherSeries, imported_ms: int) -> in
     return upsert_weather(store, rows, imported_ms)
 
 
-def parse_history_csv(text: str) -> History:
-    """``ts,demand_w,pv_w,wind_w``: UTC ISO 8601 at 15-minute boundaries, the mean power over
-    the 15 minutes starting at ``ts`` (W). A column may be absent, a cell empty."""
+def parse_history_csv(text: str, local_zone: str | None = None) -> History:
+    """``ts,demand_w,pv_w,wind_w``: ISO 8601 at 15-minute boundaries, the mean power over the 15
+    minutes starting at ``ts`` (W). A column may be absent, a cell empty.
+
+    A ``ts`` with an offset or ``Z`` is that instant. One without is UTC, unless ``local_zone``
+    (an IANA name) says the file is in that zone's wall-clock time. Local files repeat an hour
+    when the clocks go back and skip one when they go forward: the first pass through a
+    repeated hour is read as the summer time and the second as winter time (so the file must
+    be in time order there), and a time inside the skipped hour is refused, since no clock
+    showed it. Any other repeated ``ts`` is refused with the lines it is on.
+    """
+    zone = ZoneInfo(local_zone) if local_zone is not None else None
     reader = csv.reader(io.StringIO(text))
     try:
         header = [h.strip() for h in next(reader)]
@@ -194,16 +208,30 @@ def parse_history_csv(text: str) -> History:
         raise HistoryError(f"unknown column {unknown[0]!r}; expected demand_w, pv_w, wind_w")
     cols = {name: i for i, name in enumerate(header)}
     stamps: list[int] = []
+    lines: dict[int, int] = {}  # ts -> the line it is on, to name both lines of a repeat
     values: dict[str, list[float]] = {"demand_w": [], "pv_w": [], "wind_w": []}
     for line, row in enumerate(reader, start=2):
         if not row or not row[0].strip():
             continue
+        text_ts = row[0].strip()
         try:
-            ms = parse_iso_ms(row[0].strip(), naive="utc")
-        except ValueError:
-            raise HistoryError(f"line {line}: ts {row[0]!r} is not ISO 8601") from None
+            ms = _history_ms(text_ts, zone, lines)
+        except ValueError as exc:
+            raise HistoryError(f"line {line}: ts {text_ts!r} {exc}") from None
         if ms % STEP_MS:
-            raise HistoryError(f"line {line}: ts {row[0]!r} is not on a 15-minute boundary")
+            raise HistoryError(f"line {line}: ts {text_ts!r} is not on a 15-minute boundary")
+        if ms in lines:
+            naive = datetime.fromisoformat(text_ts.replace("Z", "+00:00")).tzinfo is None
+            hint = (
+                "; a file in local time repeats an hour when the clocks go back: "
+                "give its timezone (--history-timezone) or write UTC times"
+                if naive and zone is None
+                else ""
+            )
+            raise HistoryError(
+                f"line {line}: ts {text_ts!r} appears twice (also on line {lines[ms]}){hint}"
+            )
+        lines[ms] = line
         stamps.append(ms)
         for name, column in values.items():
             i = cols.get(name)
@@ -220,8 +248,6 @@ def parse_history_csv(text: str) -> History:
     ts = np.asarray(stamps, dtype=np.int64)
     order = np.argsort(ts, kind="stable")
     ts = ts[order]
-    if np.any(np.diff(ts) == 0):
-        raise HistoryError("the same ts appears twice")
     start = int(ts[0])
     n = int((ts[-1] - start) // STEP_MS) + 1
     idx = (ts - start) // STEP_MS
@@ -234,13 +260,40 @@ def parse_history_csv(text: str) -> History:
     return History(start, grid("demand_w"), grid("pv_w"), grid("wind_w"))
 
 
-def load_history_csv(path: str | Path) -> History:
+def _history_ms(text: str, zone: ZoneInfo | None, seen: Mapping[int, int]) -> int:
+    """UTC ms of one history ``ts`` (see :func:`parse_history_csv`); ``seen`` holds the times
+    already read, which decide which pass through a repeated local hour this is."""
+    if zone is None:
+        try:
+            return parse_iso_ms(text, naive="utc")
+        except ValueError:
+            raise ValueError("is not ISO 8601") from None
+    try:
+        wall = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("is not ISO 8601") from None
+    if wall.tzinfo is not None:
+        return round(wall.timestamp() * 1000)
+    first = wall.replace(tzinfo=zone, fold=0)
+    second = wall.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return round(first.timestamp() * 1000)
+    # Two readings of the wall time. In a repeated hour fold 0 comes first; in a skipped hour
+    # the wall time round-trips through UTC to a different one.
+    as_utc = first.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+    if as_utc != wall:
+        raise ValueError(f"is in the hour skipped when the clocks in {zone.key} go forward")
+    ms_first = round(first.timestamp() * 1000)
+    return round(second.timestamp() * 1000) if ms_first in seen else ms_first
+
+
+def load_history_csv(path: str | Path, local_zone: str | None = None) -> History:
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise HistoryError(f"cannot read {path}: {exc}") from None
     try:
-        return parse_history_csv(text)
+        return parse_history_csv(text, local_zone)
     except HistoryError as exc:
         raise HistoryError(f"{path}: {exc}") from None
 
@@ -256,7 +309,8 @@ def to_payload(coop: str, result: ForecastResult, issued_ms: int) -> Forecast:
             p50_w=[round(float(v), 1) for v in t.p50],
             p90_w=[round(float(v), 1) for v in t.p90],
             method=t.method,
-            note=t.note or None,
+            note=t.note[:200] or None,
+            basis=dict(t.basis) or None,
         )
 
     return Forecast(
@@ -310,6 +364,7 @@ class ForecastService:
         self.last: Forecast | None = None
         self.runs = 0
         self._weather_seen: int | None = None
+        self._replays = ReplayCache()  # past forecasts tuning scores, kept between refreshes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -321,12 +376,14 @@ class ForecastService:
             issue = align_issue_ms(now)
             self._weather_seen = weather_imported_ms(self.store)
             history = read_community_history(
-                self.store, issue - HISTORY_DAYS * DAY_MS, issue, now_ms=now, book=self.book
+                self.store, issue - READ_DAYS * DAY_MS, issue, now_ms=now, book=self.book
             )
             weather = read_weather(
-                self.store, issue - 3_600_000, issue + (self.hours + 2) * 3_600_000
+                self.store, issue - (TUNE_DAYS + 1) * DAY_MS, issue + (self.hours + 2) * HOUR_MS
             )
-            result = make_forecast(self.model, history, weather, self.site, issue, self.hours)
+            result = tuned_forecast(
+                self.model, history, weather, self.site, issue, self.hours, cache=self._replays
+            )
             payload = to_payload(self.coop, result, now)
             self.publish(self.topic, encode(payload), qos=1, retain=True)
             self.last = payload

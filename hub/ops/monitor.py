@@ -72,6 +72,7 @@ class MonitorState:
     metrics: HubMetrics | None = None
     metrics_at_ms: int | None = None
     forecast_issued_ms: int | None = None
+    forecast_demand: str = ""  # how demand is forecast, per horizon band
     events: deque[HubAlert] = field(default_factory=lambda: deque(maxlen=8))
     errors: int = 0
 
@@ -93,6 +94,7 @@ class MonitorState:
             self.metrics, self.metrics_at_ms = msg, now_ms
         elif isinstance(msg, Forecast):
             self.forecast_issued_ms = msg.issued_ms
+            self.forecast_demand = demand_basis(msg)
         elif isinstance(msg, HubAlert):
             self.events.appendleft(msg)
 
@@ -101,6 +103,15 @@ class MonitorState:
         if self.forecast_issued_ms is not None:
             return self.forecast_issued_ms
         return self.metrics.forecast_issued_ms if self.metrics else None
+
+
+def demand_basis(forecast: Forecast) -> str:
+    """``demand: model 0-6h, mean_4w 6-24h, mean_4w 24-48h`` (which forecaster serves each
+    horizon band, as the hub's tuning chose), or the method alone when nothing was chosen."""
+    demand = forecast.demand
+    if not demand.basis:
+        return f"demand: {demand.method}"
+    return "demand: " + ", ".join(f"{name} {band}" for band, name in demand.basis.items())
 
 
 def ago(ts_ms: int | None, now_ms: int) -> str:
@@ -148,6 +159,8 @@ def _header(state: MonitorState, now_ms: int) -> RenderableType:
         line.append("   forecast: no forecast yet", style="yellow")
     else:
         line.append(f"   forecast: issued {ago(forecast, now_ms)}")
+        if state.forecast_demand:
+            line.append(f" ({state.forecast_demand})")
     return Panel(line, title=f"coopwatt {state.coop}", title_align="left")
 
 

@@ -1,0 +1,427 @@
+"""Tuning on the cooperative's own recent weeks: which demand forecaster to trust at each
+horizon, and how wide each target's P10-P90 band must be to mean what it says.
+
+Why: the ONNX model was trained on other people's data (``models/MODEL_CARD.md``). On a
+neighbourhood it never saw it can be worse than a method with no training at all, and its bands,
+calibrated on the training site, can be far too narrow on another. The cooperative's own recent
+history is the only honest judge, so the hub replays forecasts it would have issued over the
+last :data:`TUNE_DAYS` days (each seeing only the history before its issue time, as
+:func:`~hub.forecast.model.make_forecast` does) and scores them against what happened:
+
+- **demand**: every candidate of :data:`DEMAND_CANDIDATES` (the model, same time last week, the
+  mean and the median of the same slot over the last four weeks, and the model averaged with
+  that mean) per horizon band of :data:`HORIZON_BANDS`; the one with the lowest MAE serves that
+  band, and its band is the 10th and 90th percentiles of actual / forecast over the scored
+  steps (so it covers 80 % of them by construction, and is wider at the evening peak);
+- **PV and wind**: the model's band, widened or narrowed per horizon band by split-conformal
+  calibration (Romano et al. 2019, "Conformalized quantile regression") on the steps where the
+  band matters: daylight for PV (scores in units of the step's clear-sky output, so dawn and
+  dusk move little), output above zero for wind (the turbine past its cut-in).
+
+Pure apart from onnxruntime, like the model module. Replays depend only on history before their
+issue time, so :class:`ReplayCache` keeps them between refreshes and backtest issues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+
+from hub.forecast.features import DAY_MS, STEP_MS, STEPS_PER_DAY, History, step_starts
+from hub.forecast.site import Site
+from hub.forecast.solar import FloatArray, IntArray, mean_clear_sky_ghi
+
+HOUR_MS: Final = 3_600_000
+HORIZON_BANDS: Final = (("0-6h", 0, 24), ("6-24h", 24, 96), ("24-48h", 96, 1 << 30))
+"""Horizon bands (name, first step, end step): a forecast past 48 hours is tuned as 24-48 h."""
+TUNE_DAYS: Final = 28
+"""How far back forecasts are replayed: four of each weekday, and recent enough to follow the
+season."""
+TUNE_EVERY_MS: Final = 6 * HOUR_MS
+MIN_WEEKS_BEFORE: Final = 7 * DAY_MS
+"""A replayed issue needs a week of history before it: same time last week is a candidate."""
+MIN_BAND_STEPS: Final = STEPS_PER_DAY
+"""Scored steps a horizon band needs before its choice or calibration is trusted."""
+MIN_REPLAYS: Final = 8
+"""Replayed issues (two days of them) needed before anything is tuned: a cooperative with nine
+days of history is tuned, and with two weeks it has a week of replays."""
+COVERAGE: Final = 0.8
+DEMAND_CANDIDATES: Final = ("model", "last_week", "mean_4w", "median_4w", "model+mean_4w")
+"""Demand forecasters scored against each other; on a tie the earlier one wins."""
+CANDIDATE_LABELS: Final = {
+    "model": "the model",
+    "last_week": "same time last week",
+    "mean_4w": "mean of the same slot over 4 weeks",
+    "median_4w": "median of the same slot over 4 weeks",
+    "model+mean_4w": "the model averaged with the 4-week mean",
+}
+
+
+def weekly_lags(series: FloatArray, start_ms: int, issue_ms: int, t: IntArray) -> FloatArray:
+    """The value at each step time ``t`` minus 1, 2, 3 and 4 weeks (W), shape (steps, 4); NaN
+    where the history has no value or the time is not before ``issue_ms``."""
+    back = t[:, None] - np.arange(1, 5, dtype=np.int64)[None, :] * 7 * DAY_MS
+    idx = (back - start_ms) // STEP_MS
+    ok = (idx >= 0) & (idx < series.size) & (back < issue_ms)
+    out = np.full(back.shape, np.nan)
+    out[ok] = series[idx[ok]]
+    return out
+
+
+def simple_candidates(history: History, issue_ms: int, steps: int) -> dict[str, FloatArray]:
+    """The demand candidates that need no model (W per step; NaN where history is missing):
+    ``last_week``, and the ``mean_4w`` and ``median_4w`` of the same slot on the same weekday
+    over the last four weeks (over the weeks there are, at least one)."""
+    lags = weekly_lags(history.demand_w, history.start_ms, issue_ms, step_starts(issue_ms, steps))
+    has: np.ndarray = np.asarray(np.isfinite(lags).any(axis=1), dtype=bool)
+    filled = np.where(has[:, None], lags, 0.0)  # all-NaN rows: keep numpy quiet, then NaN
+    mean = np.where(has, np.nanmean(filled, axis=1), np.nan)
+    median = np.where(has, np.nanmedian(filled, axis=1), np.nan)
+    return {"last_week": lags[:, 0], "mean_4w": mean, "median_4w": median}
+
+
+def demand_candidates(
+    model_p50: FloatArray | None, history: History, issue_ms: int, steps: int
+) -> dict[str, FloatArray]:
+    """Every demand candidate's P50 (W per step); ``model_p50`` is None when the model did not
+    run, and then the model and its combination are not candidates."""
+    out = simple_candidates(history, issue_ms, steps)
+    if model_p50 is not None:
+        out["model"] = model_p50
+        out["model+mean_4w"] = np.where(
+            np.isfinite(out["mean_4w"]), (model_p50 + out["mean_4w"]) / 2, np.nan
+        )
+    return out
+
+
+# -- replays ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Band:
+    """A replayed model band for PV or wind (W per step) and the scale its calibration scores are
+    measured in (W per step; zero where the band is not calibrated, such as PV at night)."""
+
+    p10: FloatArray
+    p50: FloatArray
+    p90: FloatArray
+    scale_w: FloatArray
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What the hub would have forecast at ``issue_ms``: demand's candidates and the model's PV
+    and wind bands (None where the model did not run for them)."""
+
+    issue_ms: int
+    demand: dict[str, FloatArray]
+    generation: dict[str, Band]
+
+
+def generation_scale_w(target: str, capacity_w: float, t: IntArray, site: Site) -> FloatArray:
+    """The unit a PV or wind band is calibrated in, per step (W): PV's clear-sky output (the
+    capacity times the step's clear-sky irradiance in kW/m², zero at night) and wind's capacity.
+    """
+    if target == "pv":
+        clear_kw_m2 = mean_clear_sky_ghi(t, STEP_MS, site.lat, site.lon, samples=3) / 1000.0
+        result: FloatArray = capacity_w * clear_kw_m2
+        return result
+    return np.full(t.shape, capacity_w)
+
+
+ReplayFn = Callable[[int], Replay]
+
+
+class ReplayCache:
+    """Replays by issue time. A replay sees only history before its issue time, so it stays
+    valid as history grows; the cache forgets those older than the tuning window needs."""
+
+    def __init__(self) -> None:
+        self._replays: dict[int, Replay] = {}
+
+    def get(self, issue_ms: int, make: ReplayFn) -> Replay:
+        replay = self._replays.get(issue_ms)
+        if replay is None:
+            replay = make(issue_ms)
+            self._replays[issue_ms] = replay
+        return replay
+
+    def forget_before(self, issue_ms: int) -> None:
+        for key in [k for k in self._replays if k < issue_ms]:
+            del self._replays[key]
+
+    def __len__(self) -> int:
+        return len(self._replays)
+
+
+# -- what tuning found -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemandBand:
+    """One horizon band's choice: the candidate with the lowest MAE over ``steps`` scored steps
+    (``mae_w`` has every candidate's), and the band as actual / P50 at P10 and P90."""
+
+    name: str
+    first: int
+    end: int
+    chosen: str
+    mae_w: dict[str, float]
+    steps: int
+    ratio_p10: float
+    ratio_p90: float
+
+
+@dataclass(frozen=True)
+class GenerationBand:
+    """One horizon band's conformal correction for PV or wind: P10 moves down and P90 up by
+    ``widen`` times the step's calibration scale (negative narrows), from ``steps`` steps whose
+    model band covered ``coverage_before``."""
+
+    name: str
+    first: int
+    end: int
+    widen: float
+    steps: int
+    coverage_before: float
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What the replays of the ``issues`` issue times before ``issue_ms`` showed."""
+
+    issue_ms: int
+    issues: int
+    demand: tuple[DemandBand, ...] = ()
+    generation: dict[str, tuple[GenerationBand, ...]] = field(default_factory=dict)
+
+    def demand_note(self) -> str:
+        """A sentence (at most 200 characters) on what serves each band and why."""
+        if not self.demand:
+            return ""
+        parts = []
+        for b in self.demand:
+            base = b.mae_w.get("last_week")
+            vs = f", last week {base / 1000:.1f}" if base is not None else ""
+            parts.append(f"{b.name} {b.chosen} (MAE {b.mae_w[b.chosen] / 1000:.1f} kW{vs})")
+        return f"best of {len(DEMAND_CANDIDATES)} on the last {self.days:g} days: " + "; ".join(
+            parts
+        )
+
+    @property
+    def days(self) -> float:
+        return round(self.issues * TUNE_EVERY_MS / DAY_MS, 1)
+
+
+def _band_of(steps: int) -> IntArray:
+    """Index into :data:`HORIZON_BANDS` of each step 0..steps-1."""
+    h = np.arange(steps)
+    out = np.zeros(steps, dtype=np.int64)
+    for i, (_name, first, _end) in enumerate(HORIZON_BANDS):
+        out[h >= first] = i
+    return out
+
+
+def _actuals(history: History, target: str, t: IntArray, before_ms: int) -> FloatArray:
+    series = history.series(target)
+    idx = (t - history.start_ms) // STEP_MS
+    ok = (idx >= 0) & (idx < series.size) & (t < before_ms)
+    out = np.full(t.shape, np.nan)
+    out[ok] = series[idx[ok]]
+    return out
+
+
+def replay_issues(history: History, issue_ms: int) -> list[int]:
+    """The issue times to replay for a forecast at ``issue_ms``: every 6 hours of UTC over the
+    last :data:`TUNE_DAYS` days (on fixed boundaries, so a refresh 15 minutes later replays
+    nothing new), each with a week of ``history`` before it."""
+    anchor = issue_ms - issue_ms % TUNE_EVERY_MS
+    if anchor == issue_ms:
+        anchor -= TUNE_EVERY_MS
+    first_ok = history.start_ms + MIN_WEEKS_BEFORE
+    count = TUNE_DAYS * DAY_MS // TUNE_EVERY_MS
+    return [
+        p for p in (anchor - k * TUNE_EVERY_MS for k in range(count - 1, -1, -1)) if p >= first_ok
+    ]
+
+
+def tune(
+    history: History,
+    issue_ms: int,
+    replay: ReplayFn,
+    cache: ReplayCache | None = None,
+) -> Tuning:
+    """Score the replays of the last :data:`TUNE_DAYS` days against ``history`` (actuals before
+    ``issue_ms`` only) and choose and calibrate per horizon band. ``replay(p)`` forecasts as the
+    hub would have at ``p``; ``cache`` keeps them for the next call."""
+    issues = replay_issues(history, issue_ms)
+    if cache is not None:
+        cache.forget_before(issues[0] if issues else issue_ms)
+    if len(issues) < MIN_REPLAYS:
+        return Tuning(issue_ms, 0)
+    replays = [cache.get(p, replay) if cache is not None else replay(p) for p in issues]
+    demand = _tune_demand(history, issue_ms, replays)
+    generation = {
+        target: bands
+        for target in ("pv", "wind")
+        if (bands := _tune_generation(history, issue_ms, replays, target))
+    }
+    return Tuning(issue_ms, len(replays), demand, generation)
+
+
+def _stack(
+    history: History, issue_ms: int, replays: list[Replay], target: str
+) -> tuple[FloatArray, IntArray, list[Replay]]:
+    """Actuals and band index of every replayed step, for the replays that have ``target``."""
+    used = [
+        r
+        for r in replays
+        if (r.demand if target == "demand" else r.generation.get(target)) is not None
+        and (target != "demand" or r.demand)
+    ]
+    if not used:
+        return np.zeros(0), np.zeros(0, dtype=np.int64), []
+    actual = np.concatenate(
+        [
+            _actuals(history, target, step_starts(r.issue_ms, _steps(r, target)), issue_ms)
+            for r in used
+        ]
+    )
+    band = np.concatenate([_band_of(_steps(r, target)) for r in used])
+    return actual, band, used
+
+
+def _steps(r: Replay, target: str) -> int:
+    if target == "demand":
+        return int(next(iter(r.demand.values())).size)
+    return int(r.generation[target].p50.size)
+
+
+def _tune_demand(history: History, issue_ms: int, replays: list[Replay]) -> tuple[DemandBand, ...]:
+    actual, band, used = _stack(history, issue_ms, replays, "demand")
+    if not used:
+        return ()
+    names = [c for c in DEMAND_CANDIDATES if all(c in r.demand for r in used)]
+    preds = {c: np.concatenate([r.demand[c] for r in used]) for c in names}
+    ok = np.isfinite(actual)
+    for c in names:
+        ok &= np.isfinite(preds[c])
+    out = []
+    for i, (name, first, end) in enumerate(HORIZON_BANDS):
+        keep = ok & (band == i)
+        n = int(keep.sum())
+        if n < MIN_BAND_STEPS:
+            continue
+        a = actual[keep]
+        mae = {c: float(np.mean(np.abs(preds[c][keep] - a))) for c in names}
+        chosen = min(names, key=lambda c: mae[c])  # min keeps the first of equals
+        p = preds[chosen][keep]
+        positive = p > 0
+        ratio = a[positive] / p[positive]
+        lo, hi = np.quantile(ratio, [0.1, 0.9]) if ratio.size else (1.0, 1.0)
+        out.append(
+            DemandBand(
+                name,
+                first,
+                end,
+                chosen,
+                {c: round(v, 1) for c, v in mae.items()},
+                n,
+                round(min(float(lo), 1.0), 4),
+                round(max(float(hi), 1.0), 4),
+            )
+        )
+    return tuple(out)
+
+
+def _tune_generation(
+    history: History, issue_ms: int, replays: list[Replay], target: str
+) -> tuple[GenerationBand, ...]:
+    actual, band, used = _stack(history, issue_ms, replays, target)
+    if not used:
+        return ()
+    bands = [r.generation[target] for r in used]
+    p10 = np.concatenate([b.p10 for b in bands])
+    p90 = np.concatenate([b.p90 for b in bands])
+    scale = np.concatenate([b.scale_w for b in bands])
+    # Where the band matters: PV in daylight (scale > 0), wind turning (output above zero).
+    ok = np.isfinite(actual) & (scale > 0)
+    if target == "wind":
+        ok &= actual > 0
+    out = []
+    for i, (name, first, end) in enumerate(HORIZON_BANDS):
+        keep = ok & (band == i)
+        n = int(keep.sum())
+        if n < MIN_BAND_STEPS:
+            continue
+        a, lo, hi, s = actual[keep], p10[keep], p90[keep], scale[keep]
+        score = np.maximum(lo - a, a - hi) / s
+        # The split-conformal quantile: ceil((n + 1) * 0.8) / n of the scores.
+        level = min(1.0, np.ceil((n + 1) * COVERAGE) / n)
+        widen = float(np.quantile(score, level, method="higher"))
+        covered = float(np.mean((a >= lo) & (a <= hi)))
+        out.append(GenerationBand(name, first, end, round(widen, 5), n, round(covered, 4)))
+    return tuple(out)
+
+
+# -- applying it -----------------------------------------------------------------------------
+
+
+def band_rows(spans: Sequence[tuple[int, int]], steps: int) -> IntArray:
+    """Per step, the index into ``spans`` (first step, end step) of the tuned band that serves
+    it, or -1 where no band was tuned."""
+    h = np.arange(steps)
+    out = np.full(steps, -1, dtype=np.int64)
+    for i, (first, end) in enumerate(spans):
+        out[(h >= first) & (h < end)] = i
+    return out
+
+
+def apply_demand(
+    bands: tuple[DemandBand, ...],
+    candidates: Mapping[str, FloatArray],
+    p10: FloatArray,
+    p50: FloatArray,
+    p90: FloatArray,
+) -> tuple[FloatArray, FloatArray, FloatArray, dict[str, str]]:
+    """Each tuned band's chosen candidate as the P50 and its ratio band around it; untuned steps,
+    and steps where the chosen candidate has no value, keep the forecast as it was. Returns the
+    quantiles and which candidate serves each band."""
+    lo, mid, hi = p10.copy(), p50.copy(), p90.copy()
+    rows = band_rows([(b.first, b.end) for b in bands], p50.size)
+    basis: dict[str, str] = {}
+    for i, b in enumerate(bands):
+        chosen = candidates.get(b.chosen)
+        if chosen is None:
+            continue
+        here = (rows == i) & np.isfinite(chosen)
+        if not here.any():
+            continue
+        basis[b.name] = b.chosen
+        centre = np.maximum(chosen[here], 0.0)
+        mid[here] = centre
+        lo[here] = centre * b.ratio_p10
+        hi[here] = centre * b.ratio_p90
+    return lo, mid, hi, basis
+
+
+def apply_generation(
+    bands: tuple[GenerationBand, ...],
+    p10: FloatArray,
+    p50: FloatArray,
+    p90: FloatArray,
+    scale_w: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """P10 and P90 moved out (or in) by each band's ``widen`` times the step's scale, kept on
+    either side of the P50 and P10 not below zero."""
+    rows = band_rows([(b.first, b.end) for b in bands], p50.size)
+    widen = np.zeros(p50.size)
+    for i, b in enumerate(bands):
+        widen[rows == i] = b.widen
+    move = widen * scale_w
+    lo = np.clip(p10 - move, 0.0, p50)
+    hi = np.maximum(p90 + move, p50)
+    return lo, hi
