@@ -79,7 +79,7 @@ def test_a_local_file_read_as_utc_names_both_lines_and_the_fix() -> None:
 
 def test_a_third_pass_through_the_repeated_hour_is_refused() -> None:
     stamps = ["2026-10-25T02:00:00"] * 3
-    with pytest.raises(HistoryError, match="line 4: .* appears twice"):
+    with pytest.raises(HistoryError, match=r"line 4: .* appears twice"):
         parse_history_csv(_csv(stamps, [1.0, 2.0, 3.0]), "Europe/Berlin")
 
 
