@@ -144,6 +144,37 @@ def test_backtest_json_reports_skill_and_coverage(files: tuple[Path, Path]) -> N
         assert key in band
     assert 0 <= band["coverage_p10_p90"] <= 1
     assert band["persistence_24h"]["mae_w"] > 0
+    # Every demand candidate is scored beside the tuned forecast, last week against itself.
+    candidates = band["candidates"]
+    assert set(candidates) == {"model", "last_week", "mean_4w", "median_4w", "model+mean_4w"}
+    assert candidates["last_week"]["skill_mae_vs_last_week"] == 0.0
+    assert candidates["last_week"]["mae_w"] == band["last_week"]["mae_w"]
+    pv = report["targets"]["pv"]["bands"]["all"]
+    assert 0 < pv["n_daylight"] < pv["n"]
+    assert 0 <= pv["coverage_p10_p90_daylight"] <= 1
+
+
+def test_forecast_says_what_tuning_chose_and_no_tuning_leaves_it_out(
+    files: tuple[Path, Path],
+) -> None:
+    h, w = files
+    args = ["--history", str(h), "--weather", str(w), "--lat", str(LAT), "--lon", str(LON)]
+    code, out = _run("forecast", *args, "--start", _iso(T0), "--json")
+    assert code == 0, out
+    tuned = json.loads(out)
+    # Ten days of history before T0: replays every 6 hours from a week in, three days' worth.
+    assert tuned["tuning"]["issues"] == 12
+    assert set(tuned["tuning"]["demand"]) == {"0-6h", "6-24h", "24-48h"}
+    chosen = {band: t["chosen"] for band, t in tuned["tuning"]["demand"].items()}
+    assert tuned["basis"]["demand"] == chosen
+    for t in tuned["tuning"]["demand"].values():
+        assert t["mae_w"][t["chosen"]] == min(t["mae_w"].values())
+    code, out = _run("forecast", *args, "--start", _iso(T0), "--no-tuning", "--json")
+    assert code == 0, out
+    plain = json.loads(out)
+    assert "tuning" not in plain and "basis" not in plain
+    assert plain["pv_w"] == tuned["pv_w"]  # tuning moves PV's band, not its P50
+    assert plain["pv_w_p90"] != tuned["pv_w_p90"]
 
 
 @pytest.mark.parametrize(
@@ -165,6 +196,10 @@ def test_backtest_json_reports_skill_and_coverage(files: tuple[Path, Path]) -> N
             "cannot load",
         ),
         (["backtest", "--history", "{short}", "--lat", "1", "--lon", "2"], "more than 8 days"),
+        (
+            ["forecast", "--history", "{h}", "--lat", "1", "--lon", "2", "--history-timezone", "X"],
+            "unknown timezone 'X'",
+        ),
     ],
 )
 def test_mistakes_are_one_line_errors(

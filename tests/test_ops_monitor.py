@@ -181,3 +181,16 @@ def test_the_live_view_in_a_terminal(operator_config: Path, mosquitto: RunningBr
         wait_for(lambda: "homes online 3/3" in pane(), 20, "the view to update")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False, timeout=30)
+
+
+def test_the_header_says_which_forecaster_serves_demand() -> None:
+    """From the golden forecast: the hub's tuning chose the model for 0-6 h and the four-week
+    mean after; the operator sees that beside the forecast's age."""
+    state = state_with(golden_metrics())
+    forecast = (GOLDEN / "hub-forecast__selected.json").read_bytes()
+    state.apply(hub_topic("test-coop", HubTopic.FORECAST), forecast, T0)
+    text = render_text(state, T0 + 5_000)
+    assert "demand forecast: model 0-6h, mean_4w 6-24h, mean_4w 24-48h" in text
+    plain = (GOLDEN / "hub-forecast__mixed.json").read_bytes()
+    state.apply(hub_topic("test-coop", HubTopic.FORECAST), plain, T0)
+    assert "demand forecast: model " in render_text(state, T0 + 5_000)

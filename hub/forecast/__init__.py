@@ -10,8 +10,10 @@ Modules, pure core first:
 - :mod:`.local_time`: the site's wall clock and holidays over arrays of UTC times;
 - :mod:`.weather`: imported Open-Meteo forecasts, read and resampled to the steps;
 - :mod:`.features`: history and weather -> the model's inputs, shared with training;
-- :mod:`.model`: the ONNX model and :func:`~hub.forecast.model.make_forecast`, with labelled
-  fallbacks for whatever is missing;
+- :mod:`.model`: the ONNX model, :func:`~hub.forecast.model.make_forecast` with labelled
+  fallbacks for whatever is missing, and :func:`~hub.forecast.model.tuned_forecast`;
+- :mod:`.tuning`: the cooperative's own recent weeks as judge: demand's forecaster chosen per
+  horizon band among the model and simple methods, P10-P90 bands calibrated to cover 80 %;
 - :mod:`.backtest`: forecasts issued in the past, scored against what happened;
 - :mod:`.series`: the forecast's tables in the hub database: imported weather, and the community
   series (per-device power folded into 15-minute slots as readings are committed);

@@ -106,12 +106,14 @@ class MonitorState:
 
 
 def demand_basis(forecast: Forecast) -> str:
-    """``demand: model 0-6h, mean_4w 6-24h, mean_4w 24-48h`` (which forecaster serves each
-    horizon band, as the hub's tuning chose), or the method alone when nothing was chosen."""
+    """``demand forecast: model 0-6h, mean_4w 6-24h, mean_4w 24-48h`` (which forecaster serves
+    each horizon band, as the hub's tuning chose), or the method alone when nothing was chosen.
+    """
     demand = forecast.demand
     if not demand.basis:
-        return f"demand: {demand.method}"
-    return "demand: " + ", ".join(f"{name} {band}" for band, name in demand.basis.items())
+        return f"demand forecast: {demand.method}"
+    chosen = ", ".join(f"{name} {band}" for band, name in demand.basis.items())
+    return f"demand forecast: {chosen}"
 
 
 def ago(ts_ms: int | None, now_ms: int) -> str:
@@ -160,7 +162,7 @@ def _header(state: MonitorState, now_ms: int) -> RenderableType:
     else:
         line.append(f"   forecast: issued {ago(forecast, now_ms)}")
         if state.forecast_demand:
-            line.append(f" ({state.forecast_demand})")
+            line.append(f"\n{state.forecast_demand}")
     return Panel(line, title=f"coopwatt {state.coop}", title_align="left")
 
 
