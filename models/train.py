@@ -578,7 +578,8 @@ def train(
             calib_issues = [i for i, h in zip(issues, held, strict=True) if h]
             data[ds.target].append(rows_for(ds, fit_issues, settings.step_fraction, rng, bar))
             xc, yc = rows_for(ds, calib_issues, settings.step_fraction, rng, bar)
-            calib[ds.target].append((xc, yc, capacity_mode(ds)))
+            keep = where_band_matters(ds.target, xc, yc)
+            calib[ds.target].append((xc[keep], yc[keep], capacity_mode(ds)))
     fitted: dict[str, list[Any]] = {}
     scales: dict[str, float] = {}
     with tqdm(total=len(TARGETS), desc="fit", unit="target", file=sys.stderr) as bar:
@@ -606,6 +607,24 @@ def train(
             bar.update(1)
     info = {**info, **{f"coopwatt.interval_scale.{t}": f"{k:.4f}" for t, k in scales.items()}}
     return export_onnx(fitted, out, info)
+
+
+def where_band_matters(target: str, x: np.ndarray, y: FloatArray) -> np.ndarray:
+    """The calibration rows the band is sized on: PV in daylight (clear-sky irradiance above
+    zero), wind where it turned (output above zero), demand everywhere.
+
+    Why: night and calm are zeros that any band with a P10 at zero covers. Counted in, they let
+    the calibration narrow the band until it missed half of the daylight steps (46 % daylight
+    coverage on a real system the model never saw, 67 % on the held-out year here), while the
+    band still "covered 80 %". The hub recalibrates on its own weeks as well
+    (:mod:`hub.forecast.tuning`); this is what a cooperative without history gets.
+    """
+    if target == "pv":
+        result: np.ndarray = x[:, FEATURES["pv"].index("clear_sky")] > 0
+        return result
+    if target == "wind":
+        return np.asarray(y > 0)
+    return np.ones(y.shape, dtype=bool)
 
 
 def capacity_mode(ds: Dataset) -> str:
@@ -695,7 +714,9 @@ def held_out_backtests(
     model_path: Path, datasets: Sequence[Dataset], every_hours: float
 ) -> dict[str, Any]:
     """Backtest the exported model on each target's held-out period, with the synthetic-error
-    forecast weather ("forecast") and with the measured weather itself ("measured")."""
+    forecast weather ("forecast") and with the measured weather itself ("measured"); each run
+    as the hub forecasts (tuned on the 28 days before each issue, :mod:`hub.forecast.tuning`)
+    and with the model alone (", model alone")."""
     from tqdm import tqdm
 
     model = ForecastModel(model_path)
@@ -711,7 +732,7 @@ def held_out_backtests(
         runs.append((ds, issues, "forecast", f"{ds.target} (forecast weather)"))
         if ds.measured is not None:
             runs.append((ds, issues, "measured", f"{ds.target} (measured weather)"))
-    total = sum(len(r[1]) for r in runs)
+    total = 2 * sum(len(r[1]) for r in runs)
     with tqdm(total=total, desc="backtest", unit="issue", file=sys.stderr) as bar:
         for ds, issues, kind, key in runs:
             if kind == "forecast":
@@ -719,22 +740,24 @@ def held_out_backtests(
             else:
                 assert ds.measured is not None
                 weather = _measured_window(ds.measured)
-            r = backtest(
-                model,
-                ds.history,
-                weather,
-                ds.site,
-                issues,
-                targets=[ds.target],
-                progress=bar.update,
-            )
-            r["dataset"] = ds.name
-            r["weather"] = kind
-            r["period"] = [
-                datetime.fromtimestamp(issues[0] / 1000, UTC).date().isoformat(),
-                datetime.fromtimestamp(issues[-1] / 1000, UTC).date().isoformat(),
-            ]
-            report["runs"][key] = r
+            for tuned in (True, False):
+                r = backtest(
+                    model,
+                    ds.history,
+                    weather,
+                    ds.site,
+                    issues,
+                    targets=[ds.target],
+                    progress=bar.update,
+                    tuned=tuned,
+                )
+                r["dataset"] = ds.name
+                r["weather"] = kind
+                r["period"] = [
+                    datetime.fromtimestamp(issues[0] / 1000, UTC).date().isoformat(),
+                    datetime.fromtimestamp(issues[-1] / 1000, UTC).date().isoformat(),
+                ]
+                report["runs"][key if tuned else f"{key}, model alone"] = r
     return report
 
 
@@ -855,26 +878,32 @@ def _measured_window(measured: WeatherSeries) -> Callable[[int], WeatherSeries]:
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
+    """One line per run and horizon band: MAE, skill (MAE- and RMSE-based) against 24-hour
+    persistence and last week, and P10-P90 coverage over all steps and where it matters
+    (PV's daylight, wind's turning steps)."""
     lines = [
-        f"{'run':<44} {'band':<7} {'MAE W':>9} {'skill/pers24':>12} "
-        f"{'skill/week':>10} {'P10-P90':>8}"
+        f"{'run':<56} {'band':<7} {'MAE W':>8} {'MAE/p24':>8} {'RMSE/p24':>8} "
+        f"{'MAE/wk':>8} {'RMSE/wk':>8} {'P10-P90':>8} {'matters':>8}"
     ]
     for name, run in report["runs"].items():
-        for target, entry in run["targets"].items():
+        for entry in run["targets"].values():
             for band, m in entry.get("bands", {}).items():
                 if not m.get("n"):
                     continue
+                where = m.get("coverage_p10_p90_daylight", m.get("coverage_p10_p90_turning"))
                 lines.append(
-                    f"{name:<44} {band:<7} {m['mae_w']:>9.1f} "
-                    f"{_pct(m['skill_rmse_vs_persistence_24h']):>12} "
-                    f"{_pct(m['skill_rmse_vs_last_week']):>10} {_pct(m['coverage_p10_p90']):>8}"
+                    f"{name:<56} {band:<7} {m['mae_w']:>8.1f} "
+                    f"{_pct(m['skill_mae_vs_persistence_24h']):>8} "
+                    f"{_pct(m['skill_rmse_vs_persistence_24h']):>8} "
+                    f"{_pct(m['skill_mae_vs_last_week']):>8} "
+                    f"{_pct(m['skill_rmse_vs_last_week']):>8} "
+                    f"{_pct(m['coverage_p10_p90']):>8} {_pct(where):>8}"
                 )
-            del target
     return lines
 
 
 def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.1f} %"
+    return "—" if v is None else f"{100 * v:.1f}%"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from hub.forecast.model import load_model, tuned_forecast
 from hub.forecast.site import Site
 from hub.forecast.tuning import (
     COVERAGE,
+    LOCAL_MIN_REPLAYS,
     TUNE_EVERY_MS,
     Band,
     Replay,
@@ -60,26 +61,67 @@ def test_candidates_use_the_weeks_there_are_and_nan_before_any() -> None:
     assert np.isnan(simple_candidates(short, T0, 2)["mean_4w"]).all()
 
 
-def test_alternating_weeks_choose_the_four_week_mean_by_hand_worked_errors() -> None:
+def test_alternating_weeks_by_hand_worked_errors() -> None:
+    """Last week is always the other pattern (off by 1000 W), the four-week mean half way
+    (off by 500 W). The local linear model can do better: demand = 2 x the mean of the last two
+    same weekdays - last week, both among its inputs (up to their half-hour smoothing at the
+    week's turn and the ridge's shrinkage); it at least halves the mean's error and wins."""
     history = alternating_weeks(8, T0)  # every replayed issue has four weeks before it
     result = tuned_forecast(None, history, WeatherSeries.empty(), SITE, T0)
     tuning = result.tuning
     assert tuning is not None and len(tuning.demand) == 3
     for band in tuning.demand:
-        # Last week is always the other pattern: off by 1000 W; the 4-week mean by 500 W.
         assert band.mae_w["last_week"] == pytest.approx(1_000.0)
         assert band.mae_w["mean_4w"] == pytest.approx(500.0)
-        assert band.chosen == "mean_4w"  # ties with the median; the earlier candidate wins
-        # actual / forecast is 1000/1500 or 2000/1500, half the steps each.
-        assert band.ratio_p10 == pytest.approx(2 / 3, abs=1e-4)
-        assert band.ratio_p90 == pytest.approx(4 / 3, abs=1e-4)
+        assert band.mae_w["median_4w"] == pytest.approx(500.0)
+        assert band.chosen == "local" and band.mae_w["local"] < 250.0  # half the mean's
     demand = result.targets["demand"]
     assert demand.method == "selected"
-    assert demand.basis == {"0-6h": "mean_4w", "6-24h": "mean_4w", "24-48h": "mean_4w"}
-    assert demand.p50 == pytest.approx(np.full(192, 1_500.0))
-    assert demand.p10 == pytest.approx(np.full(192, 1_000.0), abs=0.1)
-    assert demand.p90 == pytest.approx(np.full(192, 2_000.0), abs=0.1)
-    assert "mean_4w (MAE 0.5 kW, last week 1.0)" in demand.note
+    assert demand.basis == {"0-6h": "local", "6-24h": "local", "24-48h": "local"}
+    # The week after T0 is a LOW week (the one before it was HIGH): nearer LOW than HIGH.
+    assert (demand.p50 < (LOW_W + HIGH_W) / 2).all()
+    assert np.mean(np.abs(demand.p50 - LOW_W)) < 250.0
+    assert (demand.p10 <= demand.p50).all() and (demand.p50 <= demand.p90).all()
+
+
+def test_without_the_local_model_the_four_week_mean_wins_with_its_ratio_band() -> None:
+    """Six weeks: replays from the third week on, too few whole horizons behind them for the
+    local model; of the rest the four-week mean (tied with the median) wins."""
+    history = alternating_weeks(6, T0)
+    weeks_known = simple_candidates(history, T0, 1)
+    assert weeks_known["mean_4w"][0] == 1_500.0
+    calls: list[int] = []
+
+    def no_inputs(p: int) -> Replay:
+        calls.append(p)
+        return Replay(p, simple_candidates(history, p, 192), {})
+
+    tuning = tune(history, T0, no_inputs)
+    assert tuning.local_weights == () and len(calls) == 28 * 4
+    for band in tuning.demand:
+        assert set(band.mae_w) == {"last_week", "mean_4w", "median_4w"}
+        assert band.mae_w["last_week"] == pytest.approx(1_000.0, rel=0.2)
+        assert band.chosen == "mean_4w"  # ties or beats the median; the earlier one wins
+
+
+def test_a_chosen_candidate_brings_its_ratio_band() -> None:
+    """Demand half the steps 1000 W and half 2000 W around a forecast of 1500 W: actual /
+    forecast is 2/3 or 4/3, so the band is 1000-2000 W."""
+    steps = 192
+    n = 6 * WEEK_STEPS
+    start = T0 - n * STEP_MS
+    demand = np.where(np.arange(n) % 2 == 0, LOW_W, HIGH_W)
+    history = History(start, demand, np.full(n, np.nan), np.full(n, np.nan))
+
+    def flat(p: int) -> Replay:
+        return Replay(p, {"mean_4w": np.full(steps, 1_500.0)}, {})
+
+    tuning = tune(history, T0, flat)
+    for band in tuning.demand:
+        assert band.chosen == "mean_4w"
+        assert band.mae_w == {"mean_4w": 500.0}
+        assert band.ratio_p10 == pytest.approx(2 / 3, abs=1e-4)
+        assert band.ratio_p90 == pytest.approx(4 / 3, abs=1e-4)
 
 
 def test_under_nine_days_nothing_is_tuned() -> None:
@@ -112,9 +154,14 @@ def test_the_model_is_a_candidate_scored_against_outside_arithmetic() -> None:
     issues = replay_issues(history, T0)
     assert result.tuning.issues == len(issues) == 28 * 4
     first = result.tuning.demand[0]  # 0-6h
-    assert set(first.mae_w) == {"model", "last_week", "mean_4w", "median_4w", "model+mean_4w"}
+    assert set(first.mae_w) == {
+        "model", "last_week", "mean_4w", "median_4w", "model+mean_4w", "local",
+    }  # fmt: skip
+    # All are compared where the local model could run: on replays with at least
+    # LOCAL_MIN_REPLAYS whole (48-hour) horizons behind them.
+    scored = [p for p in issues if sum(q + 2 * DAY_MS <= p for q in issues) >= LOCAL_MIN_REPLAYS]
     errors = []
-    for p in issues:
+    for p in scored:
         ts = step_starts(p, 24)
         known = ts < T0
         idx = (ts[known] - start) // STEP_MS

@@ -56,6 +56,7 @@ from hub.forecast.tuning import (
     apply_generation,
     demand_candidates,
     generation_scale_w,
+    local_predict,
     tune,
 )
 from hub.forecast.weather import StepWeather, WeatherSeries, to_steps
@@ -424,14 +425,21 @@ def make_forecast(
     }
     if tuning is not None:
         targets = {
-            target: _tuned(target, f, tuning, past, site, issue_ms) for target, f in targets.items()
+            target: _tuned(target, f, tuning, past, step_weather, site, issue_ms)
+            for target, f in targets.items()
         }
     model_id = model.id if model is not None else "none"
     return ForecastResult(issue_ms, steps, targets, model_id, tuning)
 
 
 def _tuned(
-    target: str, f: TargetForecast, tuning: Tuning, past: History, site: Site, issue_ms: int
+    target: str,
+    f: TargetForecast,
+    tuning: Tuning,
+    past: History,
+    step_weather: StepWeather,
+    site: Site,
+    issue_ms: int,
 ) -> TargetForecast:
     """``f`` with ``tuning`` applied: demand's per-horizon choice and band, PV's and wind's
     conformal band correction."""
@@ -441,6 +449,9 @@ def _tuned(
             return f
         model_p50 = f.p50 if f.method == "model" else None
         candidates = demand_candidates(model_p50, past, issue_ms, steps)
+        inputs = model_inputs("demand", past, step_weather, site, issue_ms, steps)
+        if tuning.local_weights and isinstance(inputs, Inputs):
+            candidates["local"] = local_predict(tuning.local_weights, inputs.x, inputs.scale_w)
         lo, mid, hi, basis = apply_demand(tuning.demand, candidates, f.p10, f.p50, f.p90)
         if not basis:
             return f
@@ -478,6 +489,8 @@ def replay(
     demand = forecast_target(model, "demand", past, step_weather, site, issue_ms, steps)
     model_p50 = demand.p50 if demand.method == "model" else None
     candidates = demand_candidates(model_p50, past, issue_ms, steps)
+    inputs = model_inputs("demand", past, step_weather, site, issue_ms, steps)
+    demand_x, level = (inputs.x, inputs.scale_w) if isinstance(inputs, Inputs) else (None, None)
     generation: dict[str, Band] = {}
     for target in ("pv", "wind"):
         f = forecast_target(model, target, past, step_weather, site, issue_ms, steps)
@@ -489,7 +502,7 @@ def replay(
             needed = step_weather.ghi_w_m2 if target == "pv" else step_weather.wind_speed_m_s
             scale = np.where(np.isfinite(needed), scale, 0.0)
         generation[target] = Band(f.p10, f.p50, f.p90, scale)
-    return Replay(issue_ms, candidates, generation)
+    return Replay(issue_ms, candidates, generation, demand_x, level)
 
 
 def tuned_forecast(

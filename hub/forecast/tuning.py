@@ -9,10 +9,14 @@ last :data:`TUNE_DAYS` days (each seeing only the history before its issue time,
 :func:`~hub.forecast.model.make_forecast` does) and scores them against what happened:
 
 - **demand**: every candidate of :data:`DEMAND_CANDIDATES` (the model, same time last week, the
-  mean and the median of the same slot over the last four weeks, and the model averaged with
-  that mean) per horizon band of :data:`HORIZON_BANDS`; the one with the lowest MAE serves that
-  band, and its band is the 10th and 90th percentiles of actual / forecast over the scored
-  steps (so it covers 80 % of them by construction, and is wider at the evening peak);
+  mean and the median of the same slot over the last four weeks, the model averaged with that
+  mean, and ``local``: a ridge regression on the model's own inputs, fitted per horizon band on
+  the cooperative's replayed weeks, which learns how this neighbourhood's demand follows its
+  lags where the trees learnt someone else's) per horizon band of :data:`HORIZON_BANDS`; the
+  one with the lowest MAE serves that band, and its band is the 10th and 90th percentiles of
+  actual / forecast over the scored steps (so it covers 80 % of them by construction, and is
+  wider at the evening peak). Every candidate is scored out of sample: ``local`` for a replay
+  is fitted only on replays whose whole horizon had passed by its issue time;
 - **PV and wind**: the model's band, widened or narrowed per horizon band by split-conformal
   calibration (Romano et al. 2019, "Conformalized quantile regression") on the steps where the
   band matters: daylight for PV (scores in units of the step's clear-sky output, so dawn and
@@ -41,6 +45,8 @@ TUNE_DAYS: Final = 28
 """How far back forecasts are replayed: four of each weekday, and recent enough to follow the
 season."""
 TUNE_EVERY_MS: Final = 6 * HOUR_MS
+TUNE_HOURS_MS: Final = 48 * HOUR_MS
+"""The horizon a replay forecasts."""
 MIN_WEEKS_BEFORE: Final = 7 * DAY_MS
 """A replayed issue needs a week of history before it: same time last week is a candidate."""
 MIN_BAND_STEPS: Final = STEPS_PER_DAY
@@ -49,14 +55,26 @@ MIN_REPLAYS: Final = 8
 """Replayed issues (two days of them) needed before anything is tuned: a cooperative with nine
 days of history is tuned, and with two weeks it has a week of replays."""
 COVERAGE: Final = 0.8
-DEMAND_CANDIDATES: Final = ("model", "last_week", "mean_4w", "median_4w", "model+mean_4w")
+DEMAND_CANDIDATES: Final = (
+    "model",
+    "last_week",
+    "mean_4w",
+    "median_4w",
+    "model+mean_4w",
+    "local",
+)
 """Demand forecasters scored against each other; on a tie the earlier one wins."""
+LOCAL_MIN_REPLAYS: Final = 16
+"""Replays (four days of them, all their steps known) the local model is fitted on at least."""
+LOCAL_RIDGE: Final = 1e-3
+"""Ridge penalty per fitted row: keeps the local model near zero weights where data is thin."""
 CANDIDATE_LABELS: Final = {
     "model": "the model",
     "last_week": "same time last week",
     "mean_4w": "mean of the same slot over 4 weeks",
     "median_4w": "median of the same slot over 4 weeks",
     "model+mean_4w": "the model averaged with the 4-week mean",
+    "local": "a linear model of the same inputs fitted on the cooperative's own 4 weeks",
 }
 
 
@@ -119,6 +137,8 @@ class Replay:
     issue_ms: int
     demand: dict[str, FloatArray]
     generation: dict[str, Band]
+    demand_x: FloatArray | None = None  # the model's demand inputs, for the local model
+    demand_level_w: float | None = None  # what demand_x and the local model are relative to
 
 
 def generation_scale_w(target: str, capacity_w: float, t: IntArray, site: Site) -> FloatArray:
@@ -197,6 +217,7 @@ class Tuning:
     issues: int
     demand: tuple[DemandBand, ...] = ()
     generation: dict[str, tuple[GenerationBand, ...]] = field(default_factory=dict)
+    local_weights: tuple[FloatArray | None, ...] = ()  # per horizon band; see local_predict
 
     def demand_note(self) -> str:
         """A sentence (at most 200 characters) on what serves each band and why."""
@@ -263,13 +284,13 @@ def tune(
     if len(issues) < MIN_REPLAYS:
         return Tuning(issue_ms, 0)
     replays = [cache.get(p, replay) if cache is not None else replay(p) for p in issues]
-    demand = _tune_demand(history, issue_ms, replays)
+    demand, weights = _tune_demand(history, issue_ms, replays)
     generation = {
         target: bands
         for target in ("pv", "wind")
         if (bands := _tune_generation(history, issue_ms, replays, target))
     }
-    return Tuning(issue_ms, len(replays), demand, generation)
+    return Tuning(issue_ms, len(replays), demand, generation, weights)
 
 
 def _stack(
@@ -300,20 +321,131 @@ def _steps(r: Replay, target: str) -> int:
     return int(r.generation[target].p50.size)
 
 
-def _tune_demand(history: History, issue_ms: int, replays: list[Replay]) -> tuple[DemandBand, ...]:
+def _design(x: FloatArray) -> FloatArray:
+    """The local model's inputs: the model's demand features and a constant."""
+    result: FloatArray = np.column_stack([x.astype(np.float64), np.ones(x.shape[0])])
+    return result
+
+
+def _normal_equations(
+    r: Replay, actual: FloatArray, band: IntArray
+) -> list[tuple[FloatArray, FloatArray, int]]:
+    """Per horizon band, X'X, X'y and the row count of one replay's known steps (y and X
+    relative to the replay's demand level)."""
+    assert r.demand_x is not None and r.demand_level_w is not None
+    x = _design(r.demand_x)
+    y = actual / r.demand_level_w
+    out = []
+    for i in range(len(HORIZON_BANDS)):
+        keep = np.isfinite(y) & (band == i)
+        xb, yb = x[keep], y[keep]
+        out.append((xb.T @ xb, xb.T @ yb, int(keep.sum())))
+    return out
+
+
+def _solve(xtx: FloatArray, xty: FloatArray, rows: int) -> FloatArray | None:
+    if rows < MIN_BAND_STEPS:
+        return None
+    penalty = LOCAL_RIDGE * rows * np.eye(xtx.shape[0])
+    penalty[-1, -1] = 0.0  # the constant is not shrunk
+    try:
+        weights = np.linalg.solve(xtx + penalty, xty)
+    except np.linalg.LinAlgError:
+        return None
+    return np.asarray(weights, dtype=np.float64)
+
+
+def local_predict(
+    weights: tuple[FloatArray | None, ...], x: FloatArray, level_w: float
+) -> FloatArray:
+    """The local model's demand (W per step) from the model's demand inputs ``x``; NaN in a
+    horizon band it has no weights for."""
+    band = _band_of(x.shape[0])
+    out = np.full(x.shape[0], np.nan)
+    design = _design(x)
+    for i, w in enumerate(weights):
+        here = band == i
+        if w is not None and here.any():
+            out[here] = np.maximum(design[here] @ w, 0.0) * level_w
+    return out
+
+
+def _local_candidates(
+    replays: list[Replay], actuals: list[FloatArray], bands: list[IntArray]
+) -> tuple[list[FloatArray | None], tuple[FloatArray | None, ...]]:
+    """The local model's out-of-sample forecast for each replay (fitted on the replays whose
+    whole horizon had passed by its issue time; None with under :data:`LOCAL_MIN_REPLAYS`),
+    and the weights fitted on every replay, for the forecast being made."""
+    usable = [r.demand_x is not None and bool(r.demand_level_w) for r in replays]
+    if sum(usable) < LOCAL_MIN_REPLAYS:
+        return [None] * len(replays), ()
+    bands_n = len(HORIZON_BANDS)
+    eq = [
+        _normal_equations(r, a, b) if ok else None
+        for r, a, b, ok in zip(replays, actuals, bands, usable, strict=True)
+    ]
+    width = next(e for e in eq if e is not None)[0][0].shape[0]
+    sums = [(np.zeros((width, width)), np.zeros(width), 0) for _ in range(bands_n)]
+    ends = [r.issue_ms + TUNE_HOURS_MS for r in replays]
+    fitted_upto = 0  # replays [0, fitted_upto) are in ``sums``
+    count = 0
+    out: list[FloatArray | None] = []
+    for r in replays:
+        while fitted_upto < len(replays) and ends[fitted_upto] <= r.issue_ms:
+            e = eq[fitted_upto]
+            if e is not None:
+                count += 1
+                sums = [
+                    (s[0] + q[0], s[1] + q[1], s[2] + q[2]) for s, q in zip(sums, e, strict=True)
+                ]
+            fitted_upto += 1
+        if count < LOCAL_MIN_REPLAYS or r.demand_x is None or not r.demand_level_w:
+            out.append(None)
+            continue
+        weights = tuple(_solve(*s) for s in sums)
+        out.append(local_predict(weights, r.demand_x, r.demand_level_w))
+    total = [(np.zeros((width, width)), np.zeros(width), 0) for _ in range(bands_n)]
+    for e in eq:
+        if e is not None:
+            total = [(s[0] + q[0], s[1] + q[1], s[2] + q[2]) for s, q in zip(total, e, strict=True)]
+    return out, tuple(_solve(*s) for s in total)
+
+
+def _tune_demand(
+    history: History, issue_ms: int, replays: list[Replay]
+) -> tuple[tuple[DemandBand, ...], tuple[FloatArray | None, ...]]:
     actual, band, used = _stack(history, issue_ms, replays, "demand")
     if not used:
-        return ()
-    names = [c for c in DEMAND_CANDIDATES if all(c in r.demand for r in used)]
-    preds = {c: np.concatenate([r.demand[c] for r in used]) for c in names}
-    ok = np.isfinite(actual)
-    for c in names:
-        ok &= np.isfinite(preds[c])
+        return (), ()
+    per_replay = [
+        _actuals(history, "demand", step_starts(r.issue_ms, _steps(r, "demand")), issue_ms)
+        for r in used
+    ]
+    local, weights = _local_candidates(used, per_replay, [_band_of(a.size) for a in per_replay])
+    preds: dict[str, FloatArray] = {}
+    for c in DEMAND_CANDIDATES:
+        if c == "local":
+            if any(p is not None for p in local):
+                preds[c] = np.concatenate(
+                    [
+                        p if p is not None else np.full(a.size, np.nan)
+                        for p, a in zip(local, per_replay, strict=True)
+                    ]
+                )
+        elif all(c in r.demand for r in used):
+            preds[c] = np.concatenate([r.demand[c] for r in used])
     out = []
     for i, (name, first, end) in enumerate(HORIZON_BANDS):
-        keep = ok & (band == i)
+        here = np.isfinite(actual) & (band == i)
+        # A candidate takes part where it has a value on nearly every step others have; the
+        # comparison is then over the steps every taking part has (the local model joins once
+        # it has days enough behind it, and is compared only where it could have run).
+        names = [c for c in preds if np.isfinite(preds[c][here]).mean() > 0.5] if here.any() else []
+        keep = here.copy()
+        for c in names:
+            keep &= np.isfinite(preds[c])
         n = int(keep.sum())
-        if n < MIN_BAND_STEPS:
+        if n < MIN_BAND_STEPS or not names:
             continue
         a = actual[keep]
         mae = {c: float(np.mean(np.abs(preds[c][keep] - a))) for c in names}
@@ -334,7 +466,7 @@ def _tune_demand(history: History, issue_ms: int, replays: list[Replay]) -> tupl
                 round(max(float(hi), 1.0), 4),
             )
         )
-    return tuple(out)
+    return tuple(out), weights
 
 
 def _tune_generation(
