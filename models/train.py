@@ -912,7 +912,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=REPORT_PATH, help="backtest JSON to write")
     parser.add_argument("--quick", action="store_true", help="a small, fast run (smoke test)")
     parser.add_argument("--no-backtest", action="store_true", help="skip the held-out backtest")
+    parser.add_argument(
+        "--backtest-only",
+        action="store_true",
+        help="backtest the model at --out and write --report, without training",
+    )
     args = parser.parse_args(argv)
+    if args.backtest_only:
+        report = held_out_backtests(args.out, open_datasets(Settings().seed), every_hours=6.0)
+        args.report.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        print("\n".join(summary_lines(report)))
+        return 0
     settings = Settings.quick() if args.quick else Settings()
     datasets = open_datasets(settings.seed)
     windows = {ds.name: SPLITS[ds.target][:2] for ds in datasets}

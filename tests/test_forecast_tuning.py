@@ -226,3 +226,34 @@ def test_pv_at_night_is_not_calibrated() -> None:
         return Replay(p, {}, {"pv": night})
 
     assert "pv" not in tune(history, T0, replay).generation
+
+
+def test_pv_hourly_factor_is_chosen_where_a_site_beats_the_model_in_the_afternoon() -> None:
+    """A west-facing array: from solar noon on it makes 1.5 times what the model forecast,
+    before noon exactly that. The factor per hour comes out 1.5 and 1.0 by construction, and
+    the corrected forecast wins every band once enough horizons have passed."""
+    steps = 192
+    n = 8 * WEEK_STEPS
+    start = T0 - n * STEP_MS
+    hour_of = ((np.arange(n) * STEP_MS + start) // 3_600_000) % 24  # lon 0: solar hour = UTC
+    model_p50 = np.where((hour_of >= 6) & (hour_of < 18), 1_000.0, 0.0)
+    actual = np.where(hour_of >= 12, 1.5, 1.0) * model_p50
+    history = History(start, np.full(n, 500.0), actual, np.full(n, np.nan))
+
+    def replay(p: int) -> Replay:
+        i = (p - start) // STEP_MS
+        mid = model_p50[i : i + steps]
+        hours = hour_of[i : i + steps].astype(np.int64)
+        band = Band(mid * 0.8, mid, mid * 1.2, mid.copy(), hours)  # scale: daylight only
+        return Replay(p, {}, {"pv": band})
+
+    tuning = tune(history, T0, replay)
+    factors = tuning.hour_factors["pv"]
+    assert factors[12:18] == pytest.approx(1.5)
+    assert factors[6:12] == pytest.approx(1.0)
+    for b in tuning.generation["pv"]:
+        assert b.chosen == "model_by_hour"
+        assert b.mae_w["model_by_hour"] == pytest.approx(0.0)
+        # About half the daylight steps (the afternoons) off by 500 W; exactly half in 0-6 h,
+        # whose windows from issues at 00, 06, 12 and 18 UTC take each hour of the day once.
+        assert b.mae_w["model"] == pytest.approx(250.0, rel=0.02 if b.name != "0-6h" else 1e-6)

@@ -46,7 +46,7 @@ from hub.forecast.features import (
     wind_features,
 )
 from hub.forecast.site import Site
-from hub.forecast.solar import FloatArray
+from hub.forecast.solar import FloatArray, local_solar_hour
 from hub.forecast.tuning import (
     Band,
     Replay,
@@ -54,6 +54,7 @@ from hub.forecast.tuning import (
     Tuning,
     apply_demand,
     apply_generation,
+    band_rows,
     demand_candidates,
     generation_scale_w,
     local_predict,
@@ -124,6 +125,11 @@ class ForecastResult:
         return out
 
 
+def solar_hour_bins(t: np.ndarray, lon: float) -> np.ndarray:
+    """The local solar hour (0-23) each step's middle falls in: PV's correction's bins."""
+    return np.floor(local_solar_hour(t + STEP_MS // 2, lon)).astype(np.int64) % 24
+
+
 def tuning_json(tuning: Tuning) -> dict[str, Any]:
     """What tuning found, for the operator: each demand candidate's MAE per horizon band and the
     one chosen; PV's and wind's band corrections and the coverage before them."""
@@ -141,7 +147,13 @@ def tuning_json(tuning: Tuning) -> dict[str, Any]:
         }
     for target, bands in tuning.generation.items():
         out[target] = {
-            b.name: {"widen": b.widen, "steps": b.steps, "coverage_before": b.coverage_before}
+            b.name: {
+                "chosen": b.chosen,
+                "mae_w": b.mae_w,
+                "widen": b.widen,
+                "steps": b.steps,
+                "coverage_before": b.coverage_before,
+            }
             for b in bands
         }
     return out
@@ -442,34 +454,66 @@ def _tuned(
     issue_ms: int,
 ) -> TargetForecast:
     """``f`` with ``tuning`` applied: demand's per-horizon choice and band, PV's and wind's
-    conformal band correction."""
-    steps = f.p50.size
+    hourly correction and conformal band."""
     if target == "demand":
-        if not tuning.demand or f.method not in ("model", "fallback"):
-            return f
-        model_p50 = f.p50 if f.method == "model" else None
-        candidates = demand_candidates(model_p50, past, issue_ms, steps)
-        inputs = model_inputs("demand", past, step_weather, site, issue_ms, steps)
-        if tuning.local_weights and isinstance(inputs, Inputs):
-            candidates["local"] = local_predict(tuning.local_weights, inputs.x, inputs.scale_w)
-        lo, mid, hi, basis = apply_demand(tuning.demand, candidates, f.p10, f.p50, f.p90)
-        if not basis:
-            return f
-        only_model = f.method == "model" and set(basis.values()) == {"model"}
-        method: Method = "model" if only_model else "selected"
-        return TargetForecast(lo, mid, hi, method, tuning.demand_note(), basis)
+        return _tuned_demand(f, tuning, past, step_weather, site, issue_ms)
+    return _tuned_generation(target, f, tuning, past, site, issue_ms)
+
+
+def _tuned_demand(
+    f: TargetForecast,
+    tuning: Tuning,
+    past: History,
+    step_weather: StepWeather,
+    site: Site,
+    issue_ms: int,
+) -> TargetForecast:
+    steps = f.p50.size
+    if not tuning.demand or f.method not in ("model", "fallback"):
+        return f
+    model_p50 = f.p50 if f.method == "model" else None
+    candidates = demand_candidates(model_p50, past, issue_ms, steps)
+    inputs = model_inputs("demand", past, step_weather, site, issue_ms, steps)
+    if tuning.local_weights and isinstance(inputs, Inputs):
+        candidates["local"] = local_predict(tuning.local_weights, inputs.x, inputs.scale_w)
+    lo, mid, hi, basis = apply_demand(tuning.demand, candidates, f.p10, f.p50, f.p90)
+    if not basis:
+        return f
+    only_model = f.method == "model" and set(basis.values()) == {"model"}
+    method: Method = "model" if only_model else "selected"
+    return TargetForecast(lo, mid, hi, method, tuning.demand_note(), basis)
+
+
+def _tuned_generation(
+    target: str, f: TargetForecast, tuning: Tuning, past: History, site: Site, issue_ms: int
+) -> TargetForecast:
+    steps = f.p50.size
     bands = tuning.generation.get(target)
     cap = capacity_w(past, target, site)
     if not bands or cap is None or f.method not in ("model", "mixed"):
         return f
-    scale = generation_scale_w(target, cap, step_starts(issue_ms, steps), site)
-    lo, hi = apply_generation(bands, f.p10, f.p50, f.p90, scale)
+    t = step_starts(issue_ms, steps)
+    scale = generation_scale_w(target, cap, t, site)
+    p10, p50, p90 = f.p10, f.p50, f.p90
+    factors = tuning.hour_factors.get(target)
+    basis: dict[str, str] = {}
+    if factors is not None and any(b.chosen == "model_by_hour" for b in bands):
+        by_hour = factors[solar_hour_bins(t, site.lon)]
+        rows = band_rows([(b.first, b.end) for b in bands], steps)
+        for i, b in enumerate(bands):
+            basis[b.name] = b.chosen
+            if b.chosen == "model_by_hour":
+                here = rows == i
+                p10, p50, p90 = (np.where(here, q * by_hour, q) for q in (p10, p50, p90))
+    lo, hi = apply_generation(bands, p10, p50, p90, scale)
     where = "daylight" if target == "pv" else "turning"
     before = ", ".join(f"{b.name} {b.coverage_before:.0%}" for b in bands)
     note = f"band calibrated on {where} steps of the last {tuning.days:g} days"
     note += f" (it covered {before})"
+    if basis:
+        note = f"scaled by this site's hourly factor where it did better; {note}"
     note = note if not f.note else f"{f.note}; {note}"
-    return TargetForecast(lo, f.p50, hi, f.method, note[:200])
+    return TargetForecast(lo, p50, hi, f.method, note[:200], basis)
 
 
 TUNE_HOURS: Final = 48
@@ -501,7 +545,8 @@ def replay(
         if f.method == "mixed":  # score only where the model ran
             needed = step_weather.ghi_w_m2 if target == "pv" else step_weather.wind_speed_m_s
             scale = np.where(np.isfinite(needed), scale, 0.0)
-        generation[target] = Band(f.p10, f.p50, f.p90, scale)
+        hour = solar_hour_bins(t, site.lon) if target == "pv" else None
+        generation[target] = Band(f.p10, f.p50, f.p90, scale, hour)
     return Replay(issue_ms, candidates, generation, demand_x, level)
 
 
