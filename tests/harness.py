@@ -27,6 +27,7 @@ from protocol.clock import SystemClock
 from sim.broker import find_mosquitto, free_port, mosquitto_config
 from sim.household import SimHome
 from sim.modbus_server import ServedLog, SimModbusServers
+from tests.devices_toml import devices_tables
 
 BIN = Path(sys.executable).parent
 
@@ -277,11 +278,7 @@ def simulated_home(
     sim = SimHome("home-1", 11, SystemClock(), step_s=1)
     served = ServedLog()
     with SimModbusServers([sim], served=served) as servers:
-        devices = "".join(
-            f'[[devices]]\nname = "{name}"\nprofile = "{ep.profile}"\n'
-            f'modbus = "tcp://{ep.host}:{ep.port}"\nunit = {ep.unit}\n\n'
-            for name, ep in servers.endpoints()["home-1"].items()
-        )
+        devices = devices_tables(servers.endpoints()["home-1"])
         folder = tmp / "home-1"
         folder.mkdir(parents=True)
         config = folder / "agent.toml"

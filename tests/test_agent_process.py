@@ -5,68 +5,60 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
-import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.cli import main as agent_cli
 from agent.consent_ledger import ConsentLedger
 from protocol.clock import SystemClock
 from protocol.codec import decode_message
 from protocol.payloads import HomeStatus, ReadingBatch
-from protocol.topics import HomeTopic
+from protocol.topics import HomeTopic, parse_topic
 from sim.broker import RunningBroker
 from sim.household import SimHome
 from sim.modbus_server import SimModbusServers
+from tests.devices_toml import devices_tables
+from tests.harness import Message, Recorder
 
 COOP = "proc-coop"
+P = TypeVar("P")
 
 
-class Watcher:
-    """A plain paho client that records the agent's status and readings."""
+def watch(broker: RunningBroker, client_id: str = "watcher") -> Recorder:
+    """Everything published under the coop, as the hub would see it."""
+    return Recorder(
+        broker.port, [f"coopwatt/{COOP}/#"], client_id=client_id, host=broker.host, timeout_s=15.0
+    )
 
-    def __init__(self, broker: RunningBroker, client_id: str = "watcher") -> None:
-        self.statuses: list[HomeStatus] = []
-        self.batches: list[ReadingBatch] = []
-        self.changed = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-        self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
-        self.client.subscribe(f"coopwatt/{COOP}/#", qos=1)
-        self.client.loop_start()
 
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        address, payload = decode_message(msg.topic, bytes(msg.payload))
-        with self.changed:
-            if address.kind is HomeTopic.STATUS:
-                self.statuses.append(payload)
-            elif address.kind is HomeTopic.READINGS:
-                self.batches.append(payload)
-            self.changed.notify_all()
+def payloads(messages: list[Message], kind: HomeTopic, cls: type[P]) -> list[P]:
+    """The payloads of ``kind`` in the order they arrived (statuses: the last will included)."""
+    found: list[P] = []
+    for topic, raw, _ in messages:
+        if parse_topic(topic).kind is kind:
+            _, payload = decode_message(topic, raw)
+            assert isinstance(payload, cls)
+            found.append(payload)
+    return found
 
-    def wait(self, predicate: object, timeout_s: float = 15.0) -> None:
-        with self.changed:
-            assert self.changed.wait_for(predicate, timeout_s), "timed out"  # type: ignore[arg-type]
 
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+def statuses(messages: list[Message]) -> list[HomeStatus]:
+    return payloads(messages, HomeTopic.STATUS, HomeStatus)
+
+
+def batches(messages: list[Message]) -> list[ReadingBatch]:
+    return payloads(messages, HomeTopic.READINGS, ReadingBatch)
 
 
 @pytest.fixture
 def home_config(tmp_path: Path, mosquitto: RunningBroker) -> Iterator[Path]:
     home = SimHome("home-1", 3, SystemClock())
     with SimModbusServers([home]) as servers:
-        devices = "".join(
-            f'[[devices]]\nname = "{name}"\nprofile = "{ep.profile}"\n'
-            f'modbus = "tcp://{ep.host}:{ep.port}"\nunit = {ep.unit}\n\n'
-            for name, ep in servers.endpoints()["home-1"].items()
-        )
+        devices = devices_tables(servers.endpoints()["home-1"])
         (tmp_path / "agent.toml").write_text(
             f'coop = "{COOP}"\nhome = "home-1"\npoll_interval_s = 0.5\n'
             f'data_dir = "state"\n\n[broker]\nurl = "{mosquitto.url}"\n\n{devices}'
@@ -89,21 +81,24 @@ def _start_agent(config: Path) -> subprocess.Popen[bytes]:
 def test_status_online_then_last_will_offline_when_killed(
     mosquitto: RunningBroker, home_config: Path
 ) -> None:
-    watcher = Watcher(mosquitto)
+    watcher = watch(mosquitto)
     proc = _start_agent(home_config)
     try:
-        watcher.wait(lambda: any(s.state == "online" and s.devices for s in watcher.statuses))
-        online = next(s for s in watcher.statuses if s.state == "online" and s.devices)
+        watcher.wait(
+            lambda m: any(s.state == "online" and s.devices for s in statuses(m)),
+            "an online status with devices",
+        )
+        online = next(s for s in statuses(watcher.messages) if s.state == "online" and s.devices)
         assert online.home == "home-1"
         assert online.version
-        watcher.wait(lambda: len(watcher.batches) >= 2)
-        devices = {r.device for b in watcher.batches for r in b.readings}
+        watcher.wait(lambda m: len(batches(m)) >= 2, "two readings batches")
+        devices = {r.device for b in batches(watcher.messages) for r in b.readings}
         assert devices == {"grid-meter", "pv-inverter", "wind-turbine"}
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         # The broker publishes the last will: the hub learns the home went away uncleanly.
-        watcher.wait(lambda: watcher.statuses[-1].state == "offline")
-        assert watcher.statuses[-1] == HomeStatus("home-1", "offline")
+        watcher.wait(lambda m: statuses(m)[-1].state == "offline", "the last will")
+        assert statuses(watcher.messages)[-1] == HomeStatus("home-1", "offline")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -114,14 +109,14 @@ def test_status_online_then_last_will_offline_when_killed(
 def test_sigterm_stops_cleanly_with_a_full_offline_status(
     mosquitto: RunningBroker, home_config: Path
 ) -> None:
-    watcher = Watcher(mosquitto)
+    watcher = watch(mosquitto)
     proc = _start_agent(home_config)
     try:
-        watcher.wait(lambda: len(watcher.batches) >= 1)
+        watcher.wait(lambda m: len(batches(m)) >= 1, "a readings batch")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
-        watcher.wait(lambda: watcher.statuses[-1].state == "offline")
-        final = watcher.statuses[-1]
+        watcher.wait(lambda m: statuses(m)[-1].state == "offline", "the offline status")
+        final = statuses(watcher.messages)[-1]
         assert final.devices is not None  # a clean stop says more than the last will can
         assert final.backlog is not None
     finally:
@@ -137,13 +132,13 @@ def test_a_late_subscriber_gets_the_retained_online_status(
     mosquitto: RunningBroker, home_config: Path
 ) -> None:
     proc = _start_agent(home_config)
-    first = Watcher(mosquitto)
+    first = watch(mosquitto)
     try:
-        first.wait(lambda: any(s.state == "online" for s in first.statuses))
-        late = Watcher(mosquitto, client_id="late")  # subscribes after the status was published
-        late.wait(lambda: bool(late.statuses))
-        assert late.statuses[0].state == "online"
-        assert late.statuses[0].home == "home-1"
+        first.wait(lambda m: any(s.state == "online" for s in statuses(m)), "the online status")
+        late = watch(mosquitto, client_id="late")  # subscribes after the status was published
+        late.wait(lambda m: bool(statuses(m)), "the retained status")
+        assert statuses(late.messages)[0].state == "online"
+        assert statuses(late.messages)[0].home == "home-1"
         late.close()
     finally:
         first.close()

@@ -41,10 +41,15 @@ from tests.harness import (
 )
 
 
-def readings_watch(port: int, coop: str) -> Recorder:
+@contextlib.contextmanager
+def readings_watch(port: int, coop: str) -> Iterator[Recorder]:
     """Proof that the agent has sent: the readings the broker hands out, whoever (if anyone)
     else receives them."""
-    return Recorder(port, [f"coopwatt/{coop}/homes/+/readings"], client_id=f"watch-{coop}")
+    watch = Recorder(port, [f"coopwatt/{coop}/homes/+/readings"], client_id=f"watch-{coop}")
+    try:
+        yield watch
+    finally:
+        watch.close()
 
 
 @dataclass
@@ -83,6 +88,12 @@ class Rig:
         wait_all_served_stored(self.hub.db, self.home, missing_allowed=missing_allowed)
         assert self.home.stop(signal.SIGTERM) == 0, self.home.log()
         return assert_exactly_once(self.hub.db, self.home, complete=False)
+
+    def sent_while_hub_away(self, what: str) -> None:
+        """Wait until the broker has handed out three batches of the agent's readings while the
+        hub cannot take them."""
+        with readings_watch(self.broker.port, self.hub.coop) as watch:
+            wait_for(lambda: len(watch.messages) >= 3, what=what)
 
 
 @contextlib.contextmanager
@@ -206,11 +217,7 @@ def test_broker_down_when_agent_and_hub_start(tmp_path: Path) -> None:
         rig.broker.start()
         # The agent is back first and sends its backlog to a broker the hub has never
         # subscribed on: nobody receives it. Then the hub gets through.
-        watch = readings_watch(rig.broker.port, rig.hub.coop)
-        try:
-            wait_for(lambda: len(watch.messages) >= 3, what="the agent sending after the outage")
-        finally:
-            watch.close()
+        rig.sent_while_hub_away("the agent sending after the outage")
         rig.proxy.set_mode("pass")
         assert rig.settle() > 50
 
@@ -222,27 +229,17 @@ def test_broker_killed_without_persistence_and_the_hub_back_last(hub_proxied: Ri
     rig.proxy.set_mode("drop")
     rig.backlog(40)
     rig.broker.start()
-    watch = readings_watch(rig.broker.port, rig.hub.coop)
-    try:
-        wait_for(lambda: len(watch.messages) >= 3, what="the agent sending while the hub is away")
-    finally:
-        watch.close()
+    rig.sent_while_hub_away("the agent sending while the hub is away")
     rig.proxy.set_mode("pass")
     assert rig.settle() > 50
 
 
 def test_hub_killed_holding_received_uncommitted_readings(rig: Rig) -> None:
-    watch = readings_watch(rig.broker.port, rig.hub.coop)
-    try:
-        with db_write_lock(rig.hub.db):
-            # The hub takes these from the broker and cannot commit them.
-            start = len(watch.messages)
-            wait_for(
-                lambda: len(watch.messages) >= start + 10, what="readings sent to a locked hub"
-            )
-            rig.hub.stop(signal.SIGKILL)
-    finally:
-        watch.close()
+    with readings_watch(rig.broker.port, rig.hub.coop) as watch, db_write_lock(rig.hub.db):
+        # The hub takes these from the broker and cannot commit them.
+        start = len(watch.messages)
+        wait_for(lambda: len(watch.messages) >= start + 10, what="readings sent to a locked hub")
+        rig.hub.stop(signal.SIGKILL)
     rig.hub.start()
     assert rig.settle() > 50
 

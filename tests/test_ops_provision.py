@@ -34,6 +34,7 @@ from hub.ops.provision import (
 )
 from protocol.codec import MAX_PAYLOAD_BYTES
 from protocol.topics import ID_RE
+from tests.devices_toml import write_grid_meter_file
 
 COOP = "ops-coop"
 
@@ -48,15 +49,6 @@ def layout(tmp_path: Path) -> Layout:
         persistence_dir=tmp_path / "persist",
     )
     return layout
-
-
-def devices(tmp_path: Path) -> Path:
-    path = tmp_path / "devices.toml"
-    path.write_text(
-        '[[devices]]\nname = "grid-meter"\nprofile = "eastron-sdm630"\n'
-        'modbus = "tcp://192.168.1.50:502"\nunit = 1\n'
-    )
-    return path
 
 
 # -- ids -----------------------------------------------------------------------------------------
@@ -199,7 +191,8 @@ def test_broker_config_again_keeps_the_ca_and_accounts(layout: Layout, tmp_path:
 def test_provision_writes_account_certificate_config_and_bundle(
     layout: Layout, tmp_path: Path
 ) -> None:
-    result = provision_home(layout, "home-7", tmp_path / "bundles", devices_file=devices(tmp_path))
+    devices = write_grid_meter_file(tmp_path, "tcp://192.168.1.50:502")
+    result = provision_home(layout, "home-7", tmp_path / "bundles", devices_file=devices)
     files = result.bundle / "coopwatt"
     password = (files / "agent.password").read_text().strip()
     hashed = PasswordFile(layout.home_passwd).get("home-7")
@@ -304,21 +297,17 @@ def test_cli_provisions_without_ever_showing_the_password(
     assert gone.exit_code == 0 and "certificate revoked" in gone.output
 
 
+def _broker_config_args(tmp_path: Path) -> list[str]:
+    """``broker-config`` into ``tmp_path/b``; as root, since pytest's folders are private to it."""
+    return [
+        "broker-config", "--coop", COOP, "--dir", str(tmp_path / "b"), "--name", "hub.local",
+        "--persistence-dir", str(tmp_path / "p"), "--broker-user", "root",
+    ]  # fmt: skip
+
+
 def test_cli_broker_config(tmp_path: Path) -> None:
     runner = CliRunner()
-    args = [
-        "broker-config",
-        "--coop",
-        COOP,
-        "--dir",
-        str(tmp_path / "b"),
-        "--name",
-        "hub.local",
-        "--persistence-dir",
-        str(tmp_path / "p"),
-        "--broker-user",
-        "root",
-    ]  # fmt: skip  (root: pytest's folders are private to it)
+    args = _broker_config_args(tmp_path)
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "mqtts://hub.local:8883" in result.output
@@ -329,19 +318,7 @@ def test_cli_broker_config(tmp_path: Path) -> None:
 
 def test_cli_bad_new_options_say_one_line_error(tmp_path: Path) -> None:
     runner = CliRunner()
-    args = [
-        "broker-config",
-        "--coop",
-        COOP,
-        "--dir",
-        str(tmp_path / "b"),
-        "--name",
-        "hub.local",
-        "--persistence-dir",
-        str(tmp_path / "p"),
-        "--broker-user",
-        "root",
-    ]  # fmt: skip  (root: pytest's folders are private to it)
+    args = _broker_config_args(tmp_path)
     for extra, says in (
         (["--bind", "not an address"], "--bind"),
         (["--local-port", "0"], "--local-port"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,14 +16,9 @@ from protocol.codec import CodecError, decode_message
 from protocol.config_tables import ConfigError
 from protocol.payloads import Appliance, Appliances, Prompts
 from protocol.topics import HomeTopic, home_topic
+from tests.golden_payloads import DELETE, edited, golden_json
 
-GOLDEN = Path(__file__).parent / "golden"
 COOP, HOME = "test-coop", "home-1"
-
-
-def _golden(name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = json.loads((GOLDEN / f"{name}.json").read_bytes())
-    return obj
 
 
 def _decode(kind: HomeTopic, obj: object) -> Any:
@@ -32,12 +26,12 @@ def _decode(kind: HomeTopic, obj: object) -> Any:
 
 
 def test_the_golden_prompts_read_as_the_light_would_show_them() -> None:
-    p = _decode(HomeTopic.PROMPTS, _golden("prompts__two-appliances"))
+    p = _decode(HomeTopic.PROMPTS, golden_json("prompts__two-appliances"))
     assert isinstance(p, Prompts)
     assert p.level_at(p.issued_ms) == "amber"
     assert p.level_at(p.issued_ms + 3_600_000) == "green"
     assert p.level_at(p.valid_until_ms) is None  # expired
-    a = _decode(HomeTopic.APPLIANCES, _golden("appliances__three"))
+    a = _decode(HomeTopic.APPLIANCES, golden_json("appliances__three"))
     assert isinstance(a, Appliances)
     ev = a.appliances[2]
     assert ev.interruptible and ev.window_min == 13 * 60  # 18:00 to 07:00
@@ -49,7 +43,7 @@ def test_the_golden_prompts_read_as_the_light_would_show_them() -> None:
         (HomeTopic.APPLIANCES, "appliances__three", ["appliances", 0, "duration_min"], 900,
          "does not fit"),
         (HomeTopic.APPLIANCES, "appliances__three", ["timezone"], "Not a zone!", "IANA"),
-        (HomeTopic.APPLIANCES, "appliances__three", ["grant"], None, "grant is missing"),
+        (HomeTopic.APPLIANCES, "appliances__three", ["grant"], DELETE, "grant is missing"),
         (HomeTopic.APPLIANCES, "appliances__three", ["appliances", 1, "name"], "washing-machine",
          "share a name"),
         (HomeTopic.APPLIANCES, "appliances__three", ["appliances", 0, "runs_per_week"], 0,
@@ -70,16 +64,8 @@ def test_the_golden_prompts_read_as_the_light_would_show_them() -> None:
 def test_invalid_payloads_are_refused_naming_the_field(
     kind: HomeTopic, name: str, path: list[str | int], value: Any, words: str
 ) -> None:
-    obj = _golden(name)
-    target: Any = obj
-    for key in path[:-1]:
-        target = target[key]
-    if value is None:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
     with pytest.raises(CodecError, match=words):
-        _decode(kind, obj)
+        _decode(kind, edited(golden_json(name), path, value))
 
 
 json_values = st.recursive(
@@ -101,7 +87,7 @@ def test_any_mangled_payload_is_decoded_or_refused_cleanly(
     case: tuple[str, HomeTopic], data: st.DataObject
 ) -> None:
     name, kind = case
-    obj = _golden(name)
+    obj = golden_json(name)
     # Replace one value somewhere in the payload with anything JSON can hold.
     target: Any = obj
     while True:

@@ -25,9 +25,9 @@ from protocol.topics import (
     hub_topic,
     parse_topic,
 )
+from tests.golden_payloads import DELETE, GOLDEN, edited, golden_json
 from tests.times import JULY_1_2026_1000_UTC_MS
 
-GOLDEN = Path(__file__).parent / "golden"
 COOP, HOME = "test-coop", "home-1"
 T0 = JULY_1_2026_1000_UTC_MS
 
@@ -46,11 +46,6 @@ def test_golden_payloads_round_trip_byte_for_byte(file: Path) -> None:
     assert encode(payload) == raw
 
 
-def _golden_readings() -> dict[str, Any]:
-    obj: dict[str, Any] = json.loads((GOLDEN / "readings__three-devices.json").read_bytes())
-    return obj
-
-
 def _decode_readings(obj: object) -> ReadingBatch:
     _, batch = decode_message(home_topic(COOP, HOME, HomeTopic.READINGS), json.dumps(obj).encode())
     assert isinstance(batch, ReadingBatch)
@@ -58,7 +53,7 @@ def _decode_readings(obj: object) -> ReadingBatch:
 
 
 def test_golden_reading_values_and_types() -> None:
-    batch = _decode_readings(_golden_readings())
+    batch = _decode_readings(golden_json("readings__three-devices"))
     grid = batch.readings[0]
     assert grid.role is Role.GRID
     assert grid.quantities["power_w"] == -1204.5
@@ -67,28 +62,13 @@ def test_golden_reading_values_and_types() -> None:
     assert isinstance(batch.readings[2].quantities["power_w"], float)
 
 
-def _mutate(path: list[str | int], value: Any) -> dict[str, Any]:
-    obj = _golden_readings()
-    target: Any = obj
-    for key in path[:-1]:
-        target = target[key]
-    if value is _DELETE:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
-    return obj
-
-
-_DELETE = object()
-
-
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
         (["v"], 2, "unsupported wire version"),
         (["v"], "1", "unsupported wire version"),
-        (["v"], _DELETE, "unsupported wire version"),
-        (["home"], _DELETE, "missing field 'home'"),
+        (["v"], DELETE, "unsupported wire version"),
+        (["home"], DELETE, "missing field 'home'"),
         (["surprise"], 1, "unknown field 'surprise'"),
         (["readings", 0, "extra"], 1, "unknown field 'extra'"),
         (["readings", 0, "seq"], 1.5, "expected an integer"),
@@ -114,7 +94,7 @@ def test_decoder_rejects_with_a_message_naming_the_problem(
     path: list[str | int], value: Any, message: str
 ) -> None:
     with pytest.raises(CodecError, match=message):
-        _decode_readings(_mutate(path, value))
+        _decode_readings(edited(golden_json("readings__three-devices"), path, value))
 
 
 @pytest.mark.parametrize(
@@ -148,7 +128,7 @@ def test_decoder_rejects_malformed_json(raw: bytes, message: str) -> None:
     ],
 )
 def test_a_statement_s_pricing_is_checked(span: dict[str, str], message: str) -> None:
-    data = json.loads((GOLDEN / "statement__two-schemes.json").read_bytes())
+    data = golden_json("statement__two-schemes")
     data["pricing"][0].update(span)
     with pytest.raises(CodecError, match=message):
         decode(Statement, json.dumps(data).encode())

@@ -30,9 +30,9 @@ from protocol.codec import (
 )
 from protocol.payloads import Ack, Reading, ReadingBatch, ReadingColumns
 from protocol.quantities import GLOSSARY, Role, allowed_for
+from tests.golden_payloads import GOLDEN, golden_json
 from tests.times import JULY_1_2026_1000_UTC_MS
 
-GOLDEN = Path(__file__).parent / "golden"
 T0 = JULY_1_2026_1000_UTC_MS
 
 
@@ -71,7 +71,7 @@ def _readings_json(batch: dict[str, Any]) -> bytes:
 
 
 def _golden() -> dict[str, Any]:
-    obj: dict[str, Any] = json.loads((GOLDEN / "readings__three-devices.json").read_bytes())
+    obj = golden_json("readings__three-devices")
     del obj["v"]
     return obj
 

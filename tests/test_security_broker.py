@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import os
 import shutil
 import signal
@@ -27,10 +26,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -38,7 +33,7 @@ from paho.mqtt.properties import Properties
 from hub.config import load_config
 from hub.ingest.service import Ingest
 from hub.ops.broker_config import MAX_PACKET_BYTES, write_broker_config
-from hub.ops.pki import cert_serial
+from hub.ops.pki import CertificateAuthority, cert_serial
 from hub.ops.provision import (
     HUB_USER,
     OPERATOR_USER,
@@ -54,6 +49,7 @@ from protocol.payloads import HubMetrics, HubStatus, Reading, ReadingBatch
 from protocol.quantities import Role
 from protocol.session import BrokerSettings
 from sim.broker import find_mosquitto, free_port
+from tests.devices_toml import devices_tables, write_grid_meter_file
 from tests.harness import wait_for
 from tests.times import JULY_1_2026_1000_UTC_MS
 
@@ -114,15 +110,6 @@ def _listening(port: int) -> bool:
     return False
 
 
-def _devices_file(folder: Path) -> Path:
-    path = folder / "devices.toml"
-    path.write_text(
-        '[[devices]]\nname = "grid-meter"\nprofile = "eastron-sdm630"\n'
-        'modbus = "tcp://127.0.0.1:1502"\nunit = 1\n'
-    )
-    return path
-
-
 @pytest.fixture(scope="module")
 def broker() -> Iterator[SecureBroker]:
     if find_mosquitto() is None:
@@ -148,8 +135,9 @@ def broker() -> Iterator[SecureBroker]:
         broker_user=broker_user,
         log_denied=True,  # refused publishes are logged, with the account, only so
     )
+    devices = write_grid_meter_file(base, "tcp://127.0.0.1:1502")
     for home in ("home-a", "home-b"):
-        provision_home(layout, home, b.bundles, devices_file=_devices_file(base))
+        provision_home(layout, home, b.bundles, devices_file=devices)
     b.start()
     try:
         yield b
@@ -342,27 +330,11 @@ def test_a_client_certificate_is_required(broker: SecureBroker) -> None:
 
 
 def test_a_certificate_from_another_ca_is_refused(broker: SecureBroker, tmp_path: Path) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "home-a")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "c.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "c.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    # A look-alike: a CA of its own named for this cooperative, issuing a proper client
+    # certificate for a provisioned home's id.
+    other = CertificateAuthority.open_or_create(tmp_path / "other-ca", COOP).issue_client("home-a")
+    (tmp_path / "c.crt").write_bytes(other.cert_pem)
+    (tmp_path / "c.key").write_bytes(other.key_pem)
     probe = connect(
         broker,
         "home-a",
@@ -826,11 +798,7 @@ def test_a_provisioned_agent_delivers_to_the_hub_over_tls(
     hub_thread = threading.Thread(target=serve, args=(hub_config, stop), daemon=True)
     hub_thread.start()
     with SimModbusServers([sim]) as servers:
-        devices = "".join(
-            f'[[devices]]\nname = "{name}"\nprofile = "{ep.profile}"\n'
-            f'modbus = "tcp://{ep.host}:{ep.port}"\nunit = {ep.unit}\n\n'
-            for name, ep in servers.endpoints()["home-1"].items()
-        )
+        devices = devices_tables(servers.endpoints()["home-1"])
         # The provisioned config as first boot installs it, with the bundle's folder for /etc.
         text = (bundle / "agent.toml").read_text()
         text = text.replace("/etc/coopwatt/", f"{bundle}/").replace(
