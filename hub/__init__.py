@@ -1,7 +1,9 @@
 """The cooperative hub: stores the homes' readings exactly once, follows their consent, forecasts
 the neighbourhood, plans appliance prompts and settles what neighbours share.
 
-The hub imports :mod:`protocol` only; it meets the household agent on the wire, never in code.
+Of coopwatt's other packages the hub imports :mod:`protocol` (and the training code in
+:mod:`models`, lazily, for ``coopwatt-hub train`` alone); it meets the household agent on the
+wire, never in code.
 Library first: every command of ``coopwatt-hub`` (:mod:`hub.cli`) is a thin shell over these
 packages, each of which maps its own modules in its docstring:
 

@@ -6,7 +6,8 @@ Modules:
 
 - :mod:`.main`: the ``coopwatt-hub`` group (the console script's entry point) and where every
   command is registered;
-- :mod:`.common`: what the command modules share: the operator's error, opening the database;
+- :mod:`.common`: what the command modules share: opening an existing database read-only (the
+  operator's error is :class:`protocol.cli.CliError`, the one every coopwatt CLI raises);
 - :mod:`.run`: ``run``: the hub or an extra ingest worker (:func:`hub.app.serve`) under signals;
 - :mod:`.readings`: ``export`` and ``summary``;
 - :mod:`.forecast`: ``weather import``, ``forecast``, ``backtest``, ``train``;

@@ -2,9 +2,11 @@
 
 The hub keeps every grant version a home publishes in an append-only ledger and checks each
 against the one before. It stores a reading only when the home's current grant still shares that
-stream; every module reads stored member data only through a
-:class:`~hub.consent.book.PurposeView`. When a grant shrinks, what is no longer covered is erased
-at once and the home is sent a receipt.
+stream; every feature reads stored member data only for its purpose: through a
+:class:`~hub.consent.book.PurposeView` (the prompts, the community figures), or in the forecast's
+and settlement's own per-purpose reads, which ask the book what each home's current grant covers.
+When a grant shrinks, what is no longer covered is erased at once and the home is sent a
+receipt.
 
 Modules:
 

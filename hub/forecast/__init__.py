@@ -16,7 +16,8 @@ Modules, pure core first:
   horizon band among the model and simple methods, P10-P90 bands calibrated to cover 80 %;
 - :mod:`.backtest`: forecasts issued in the past, scored against what happened;
 - :mod:`.series`: the forecast's tables in the hub database: imported weather, and the community
-  series (per-device power folded into 15-minute slots as readings are committed);
+  series (per-device power in 15-minute slots: a trigger queues each reading as it is committed,
+  and the queue is folded in before each read);
 - :mod:`.published`: the ``hub/forecast`` message read back, for the prompts and health;
 - :mod:`.service`: the refresh beside ingest: read the community history (only homes whose
   grant shares it), forecast, publish on ``hub/forecast``.

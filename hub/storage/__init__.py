@@ -4,7 +4,9 @@ Readings are stored exactly once (an idempotent insert on ``(device_id, seq)``),
 epoch milliseconds and quantities are stored in glossary units, one column each. Every other
 package reads and writes through a :class:`~hub.storage.store.Store`: its ``reader()`` (one
 connection per thread, WAL snapshots) and ``transaction()`` (the one writer connection, under its
-lock and in its writer turn).
+lock and in its writer turn). The one exception is the operator's health service
+(:mod:`hub.ops.health`), which reads home statuses and the newest readings' times through a
+read-only connection of its own.
 
 Modules:
 
