@@ -426,7 +426,8 @@ class TargetQuantiles:
     ``absent`` (the cooperative has no such generation; all zeros) or ``selected`` (per
     horizon band, the forecaster that scored best on the cooperative's recent weeks).
     ``basis``: horizon band (``0-6h``, ``6-24h``, ``24-48h``) -> the forecaster serving it
-    (``model``, ``last_week``, ``mean_4w``, ``median_4w``, ``model+mean_4w``).
+    (demand: ``model``, ``last_week``, ``mean_4w``, ``median_4w``, ``model+mean_4w``,
+    ``local``; PV: ``model`` or ``model_by_hour``).
     """
 
     p10_w: list[float]
