@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.codec import MAX_PAYLOAD_BYTES, CodecError, decode, decode_message, encode
-from protocol.payloads import Ack, HomeStatus, Reading, ReadingBatch, Statement, seq_ranges
+from protocol.payloads import (
+    Ack,
+    Forecast,
+    HomeStatus,
+    Reading,
+    ReadingBatch,
+    Statement,
+    seq_ranges,
+)
 from protocol.quantities import GLOSSARY, Role
 from protocol.session import parse_broker_url
 from protocol.topics import (
@@ -262,3 +271,28 @@ def test_broker_urls(url: str, expected: tuple[bool, str, int]) -> None:
 def test_bad_broker_urls(url: str) -> None:
     with pytest.raises(ValueError, match="broker"):
         parse_broker_url(url)
+
+
+_FORECAST_GOLDEN = json.loads((GOLDEN / "hub-forecast__selected.json").read_text(encoding="utf-8"))
+
+
+_names = st.from_regex(r"[A-Za-z0-9+_ -]{0,40}", fullmatch=True)
+
+
+@given(basis=_json_values | st.dictionaries(_names, _names, max_size=10))
+@settings(max_examples=300)
+def test_a_forecast_basis_is_a_small_map_of_names_or_a_clear_refusal(basis: Any) -> None:
+    """Whatever ``basis`` a hub (or an impostor) sends, the decoder either returns a map of at
+    most 8 band names to forecaster names, or refuses with a CodecError; never anything else."""
+    obj = json.loads(json.dumps(_FORECAST_GOLDEN))
+    obj["demand"]["basis"] = basis
+    topic = hub_topic(COOP, HubTopic.FORECAST)
+    try:
+        _, msg = decode_message(topic, json.dumps(obj).encode())
+    except CodecError:
+        return
+    assert isinstance(msg, Forecast) and isinstance(msg.demand.basis, dict)
+    assert 1 <= len(msg.demand.basis) <= 8
+    for band, name in msg.demand.basis.items():
+        assert re.fullmatch(r"[a-z0-9][a-z0-9+_-]{0,31}", band)
+        assert re.fullmatch(r"[a-z0-9][a-z0-9+_-]{0,31}", name)
