@@ -251,6 +251,25 @@ def test_payload_round_trips_through_the_codec(store: Store) -> None:
     assert len(decoded.demand.p50_w) == 192 and decoded.start_ms == T0
 
 
+def test_the_service_tunes_on_its_history_and_replays_only_what_is_new(store: Store) -> None:
+    """Nine days of history at T0 (a 6-hour boundary): the issues with a week before them are
+    the eight from T0 - 48 h to T0 - 6 h, the two days tuning needs."""
+    clock = ManualClock(T0)
+    service = ForecastService(store, store.coop, SITE, clock, Recorder())
+    payload = service.refresh()
+    assert payload.demand.basis is not None
+    assert set(payload.demand.basis) == {"0-6h", "6-24h", "24-48h"}
+    replays = dict(service._replays._replays)
+    assert sorted(replays) == [T0 - k * 6 * 3_600_000 for k in range(8, 0, -1)]
+    clock.advance(15 * 60_000)  # past T0: the issue at T0 itself is one more replay
+    service.refresh()
+    assert sorted(service._replays._replays) == [*sorted(replays), T0]
+    assert all(service._replays._replays[p] is r for p, r in replays.items())  # not made again
+    clock.advance(15 * 60_000)
+    service.refresh()
+    assert len(service._replays) == 9
+
+
 def test_service_publishes_retained_on_schedule_and_on_new_weather(
     store: Store, mosquitto: RunningBroker
 ) -> None:
