@@ -257,3 +257,29 @@ def test_pv_hourly_factor_is_chosen_where_a_site_beats_the_model_in_the_afternoo
         # About half the daylight steps (the afternoons) off by 500 W; exactly half in 0-6 h,
         # whose windows from issues at 00, 06, 12 and 18 UTC take each hour of the day once.
         assert b.mae_w["model"] == pytest.approx(250.0, rel=0.02 if b.name != "0-6h" else 1e-6)
+
+
+@pytest.mark.parametrize("homes", [20, 2_000])
+def test_two_weeks_of_a_small_or_large_cooperative_get_the_same_tuned_shape(homes: int) -> None:
+    """A cooperative two weeks old is tuned (a week of replays), and the forecast scales with
+    it: 2,000 homes of the same mix forecast 100 times what 20 do, whichever forecaster
+    serves each band. The demand is the simulator's households, scaled per home."""
+    from tests.test_forecast_features import sim_community
+
+    history, _ = sim_community(days=14, homes=12, start_ms=T0 - 14 * DAY_MS)
+    per_home = History(
+        history.start_ms, history.demand_w / 12, history.pv_w * 0, history.wind_w * 0
+    )
+    model = load_model()
+
+    def forecast(n: int) -> tuple[np.ndarray, dict[str, str]]:
+        scaled = History(per_home.start_ms, per_home.demand_w * n, per_home.pv_w, per_home.wind_w)
+        result = tuned_forecast(model, scaled, WeatherSeries.empty(), SITE, T0)
+        assert result.tuning is not None and result.tuning.issues == 7 * 4
+        demand = result.targets["demand"]
+        return np.stack([demand.p10, demand.p50, demand.p90]), demand.basis
+
+    small, small_basis = forecast(20)
+    large, large_basis = forecast(homes)
+    assert small_basis and small_basis == large_basis
+    np.testing.assert_allclose(large, small * homes / 20, rtol=1e-3)

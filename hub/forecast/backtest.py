@@ -35,7 +35,7 @@ from hub.forecast.features import DAY_MS, STEP_MS, STEPS_PER_DAY, TARGETS, Histo
 from hub.forecast.model import ForecastModel, make_forecast, replay, tuned_forecast
 from hub.forecast.site import Site
 from hub.forecast.solar import FloatArray, mean_clear_sky_ghi
-from hub.forecast.tuning import ReplayCache
+from hub.forecast.tuning import DEMAND_CANDIDATES, ReplayCache, local_predict
 from hub.forecast.weather import WeatherSeries
 
 BANDS: Final = (("0-6h", 0, 24), ("6-24h", 24, 96), ("24-48h", 96, 192), ("all", 0, 192))
@@ -213,9 +213,15 @@ def backtest(
             s.last_week.append(_values_at(history, target, t - 7 * DAY_MS))
             s.matters.append(daylight if target == "pv" else np.ones(result.steps, dtype=bool))
             if target == "demand" and tuned:
-                for name, pred in here.demand.items():
+                candidates = dict(here.demand)
+                weights = result.tuning.local_weights if result.tuning else ()
+                if weights and here.demand_x is not None and here.demand_level_w:
+                    candidates["local"] = local_predict(weights, here.demand_x, here.demand_level_w)
+                for name in DEMAND_CANDIDATES:  # NaN where one could not run at this issue
                     extended = np.full(result.steps, np.nan)
-                    extended[: min(pred.size, result.steps)] = pred[: result.steps]
+                    pred = candidates.get(name)
+                    if pred is not None:
+                        extended[: min(pred.size, result.steps)] = pred[: result.steps]
                     s.candidates.setdefault(name, []).append(extended)
         if progress is not None:
             progress(1)
@@ -230,8 +236,6 @@ def backtest(
         s = scores[target]
         entry: dict[str, Any] = {"forecasts": s.forecasts, "fallbacks": s.fallbacks}
         if s.horizon:
-            if s.candidates and any(len(v) != len(s.horizon) for v in s.candidates.values()):
-                s.candidates = {}  # a candidate missing at some issues cannot be compared
             entry["bands"] = {name: _band_metrics(s, lo, hi, target) for name, lo, hi in BANDS}
         report["targets"][target] = entry
     return report
