@@ -436,28 +436,15 @@ def make_forecast(
         for target in TARGETS
     }
     if tuning is not None:
+        # Demand: the forecaster chosen per horizon; PV and wind: hourly factor and band.
         targets = {
-            target: _tuned(target, f, tuning, past, step_weather, site, issue_ms)
+            target: _tuned_demand(f, tuning, past, step_weather, site, issue_ms)
+            if target == "demand"
+            else _tuned_generation(target, f, tuning, past, site, issue_ms)
             for target, f in targets.items()
         }
     model_id = model.id if model is not None else "none"
     return ForecastResult(issue_ms, steps, targets, model_id, tuning)
-
-
-def _tuned(
-    target: str,
-    f: TargetForecast,
-    tuning: Tuning,
-    past: History,
-    step_weather: StepWeather,
-    site: Site,
-    issue_ms: int,
-) -> TargetForecast:
-    """``f`` with ``tuning`` applied: demand's per-horizon choice and band, PV's and wind's
-    hourly correction and conformal band."""
-    if target == "demand":
-        return _tuned_demand(f, tuning, past, step_weather, site, issue_ms)
-    return _tuned_generation(target, f, tuning, past, site, issue_ms)
 
 
 def _tuned_demand(
