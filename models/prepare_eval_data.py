@@ -242,6 +242,28 @@ def simbench(datasets: Path, out: Path, profile: str) -> dict[str, Any]:
     }
 
 
+SIMBENCH_TRAINING: Final = ("lv_rural2", "lv_rural3", "lv_semiurb5")
+"""SimBench feeders the demand model trains on; the other three are evaluation sets."""
+
+
+def simbench_training(datasets: Path, data: Path) -> Path:
+    """``models/data/demand_simbench_lv.csv.gz``: ``ts`` and one column per training feeder,
+    each scaled to a mean of 80 kW like the evaluation feeders."""
+    columns: dict[str, FloatArray] = {}
+    ts: IntArray | None = None
+    for profile in SIMBENCH_TRAINING:
+        src = _read(datasets / "de_simbench_2016" / f"demand_{profile}_15min.csv.gz")
+        raw = src.columns["demand_w"]
+        if ts is not None and not np.array_equal(ts, src.ts):
+            raise SystemExit(f"{profile}: its times differ from {SIMBENCH_TRAINING[0]}'s")
+        ts = src.ts
+        columns[profile] = raw * (SIMBENCH_MEAN_W / float(np.nanmean(raw)))
+    assert ts is not None
+    path = data / "demand_simbench_lv.csv.gz"
+    write_history(path, ts, columns)
+    return path
+
+
 def pt_321_clients(datasets: Path, out: Path) -> dict[str, Any]:
     """Portuguese utility, mean of 321 clients, hourly: step-held, values kept as they are."""
     src = step_hold(_read(datasets / "pt_321clients_2012_2014" / "demand_1h.csv.gz"))
@@ -605,6 +627,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=EVAL, help="default: models/data/eval")
     args = parser.parse_args(argv)
     entries = build(args.datasets, args.out)
+    print(f"wrote {simbench_training(args.datasets, args.out.parent)} (training feeders)")
     path = args.out / "datasets.json"
     path.write_text(json.dumps(entries, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {path} ({len(entries)} sets)")

@@ -75,6 +75,15 @@ DEMAND_SITE: Final = Site(
     holidays=DE_HOLIDAYS_2010,
     half_holidays=DE_HALF_HOLIDAYS_2010,
 )  # HTW Berlin
+# SimBench's feeders follow the German wall clock (summer time included); they have no place,
+# so the centre of Germany. Their holidays are unknown: none are configured.
+SIMBENCH_SITE: Final = Site(51.2, 10.4, timezone="Europe/Berlin")
+SIMBENCH_WINDOW: Final = (
+    parse_iso_ms("2016-01-08", naive="utc"),
+    parse_iso_ms("2017-01-01", naive="utc"),
+)
+"""All of 2016 but its first week (the features' history): these feeders are never tested on;
+the evaluation feeders are three others (``models/data/eval``)."""
 PV_SITE: Final = Site(39.7406, -105.1775)  # NREL, Golden, Colorado (PVDAQ system 50)
 WIND_SITE: Final = Site(51.0, 10.0)  # a German DWD station; location only sets local time
 
@@ -123,6 +132,19 @@ def demand_histories() -> dict[str, History]:
     out: dict[str, History] = {}
     for col, name in ((1, "74 homes"), (2, "37 homes (a)"), (3, "37 homes (b)")):
         start, values = _on_grid(ts, np.asarray([float(r[col]) for r in rows]))
+        nan = np.full(values.size, np.nan)
+        out[name] = History(start, values, nan, nan)
+    return out
+
+
+def simbench_histories() -> dict[str, History]:
+    """Three SimBench low-voltage feeders (2016, German clock, 80 kW mean each; W)."""
+    header, rows = _read_gz_csv(DATA / "demand_simbench_lv.csv.gz")
+    ts = _ts_ms(r[0] for r in rows)
+    out: dict[str, History] = {}
+    for col, name in enumerate(header[1:], start=1):
+        cells = [r[col] if col < len(r) else "" for r in rows]
+        start, values = _on_grid(ts, np.asarray([float(c) if c else np.nan for c in cells]))
         nan = np.full(values.size, np.nan)
         out[name] = History(start, values, nan, nan)
     return out
@@ -235,6 +257,14 @@ class Dataset:
     site: Site
     measured: WeatherSeries | None = None  # the weather as measured, for a second backtest
     offset: float = 0.0  # of the issue times, as a fraction of the interval between them
+    window: tuple[int, int] | None = None  # training period (ms); default: SPLITS' for target
+
+    def train_window(self) -> tuple[int, int]:
+        """The period this source trains on: its own, or its target's chronological split."""
+        if self.window is not None:
+            return self.window
+        start, end, _ = SPLITS[self.target]
+        return start, end
 
 
 def issue_times(start_ms: int, end_ms: int, every_hours: float) -> list[int]:
@@ -683,6 +713,17 @@ def open_datasets(seed: int = 0) -> list[Dataset]:
                 f"demand {name}", "demand", history, lambda _i: WeatherSeries.empty(), DEMAND_SITE
             )
         )
+    for name, history in simbench_histories().items():
+        out.append(
+            Dataset(
+                f"demand simbench {name}",
+                "demand",
+                history,
+                lambda _i: WeatherSeries.empty(),
+                SIMBENCH_SITE,
+                window=SIMBENCH_WINDOW,
+            )
+        )
     pv_history, pv_weather = pv_dataset()
     # PV and wind twice: once with the capacity configured, once estimated from history (each
     # on half of the issue times), so the model serves both kinds of cooperative.
@@ -835,7 +876,7 @@ def retrain_from_history(
     if include_open_data:
         for ds in open_datasets(settings.seed):
             datasets.append(ds)
-            windows[ds.name] = SPLITS[ds.target][:2]
+            windows[ds.name] = ds.train_window()
     candidate_path = target.with_name(f".{target.name}.candidate")
     current_path = current or (target if target.exists() else SHIPPED_MODEL)
     info = {
@@ -925,7 +966,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     settings = Settings.quick() if args.quick else Settings()
     datasets = open_datasets(settings.seed)
-    windows = {ds.name: SPLITS[ds.target][:2] for ds in datasets}
+    windows = {ds.name: ds.train_window() for ds in datasets}
     started = time.monotonic()
     info = {
         "coopwatt.trained": datetime.now(UTC).strftime("%Y-%m-%d"),

@@ -17,10 +17,13 @@ last :data:`TUNE_DAYS` days (each seeing only the history before its issue time,
   actual / forecast over the scored steps (so it covers 80 % of them by construction, and is
   wider at the evening peak). Every candidate is scored out of sample: ``local`` for a replay
   is fitted only on replays whose whole horizon had passed by its issue time;
-- **PV and wind**: the model's band, widened or narrowed per horizon band by split-conformal
-  calibration (Romano et al. 2019, "Conformalized quantile regression") on the steps where the
-  band matters: daylight for PV (scores in units of the step's clear-sky output, so dawn and
-  dusk move little), output above zero for wind (the turbine past its cut-in).
+- **PV and wind**: for PV, the model or the model times this site's factor per hour of the day
+  (what it made over what the model forecast: orientation and shading the model never saw),
+  whichever had the lower MAE out of sample; then, for both, the band widened or narrowed per
+  horizon band by split-conformal calibration (Romano et al. 2019, "Conformalized quantile
+  regression") on the steps where the band matters: daylight for PV (scores in units of the
+  step's clear-sky output, so dawn and dusk move little), output above zero for wind (the
+  turbine past its cut-in).
 
 Pure apart from onnxruntime, like the model module. Replays depend only on history before their
 issue time, so :class:`ReplayCache` keeps them between refreshes and backtest issues.
@@ -68,14 +71,6 @@ LOCAL_MIN_REPLAYS: Final = 16
 """Replays (four days of them, all their steps known) the local model is fitted on at least."""
 LOCAL_RIDGE: Final = 1e-3
 """Ridge penalty per fitted row: keeps the local model near zero weights where data is thin."""
-CANDIDATE_LABELS: Final = {
-    "model": "the model",
-    "last_week": "same time last week",
-    "mean_4w": "mean of the same slot over 4 weeks",
-    "median_4w": "median of the same slot over 4 weeks",
-    "model+mean_4w": "the model averaged with the 4-week mean",
-    "local": "a linear model of the same inputs fitted on the cooperative's own 4 weeks",
-}
 
 
 def weekly_lags(series: FloatArray, start_ms: int, issue_ms: int, t: IntArray) -> FloatArray:
