@@ -34,6 +34,7 @@ from sim.household import SimHome
 from sim.modbus_server import SimModbusServers
 
 T0 = 1_782_864_000_000
+DRAIN_LIMIT_S = 120.0  # a drain that takes this long has stopped: say so rather than wait
 BIN = Path(sys.executable).parent
 
 
@@ -45,15 +46,18 @@ def write_bytes() -> int:
     return 0
 
 
-def fill(outbox_path: Path, hours: float, poll_s: int, sim: SimHome) -> tuple[int, int, float]:
-    """Queue a poll every ``poll_s`` for ``hours``; returns readings, bytes written, seconds."""
+def fill(
+    outbox_path: Path, hours: float, poll_s: int, sim: SimHome, grant: str
+) -> tuple[int, int, float]:
+    """Queue a poll every ``poll_s`` for ``hours``, released under ``grant``; returns readings,
+    bytes written, seconds."""
     box = Outbox(outbox_path)
     roles = {"grid-meter": Role.GRID, "pv-inverter": Role.PV, "wind-turbine": Role.WIND}
     before, start = write_bytes(), time.perf_counter()
     n = 0
     for i in range(int(hours * 3600 / poll_s)):
         t = T0 + i * poll_s * 1000
-        box.add([Polled(d, role, t, sim.values(d, t)) for d, role in roles.items()], "g-1")
+        box.add([Polled(d, role, t, sim.values(d, t)) for d, role in roles.items()], grant)
         n += 3
     elapsed = time.perf_counter() - start
     written = write_bytes() - before
@@ -61,7 +65,7 @@ def fill(outbox_path: Path, hours: float, poll_s: int, sim: SimHome) -> tuple[in
     return n, written, elapsed
 
 
-def steady_state(outbox_path: Path, cycles: int, sim: SimHome) -> float:
+def steady_state(outbox_path: Path, cycles: int, sim: SimHome, grant: str) -> float:
     """Connected operation: each cycle stores a poll and takes the previous poll's acks."""
     box = Outbox(outbox_path)
     roles = {"grid-meter": Role.GRID, "pv-inverter": Role.PV, "wind-turbine": Role.WIND}
@@ -70,7 +74,7 @@ def steady_state(outbox_path: Path, cycles: int, sim: SimHome) -> float:
     for i in range(cycles):
         t = T0 + i * 10_000
         box.remove({d: [s] for d, s in previous})
-        rows = box.add([Polled(d, r, t, sim.values(d, t)) for d, r in roles.items()], "g-1")
+        rows = box.add([Polled(d, r, t, sim.values(d, t)) for d, r in roles.items()], grant)
         previous = [(r.device, r.seq) for r in rows]
     written = write_bytes() - before
     box.close()
@@ -86,7 +90,12 @@ def main() -> None:
         tmp = Path(d)
         clock = ManualClock(T0)
         sim = SimHome("home-1", 1, clock)
-        n, written, fill_s = fill(tmp / "agent" / "outbox.db", args.hours, args.poll_s, sim)
+        # The household shares everything, and the backlog was released under that grant: the
+        # hub stores (and acks) a reading only under a grant it has recorded.
+        grant = ConsentLedger(tmp / "agent" / "consent.jsonl", "home-1").share_everything(T0)
+        n, written, fill_s = fill(
+            tmp / "agent" / "outbox.db", args.hours, args.poll_s, sim, grant.grant
+        )
         size = (tmp / "agent" / "outbox.db").stat().st_size
         print(
             f"queued {n} readings in {fill_s:.1f} s ({n / fill_s:.0f}/s, one transaction per poll)"
@@ -95,7 +104,7 @@ def main() -> None:
             f"storage writes: {written / n:.0f} bytes per reading "
             f"({written / 1e6:.1f} MB); outbox file {size / n:.0f} bytes per reading"
         )
-        per_reading = steady_state(tmp / "steady" / "outbox.db", 2000, sim)
+        per_reading = steady_state(tmp / "steady" / "outbox.db", 2000, sim, grant.grant)
         print(f"connected (poll stored, previous poll's acks deleted in the same commit): "
               f"{per_reading:.0f} bytes written per reading")  # fmt: skip
         clock.set(T0 + int(args.hours * 3_600_000))
@@ -116,16 +125,16 @@ def main() -> None:
                                                    e.unit, args.poll_s) for k, e in eps.items()),
                     )  # fmt: skip
                     time.sleep(1.0)  # let the hub subscribe before the agent connects
-                    ConsentLedger(config.consent_path, "home-1").share_everything(T0)
                     agent = Agent(config, clock)
                     thread = threading.Thread(target=agent.run)
                     start = time.perf_counter()
                     thread.start()
                     agent.session.connected.wait(10)
                     connected = time.perf_counter()
-                    while agent.backlog > 0:
+                    while agent.backlog > 0 and time.perf_counter() < connected + DRAIN_LIMIT_S:
                         time.sleep(0.01)
                     done = time.perf_counter()
+                    left = agent.backlog
                     agent.stop()
                     thread.join(30)
             finally:
@@ -133,6 +142,11 @@ def main() -> None:
                 hub.wait(30)
         with Store.open_existing(tmp / "hub.db") as store:
             stored = store.count_readings()
+        if left:
+            raise SystemExit(
+                f"NOT drained: {left} readings still waiting {DRAIN_LIMIT_S:.0f} s after "
+                f"connecting (hub stored {stored}): is the hub acking?"
+            )
         drain_s = done - connected
         print(f"drained {n} readings in {drain_s:.2f} s after connecting "
               f"({n / drain_s:.0f} readings/s; {connected - start:.2f} s to connect); "
