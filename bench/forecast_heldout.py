@@ -115,7 +115,9 @@ def issue_days(first_ms: int, last_ms: int, days: int, zone: ZoneInfo) -> list[i
     return sorted(set(out))
 
 
-def run_set(spec: dict[str, Any], days: int, tuning: bool, work: Path) -> dict[str, Any]:
+def run_set(
+    spec: dict[str, Any], days: int, tuning: bool, work: Path, model: Path | None = None
+) -> dict[str, Any]:
     folder = EVAL / spec["name"]
     work = work / spec["name"]
     work.mkdir(parents=True, exist_ok=True)
@@ -137,6 +139,8 @@ def run_set(spec: dict[str, Any], days: int, tuning: bool, work: Path) -> dict[s
             args += [option, str(spec[key])]
     if not tuning:
         args.append("--no-tuning")
+    if model is not None:
+        args += ["--model", str(model)]
     targets = [c.removesuffix("_w") for c in columns]
     scores = {t: Scores() for t in targets}
     runner = CliRunner()
@@ -192,6 +196,7 @@ def main() -> None:
     parser.add_argument("--held-out", action="store_true", help="the held-out set(s) only")
     parser.add_argument("--no-tuning", action="store_true", help="score the model alone")
     parser.add_argument("--json", type=Path, default=None, help="write the results here too")
+    parser.add_argument("--model", type=Path, default=None, help="default: the shipped model")
     args = parser.parse_args()
     specs = json.loads((EVAL / "datasets.json").read_text(encoding="utf-8"))
     chosen = [
@@ -204,7 +209,7 @@ def main() -> None:
     work.mkdir(exist_ok=True)
     for spec in chosen:
         started = time.monotonic()
-        results[spec["name"]] = run_set(spec, args.days, not args.no_tuning, work)
+        results[spec["name"]] = run_set(spec, args.days, not args.no_tuning, work, args.model)
         print(f"{spec['name']} ({time.monotonic() - started:.0f} s):", file=sys.stderr)
         for target, figures in results[spec["name"]].items():
             if isinstance(figures, dict):
