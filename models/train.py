@@ -970,8 +970,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     info = {
         "coopwatt.trained": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "coopwatt.data": "HTW Berlin 74 homes (demand); NREL PVDAQ 50 + NSRDB PSM3 (PV); "
-        "DWD 2015 wind speed (wind). See models/MODEL_CARD.md",
+        "coopwatt.data": "HTW Berlin 74 homes and SimBench LV feeders rural2, rural3, "
+        "semiurb5 (demand); NREL PVDAQ 50 + NSRDB PSM3 (PV); DWD 2015 wind speed (wind). "
+        "See models/MODEL_CARD.md",
         "coopwatt.settings": json.dumps(settings.__dict__),
     }
     model_id = train(datasets, windows, settings, args.out, info)
