@@ -81,7 +81,15 @@ def test_forecast_json_is_the_evaluation_interface(files: tuple[Path, Path]) -> 
             a <= b <= c
             for a, b, c in zip(obj[f"{name}_p10"], obj[name], obj[f"{name}_p90"], strict=True)
         )
-    assert obj["methods"] == {"demand": "model", "pv": "model", "wind": "model"}
+    # Demand: the model, or what beat it on the simulator's own last days (the tuning says).
+    assert obj["methods"]["demand"] in ("model", "selected")
+    assert obj["basis"]["demand"] == {b: t["chosen"] for b, t in obj["tuning"]["demand"].items()}
+    assert {obj["methods"]["pv"], obj["methods"]["wind"]} == {"model"}
+    code, out = _run(
+        "forecast", "--history", str(h), "--weather", str(w), "--lat", str(LAT), "--lon", str(LON),
+        "--start", "2026-07-01T00:00:00Z", "--no-tuning", "--json",
+    )  # fmt: skip
+    assert json.loads(out)["methods"] == {"demand": "model", "pv": "model", "wind": "model"}
 
 
 def test_forecast_uses_only_history_before_start(files: tuple[Path, Path], tmp_path: Path) -> None:
