@@ -182,9 +182,11 @@ def test_replays_sit_on_fixed_six_hour_boundaries_and_are_cached() -> None:
     tune(history, T0 + 15 * 60_000, replay, cache)
     assert all(p % TUNE_EVERY_MS == 0 and p <= T0 for p in calls)
     assert len(calls) == 28 * 4 and max(calls) == T0
+    first = cache.tuning
     calls.clear()
-    tune(history, T0 + 30 * 60_000, replay, cache)  # the next refresh: nothing new to replay
+    again = tune(history, T0 + 30 * 60_000, replay, cache)  # the next refresh: nothing new
     assert calls == []
+    assert first is not None and again is first[1]  # nor scored again within the 6 hours
     tune(history, T0 + 6 * 3_600_000 + 15 * 60_000, replay, cache)  # six hours on: one more
     assert calls == [T0 + 6 * 3_600_000]
     assert len(cache) == 28 * 4  # and the oldest was forgotten
