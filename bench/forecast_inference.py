@@ -158,6 +158,16 @@ def main() -> None:
         long_history = read_community_history(
             store, issue - READ_DAYS * DAY_MS, issue, now_ms=issue, book=book
         )
+        long_reads = timed(
+            lambda: read_community_history(
+                store, issue - READ_DAYS * DAY_MS, issue, now_ms=issue, book=book
+            ),
+            5,
+        )
+        print(
+            f"the hub's read of {READ_DAYS} days (the model's 28 before each replayed issue), "
+            f"nothing new to fold: median {statistics.median(long_reads):.1f} ms"
+        )
         long_weather = read_weather(store, issue - READ_DAYS * DAY_MS, issue + 50 * 3_600_000)
         cold = []
         for _ in range(3):

@@ -5,8 +5,9 @@ Refreshes every ``every_s`` seconds of the injected clock and soon after new wea
 ``coopwatt-hub weather import`` in another process is noticed too). Each forecast is published
 retained, so an operator's dashboard or the prompt planner gets the latest one on subscribing.
 Each refresh is tuned on the cooperative's last 28 days (:mod:`hub.forecast.tuning`): the first
-replays every past issue (about two seconds), later ones only the issue six hours on, since the
-replays are cached; so the service reads 56 days of history and 29 days of stored weather.
+replays every past issue (about three seconds for 28 days), later ones find the replays and
+the tuning cached, and every 6 hours one more issue is replayed and the tuning scored again;
+so the service reads 56 days of history and 29 days of stored weather.
 
 :func:`read_community_history` is the ONE place the forecast reads the cooperative's readings,
 scoped by consent to what homes grant for the ``forecast`` purpose; nothing else in the forecast
