@@ -229,9 +229,8 @@ class Tuning:
             base = b.mae_w.get("last_week")
             vs = f", last week {base / 1000:.1f}" if base is not None else ""
             parts.append(f"{b.name} {b.chosen} (MAE {b.mae_w[b.chosen] / 1000:.1f} kW{vs})")
-        return f"best of {len(DEMAND_CANDIDATES)} on the last {self.days:g} days: " + "; ".join(
-            parts
-        )
+        compared = max(len(b.mae_w) for b in self.demand)
+        return f"best of {compared} on the last {self.days:g} days: " + "; ".join(parts)
 
     @property
     def days(self) -> float:
