@@ -321,3 +321,35 @@ def test_train_without_enough_history_says_so_before_training(
         "train", "--from-db", str(db), "--lat", "52", "--lon", "5", "--holdout-days", "3"
     )
     assert code == 2 and "needs at least 18" in out, out
+
+
+def test_a_local_time_history_forecasts_as_its_utc_twin(tmp_path: Path) -> None:
+    """The simulator's history written as a Berlin meter writes it (wall clock, no offset,
+    the autumn hour twice) and read with --history-timezone gives the very forecast of the
+    same history written in UTC; read as UTC it is refused, naming the repeated line."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    start = int(datetime(2026, 10, 15, tzinfo=UTC).timestamp() * 1000)
+    history, _ = sim_community(days=14, homes=4, start_ms=start)
+    utc = write_history(tmp_path / "utc.csv", history, ("demand_w",))
+    lines = utc.read_text(encoding="utf-8").splitlines()
+    berlin = ZoneInfo("Europe/Berlin")
+    wall = [lines[0]]
+    for line in lines[1:]:
+        ts, rest = line.split(",", 1)
+        instant = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        wall.append(f"{instant.astimezone(berlin):%Y-%m-%dT%H:%M:%S},{rest}")
+    local = tmp_path / "local.csv"
+    local.write_text("\n".join(wall) + "\n", encoding="utf-8")
+    assert sum(1 for w in wall if w.startswith("2026-10-25T02:15:00,")) == 2
+    args = ["--lat", str(LAT), "--lon", str(LON), "--timezone", "Europe/Berlin"]
+    args += ["--start", "2026-10-28T23:00:00Z", "--json"]
+    code_utc, out_utc = _run("forecast", "--history", str(utc), *args)
+    code_local, out_local = _run(
+        "forecast", "--history", str(local), "--history-timezone", "Europe/Berlin", *args
+    )
+    assert code_utc == code_local == 0, out_local
+    assert json.loads(out_local) == json.loads(out_utc)
+    code, out = _run("forecast", "--history", str(local), *args)
+    assert code == 2 and "appears twice" in out and "--history-timezone" in out
