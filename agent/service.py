@@ -97,6 +97,7 @@ class Agent:
         self._late_checked_wall = 0.0
         # Read by other threads (progress displays); written only by the poll loop.
         self.polls = 0
+        self.first_poll_ms: int | None = None  # the first reading's time: where a demo starts
         self.last_poll_ms = 0
         self.backlog = self.outbox.count()
         c = config
@@ -192,6 +193,8 @@ class Agent:
             if r.quantities
         ]
         if polled:
+            if self.first_poll_ms is None:
+                self.first_poll_ms = min(p.ts_ms for p in polled)
             self.last_poll_ms = max(p.ts_ms for p in polled)
             if self.on_polled is not None:
                 self.on_polled(polled)

@@ -210,7 +210,7 @@ def run_demo(
                     for t in threads:
                         t.join(30)
                     hub.stop()
-            results = _compare(store, homes)
+            results = _compare(store, homes, {a.config.home: a.first_poll_ms for a in agents})
             stats = hub.stats()
             store.close()
             return DemoResult(broker.kind, results, stats, time.monotonic() - wall_start, completed)
@@ -264,11 +264,16 @@ def _follow(
     return False
 
 
-def _compare(store: Store, homes: list[SimHome]) -> list[HomeResult]:
+def _compare(
+    store: Store, homes: list[SimHome], first_poll_ms: dict[str, int | None]
+) -> list[HomeResult]:
+    """The hub's stored energy beside the simulator's own over the same span: from the agent's
+    first reading (the hub's energy is last minus first counter, so whatever the meters counted
+    before an agent that started late first read them is in neither) to the end."""
     stored = home_summaries(store)
     results = []
     for h in homes:
-        t = h.totals()
+        t = h.totals(since_ms=first_poll_ms.get(h.home))
         s = stored.get(h.home)
         results.append(
             HomeResult(
