@@ -270,6 +270,27 @@ def test_the_service_tunes_on_its_history_and_replays_only_what_is_new(store: St
     assert len(service._replays) == 9
 
 
+def test_a_withdrawn_home_leaves_the_replays_too(store: Store) -> None:
+    """Replays are forecasts made from the members of their time: when home-2 stops sharing
+    for the forecast, the next refresh makes them again from what may still be read."""
+    clock = ManualClock(T0)
+    book = ConsentBook(store)
+    service = ForecastService(store, store.coop, SITE, clock, Recorder(), book=book)
+    service.refresh()
+    before = dict(service._replays._replays)
+    clock.advance(15 * 60_000)
+    outcome = book.record(next_version(book.current("home-2"), {}, clock.now_ms()), clock.now_ms())
+    assert outcome.recorded, outcome.reason
+    service.refresh()
+    after = service._replays._replays
+    assert set(before) <= set(after)
+    assert all(after[p] is not r for p, r in before.items())  # every one made again
+    # ... from two homes' demand, not three: the replayed candidates are two thirds as large.
+    p = min(before)
+    ratio = after[p].demand["last_week"] / before[p].demand["last_week"]
+    assert np.nanmedian(ratio) == pytest.approx(2 / 3, rel=1e-6)
+
+
 def test_service_publishes_retained_on_schedule_and_on_new_weather(
     store: Store, mosquitto: RunningBroker
 ) -> None:

@@ -369,6 +369,7 @@ class ForecastService:
         self.runs = 0
         self._weather_seen: int | None = None
         self._replays = ReplayCache()  # past forecasts tuning scores, kept between refreshes
+        self._members: frozenset[int] = frozenset()  # the devices the replays were made from
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -379,6 +380,14 @@ class ForecastService:
             now = self.clock.now_ms()
             issue = align_issue_ms(now)
             self._weather_seen = weather_imported_ms(self.store)
+            # Replays hold forecasts made from the members of their time: when a device joins
+            # or leaves the forecast (a grant changed), they are made again from the history
+            # as it may now be read, so a withdrawn home's data stops shaping the forecast.
+            book = self.book if self.book is not None else ConsentBook(self.store)
+            members = frozenset(forecast_members(self.store, book, now))
+            if members != self._members:
+                self._replays = ReplayCache()
+                self._members = members
             history = read_community_history(
                 self.store, issue - READ_DAYS * DAY_MS, issue, now_ms=now, book=self.book
             )
