@@ -3,8 +3,10 @@ re-plan neither flaps nor moves a window about to start. Pure functions, propert
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +33,7 @@ from protocol.payloads import Appliance, Forecast, TargetQuantiles
 START = 1_782_864_000_000  # 2026-07-01T00:00Z
 HOUR = 3_600_000
 SETTINGS = PlannerSettings()
+FIXTURES = Path(__file__).parent / "fixtures" / "planner"
 
 
 def solar_day(
@@ -148,6 +151,25 @@ def test_the_same_inputs_plan_the_same_windows(case: tuple[Outlook, list[Job], i
     assert again.moved == 0
     # And from scratch: deterministic.
     assert plan(jobs, o, now).windows == first.windows
+
+
+def test_a_replan_of_the_same_inputs_found_by_hypothesis_keeps_every_window() -> None:
+    """The case hypothesis found (CI, session 7): the first plan stopped once a pass gained
+    "next to nothing" while one run could still gain more than the hysteresis by moving, so
+    re-planning the very same inputs moved h1's run from 11:00 to 07:00 UTC."""
+    path = FIXTURES / "replan-moved-a-window.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    o = data["outlook"]
+    outlook = Outlook(
+        o["start_ms"],
+        o["issued_ms"],
+        *(tuple(o[k]) for k in ("net_w", "sigma_w", "pv_w", "wind_w")),
+    )
+    jobs = [Job(**{**j, "key": tuple(j["key"])}) for j in data["jobs"]]
+    first = plan(jobs, outlook, data["now_ms"])
+    again = plan(jobs, outlook, data["now_ms"], first.windows)
+    assert again.windows == first.windows
+    assert again.moved == 0
 
 
 @FAST

@@ -541,9 +541,10 @@ def plan(
         windows[key] = found[0]
         costs.add(found[0], job.expected_w)
 
-    for _ in range(settings.rounds):
+    def improve(sticky: Mapping[JobKey, tuple[Span, ...]]) -> int:
+        """One best-response pass; a run still where ``sticky`` has it moves only for a gain
+        above the hysteresis. Returns the moves made."""
         moves = 0
-        before = costs.total()
         for key in order:
             if key not in windows:
                 continue
@@ -558,14 +559,26 @@ def plan(
             current_cost = _placement_cost(current, first, deltas)
             found = _best(job, first, last, costs, blocked(key), current)
             margin = 1e-6 * max(1.0, abs(current_cost))
-            if key in incumbent and current == incumbent[key]:
+            if key in sticky and current == sticky[key]:
                 margin += settings.hysteresis * p * job.steps
             if found is not None and found[0] != current and found[1] < current_cost - margin:
                 windows[key] = found[0]
                 moves += 1
             costs.add(windows[key], p)
+        return moves
+
+    for _ in range(settings.rounds):
+        before = costs.total()
+        moves = improve(incumbent)
         # Each move lowers the total; stop when a whole pass gains next to nothing.
         if not moves or before - costs.total() < settings.settle * abs(before):
+            break
+    # Then settle as the next re-plan would: with every run's window as its incumbent, until no
+    # run gains more than the hysteresis by moving. Stopping on "next to nothing" alone could
+    # leave a move worth more than that, which the next re-plan (same inputs) would then make,
+    # sending a household a changed window for no change in the forecast.
+    for _ in range(settings.rounds):
+        if not improve(dict(windows)):
             break
 
     to_ms = {
