@@ -374,12 +374,15 @@ def forecast_target(
     site: Site,
     issue_ms: int,
     steps: int,
+    inputs: Inputs | str | None = None,
 ) -> TargetForecast:
-    """One target's forecast, falling back (and saying why) when the model cannot run."""
+    """One target's forecast, falling back (and saying why) when the model cannot run;
+    ``inputs`` are :func:`model_inputs`' for it when the caller has them already."""
     zeros = np.zeros(steps)
     if not has_stream(history, target, site):
         return TargetForecast(zeros, zeros, zeros, "absent", f"no {target} in history or config")
-    inputs = model_inputs(target, history, weather, site, issue_ms, steps)
+    if inputs is None:
+        inputs = model_inputs(target, history, weather, site, issue_ms, steps)
     if model is None:
         reason = "no forecast model loaded"
     elif isinstance(inputs, str):
@@ -431,14 +434,25 @@ def make_forecast(
     steps = hours * 4
     past = history.before(issue_ms)
     step_weather = to_steps(weather, step_starts(issue_ms, steps), STEP_MS, site.lat, site.lon)
+    # Demand's inputs serve the model and, when tuned, the local candidate: built once.
+    demand_inputs = model_inputs("demand", past, step_weather, site, issue_ms, steps)
     targets = {
-        target: forecast_target(model, target, past, step_weather, site, issue_ms, steps)
+        target: forecast_target(
+            model,
+            target,
+            past,
+            step_weather,
+            site,
+            issue_ms,
+            steps,
+            demand_inputs if target == "demand" else None,
+        )
         for target in TARGETS
     }
     if tuning is not None:
         # Demand: the forecaster chosen per horizon; PV and wind: hourly factor and band.
         targets = {
-            target: _tuned_demand(f, tuning, past, step_weather, site, issue_ms)
+            target: _tuned_demand(f, tuning, past, demand_inputs, issue_ms)
             if target == "demand"
             else _tuned_generation(target, f, tuning, past, site, issue_ms)
             for target, f in targets.items()
@@ -448,19 +462,13 @@ def make_forecast(
 
 
 def _tuned_demand(
-    f: TargetForecast,
-    tuning: Tuning,
-    past: History,
-    step_weather: StepWeather,
-    site: Site,
-    issue_ms: int,
+    f: TargetForecast, tuning: Tuning, past: History, inputs: Inputs | str, issue_ms: int
 ) -> TargetForecast:
     steps = f.p50.size
     if not tuning.demand or f.method not in ("model", "fallback"):
         return f
     model_p50 = f.p50 if f.method == "model" else None
     candidates = demand_candidates(model_p50, past, issue_ms, steps)
-    inputs = model_inputs("demand", past, step_weather, site, issue_ms, steps)
     if tuning.local_weights and isinstance(inputs, Inputs):
         candidates["local"] = local_predict(tuning.local_weights, inputs.x, inputs.scale_w)
     lo, mid, hi, basis = apply_demand(tuning.demand, candidates, f.p10, f.p50, f.p90)
@@ -517,10 +525,10 @@ def replay(
     past = history.before(issue_ms)
     t = step_starts(issue_ms, steps)
     step_weather = to_steps(weather, t, STEP_MS, site.lat, site.lon)
-    demand = forecast_target(model, "demand", past, step_weather, site, issue_ms, steps)
+    inputs = model_inputs("demand", past, step_weather, site, issue_ms, steps)
+    demand = forecast_target(model, "demand", past, step_weather, site, issue_ms, steps, inputs)
     model_p50 = demand.p50 if demand.method == "model" else None
     candidates = demand_candidates(model_p50, past, issue_ms, steps)
-    inputs = model_inputs("demand", past, step_weather, site, issue_ms, steps)
     demand_x, level = (inputs.x, inputs.scale_w) if isinstance(inputs, Inputs) else (None, None)
     generation: dict[str, Band] = {}
     for target in ("pv", "wind"):
