@@ -136,7 +136,13 @@ def forecast_members(store: Store, book: ConsentBook, now_ms: int) -> dict[int, 
 
 
 def read_community_history(
-    store: Store, start_ms: int, end_ms: int, *, now_ms: int, book: ConsentBook | None = None
+    store: Store,
+    start_ms: int,
+    end_ms: int,
+    *,
+    now_ms: int,
+    book: ConsentBook | None = None,
+    members: dict[int, tuple[int, int]] | None = None,
 ) -> History:
     """The community's 15-minute history from the hub store: THE forecast's read of members'
     data, scoped by consent to the ``forecast`` purpose.
@@ -146,10 +152,13 @@ def read_community_history(
     is kept incrementally (:func:`~hub.forecast.series.sync_forecast_series`): a read folds in
     the readings committed since the last one and then reads one row per slot and role, so it costs
     milliseconds whatever the size of the cooperative. ``book`` defaults to the ledger as
-    committed; the running hub passes the one ingest keeps current.
+    committed; the running hub passes the one ingest keeps current. ``members`` is
+    :func:`forecast_members` for ``now_ms`` when the caller has it already.
     """
-    book = book if book is not None else ConsentBook(store)
-    sync_forecast_series(store, forecast_members(store, book, now_ms))
+    if members is None:
+        book = book if book is not None else ConsentBook(store)
+        members = forecast_members(store, book, now_ms)
+    sync_forecast_series(store, members)
     rows = forecast_series(store, start_ms, end_ms)
     if not rows:
         return History.empty(end_ms)
@@ -384,12 +393,12 @@ class ForecastService:
             # or leaves the forecast (a grant changed), they are made again from the history
             # as it may now be read, so a withdrawn home's data stops shaping the forecast.
             book = self.book if self.book is not None else ConsentBook(self.store)
-            members = frozenset(forecast_members(self.store, book, now))
-            if members != self._members:
+            members = forecast_members(self.store, book, now)
+            if frozenset(members) != self._members:
                 self._replays = ReplayCache()
-                self._members = members
+                self._members = frozenset(members)
             history = read_community_history(
-                self.store, issue - READ_DAYS * DAY_MS, issue, now_ms=now, book=self.book
+                self.store, issue - READ_DAYS * DAY_MS, issue, now_ms=now, members=members
             )
             weather = read_weather(
                 self.store, issue - (TUNE_DAYS + 1) * DAY_MS, issue + (self.hours + 2) * HOUR_MS
