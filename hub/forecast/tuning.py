@@ -486,21 +486,30 @@ HOUR_FACTOR_MIN_STEPS: Final = 20
 HOUR_FACTOR_LIMITS: Final = (0.5, 2.0)
 
 
-def hour_factors(actual: FloatArray, p50: FloatArray, hour: IntArray) -> FloatArray:
-    """PV's correction per local solar hour (24 factors): what this site produced over what the
-    model forecast, summed over the scored steps of that hour (1 where there are too few).
+def _hour_sums(actual: FloatArray, p50: FloatArray, hour: IntArray) -> FloatArray:
+    """Per local solar hour: what was made, what the model forecast, and how many steps (3, 24)."""
+    return np.stack(
+        [
+            np.bincount(hour, weights=actual, minlength=24),
+            np.bincount(hour, weights=p50, minlength=24),
+            np.bincount(hour, minlength=24).astype(np.float64),
+        ]
+    )
+
+
+def hour_factors(sums: FloatArray) -> FloatArray:
+    """PV's correction per local solar hour (24 factors) from :func:`_hour_sums`: what this
+    site produced over what the model forecast, summed over the scored steps of that hour (1
+    where there are too few).
 
     Why: the model learnt one system's orientation and shading; a west-facing array produces
     more in the afternoon than it expects and less in the morning, every day. This is the
     classic model-output-statistics correction, fitted on the cooperative's own weeks.
     """
-    made = np.bincount(hour, weights=actual, minlength=24)
-    expected = np.bincount(hour, weights=p50, minlength=24)
-    steps = np.bincount(hour, minlength=24)
+    made, expected, steps = sums
     ratio = np.divide(made, expected, out=np.ones(24), where=expected > 0)
-    result: FloatArray = np.where(
-        steps >= HOUR_FACTOR_MIN_STEPS, np.clip(ratio, *HOUR_FACTOR_LIMITS), 1.0
-    )
+    low, high = HOUR_FACTOR_LIMITS
+    result: FloatArray = np.where(steps >= HOUR_FACTOR_MIN_STEPS, np.clip(ratio, low, high), 1.0)
     return result
 
 
@@ -513,28 +522,26 @@ def _hourly_candidates(
     bands = [r.generation[target] for r in used]
     if target != "pv" or any(b.hour is None for b in bands):
         return [None] * len(used), None
-
-    def scored(b: Band, a: FloatArray) -> np.ndarray:
-        return np.isfinite(a) & (b.scale_w > 0)
-
-    keep = [scored(b, a) for b, a in zip(bands, per_replay, strict=True)]
-    hours = [b.hour[k] for b, k in zip(bands, keep, strict=True) if b.hour is not None]
-    made = [a[k] for a, k in zip(per_replay, keep, strict=True)]
-    expected = [b.p50[k] for b, k in zip(bands, keep, strict=True)]
+    sums = []
+    for b, a in zip(bands, per_replay, strict=True):
+        keep = np.isfinite(a) & (b.scale_w > 0)  # daylight steps with a known output
+        assert b.hour is not None  # checked above
+        sums.append(_hour_sums(a[keep], b.p50[keep], b.hour[keep]))
+    # Replays are in issue order, so those whose horizon had passed are a prefix: running sums.
+    ends = [r.issue_ms + TUNE_HOURS_MS for r in used]
+    total = np.zeros((3, 24))
+    passed = 0
     out: list[FloatArray | None] = []
     for r, b in zip(used, bands, strict=True):
-        past = [j for j, q in enumerate(used) if q.issue_ms + TUNE_HOURS_MS <= r.issue_ms]
-        if len(past) < LOCAL_MIN_REPLAYS or b.hour is None:
+        while passed < len(used) and ends[passed] <= r.issue_ms:
+            total = total + sums[passed]
+            passed += 1
+        if passed < LOCAL_MIN_REPLAYS:
             out.append(None)
             continue
-        f = hour_factors(
-            np.concatenate([made[j] for j in past]),
-            np.concatenate([expected[j] for j in past]),
-            np.concatenate([hours[j] for j in past]),
-        )
-        out.append(f[b.hour])
-    everything = hour_factors(np.concatenate(made), np.concatenate(expected), np.concatenate(hours))
-    return out, everything
+        assert b.hour is not None
+        out.append(hour_factors(total)[b.hour])
+    return out, hour_factors(np.sum(sums, axis=0))
 
 
 def _tune_generation(
