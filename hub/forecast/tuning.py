@@ -307,24 +307,23 @@ def tune(
 
 def _stack(
     history: History, issue_ms: int, replays: list[Replay], target: str
-) -> tuple[FloatArray, IntArray, list[Replay]]:
-    """Actuals and band index of every replayed step, for the replays that have ``target``."""
+) -> tuple[list[Replay], list[FloatArray], FloatArray, IntArray]:
+    """The replays that have ``target``, each one's actuals (NaN from ``issue_ms`` on), and
+    the actuals and horizon band index of all their steps, concatenated."""
     used = [
         r
         for r in replays
         if (r.demand if target == "demand" else r.generation.get(target)) is not None
         and (target != "demand" or r.demand)
     ]
+    per_replay = [
+        _actuals(history, target, step_starts(r.issue_ms, _steps(r, target)), issue_ms)
+        for r in used
+    ]
     if not used:
-        return np.zeros(0), np.zeros(0, dtype=np.int64), []
-    actual = np.concatenate(
-        [
-            _actuals(history, target, step_starts(r.issue_ms, _steps(r, target)), issue_ms)
-            for r in used
-        ]
-    )
-    band = np.concatenate([_band_of(_steps(r, target)) for r in used])
-    return actual, band, used
+        return [], [], np.zeros(0), np.zeros(0, dtype=np.int64)
+    band = np.concatenate([_band_of(a.size) for a in per_replay])
+    return used, per_replay, np.concatenate(per_replay), band
 
 
 def _steps(r: Replay, target: str) -> int:
@@ -426,13 +425,9 @@ def _local_candidates(
 def _tune_demand(
     history: History, issue_ms: int, replays: list[Replay]
 ) -> tuple[tuple[DemandBand, ...], tuple[FloatArray | None, ...]]:
-    actual, band, used = _stack(history, issue_ms, replays, "demand")
+    used, per_replay, actual, band = _stack(history, issue_ms, replays, "demand")
     if not used:
         return (), ()
-    per_replay = [
-        _actuals(history, "demand", step_starts(r.issue_ms, _steps(r, "demand")), issue_ms)
-        for r in used
-    ]
     local, weights = _local_candidates(used, per_replay, [_band_of(a.size) for a in per_replay])
     preds: dict[str, FloatArray] = {}
     for c in DEMAND_CANDIDATES:
@@ -547,14 +542,10 @@ def _hourly_candidates(
 def _tune_generation(
     history: History, issue_ms: int, replays: list[Replay], target: str
 ) -> tuple[tuple[GenerationBand, ...], FloatArray | None]:
-    actual, band, used = _stack(history, issue_ms, replays, target)
+    used, per_replay, actual, band = _stack(history, issue_ms, replays, target)
     if not used:
         return (), None
     bands = [r.generation[target] for r in used]
-    per_replay = [
-        _actuals(history, target, step_starts(r.issue_ms, b.p50.size), issue_ms)
-        for r, b in zip(used, bands, strict=True)
-    ]
     hourly, factors = _hourly_candidates(used, target, per_replay)
     p10 = np.concatenate([b.p10 for b in bands])
     p50 = np.concatenate([b.p50 for b in bands])
