@@ -295,4 +295,78 @@ def check(config_path: Path, broker_timeout_s: float, as_json: bool) -> None:
         raise CliError(f"check failed: {', '.join(failed)}")
 
 
+# --- the household's page -------------------------------------------------------------------
+
+
+@main.group(invoke_without_command=True)
+@config_option
+@click.option(
+    "--bind",
+    default="0.0.0.0",  # noqa: S104 - the page is for the home network
+    show_default=True,
+    help="Where to listen: 0.0.0.0 for the whole home network, 127.0.0.1 for this Pi only.",
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+    help="The TCP port of the page.",
+)  # fmt: skip
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.pass_context
+def web(ctx: click.Context, config_path: Path, bind: str, port: int, log_level: str) -> None:
+    """Serve the household's own page on the home network (http://<this Pi's name>.local:8080/).
+
+    The page shows the advice and lets the household answer it, the home's energy, the monthly
+    statements and what the home shares, and changes the sharing choices. It asks the running
+    agent for its state over a local socket; it never talks to the cooperative itself.
+
+    \b
+    The first visit asks for the one-time code the installer handed over (it is kept in the
+    agent's data folder as household-code) and a new password. Lost the password? Run
+    `coopwatt-agent web new-code` and set a new one with that code.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    _setup_logging(log_level)
+    from agent.web.app import WebApp  # noqa: PLC0415 - keeps --help fast on a Pi Zero
+    from agent.web.server import serve  # noqa: PLC0415
+    from agent.web.settings import SettingsError, read_settings  # noqa: PLC0415
+
+    try:
+        settings = read_settings(config_path)
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        app = WebApp(settings, SystemClock())
+        serve(app, bind, port, Notifier.from_env())
+    except OSError as exc:
+        raise CliError(f"cannot serve on {bind}:{port}: {exc.strerror or exc}") from None
+
+
+@web.command("new-code")
+@config_option
+def web_new_code(config_path: Path) -> None:
+    """Write a fresh one-time setup code and print it.
+
+    For the installer's sheet, or for a household that lost its password: the code, typed on
+    the page's setup screen with a new password, sets that password (and signs every browser
+    out). It works once; a newer code replaces an older one.
+    """
+    from agent.web.household import write_code  # noqa: PLC0415
+    from agent.web.settings import SettingsError, read_settings  # noqa: PLC0415
+
+    try:
+        settings = read_settings(config_path)
+        code = write_code(settings.code_path)
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot write the code to {settings.code_path}: {exc.strerror}") from None
+    click.echo(code)
+
+
 main.add_command(consent)
