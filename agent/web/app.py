@@ -412,7 +412,6 @@ class View:
         blocks = []
         for key, period in periods.items():
             totals = read_energy(self.app.settings.energy_path, period.edges_ms, now)
-            labels = pages.slot_labels(key, period, self.fmt)
             texts = {
                 "title": self.gettext(titles[key]),
                 "desc": self.gettext(
@@ -423,7 +422,7 @@ class View:
                 "imported": self.gettext("Taken from the grid"),
                 "exported": self.gettext("Given to the grid"),
             }
-            blocks.append(pages.energy_block(key, period, totals, labels, texts, self.fmt))
+            blocks.append(pages.energy_block(key, period, totals, texts, self.fmt))
         month = pages.local_day(now, self.app.zone).strftime("%Y-%m")
         statement = self._statement(month)
         neighbours = pages.neighbours_wh(statement)

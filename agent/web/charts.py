@@ -65,8 +65,8 @@ def bar_chart(
     title: str,
     desc: str,
     number: Callable[[float], str],
-    width: int = 640,
-    height: int = 240,
+    width: int = 400,
+    height: int = 200,
 ) -> str:
     """The chart as an ``<svg>`` element (a string of escaped markup).
 

@@ -146,12 +146,13 @@ def energy_block(
     key: str,
     period: Period,
     totals: list[EnergyTotals],
-    labels: list[str],
     texts: dict[str, str],
     fmt: Formats,
 ) -> EnergyBlock:
     """One period's chart and table. ``texts`` holds the translated words the chart draws:
-    its title and the three series' names."""
+    its title, description and the three series' names."""
+    labels = slot_labels(key, period, fmt)
+    short = chart_labels(key, period, fmt)
     kwh = [
         Series(texts["self_used"], "s-own", [t.self_used_wh / 1000 for t in totals]),
         Series(texts["imported"], "s-import", [t.import_wh / 1000 for t in totals]),
@@ -163,7 +164,7 @@ def energy_block(
         own=fmt.kwh(total.self_used_wh),
     )  # fmt: skip
     chart = bar_chart(
-        f"chart-{key}", labels, kwh, title=texts["title"], desc=desc,
+        f"chart-{key}", short, kwh, title=texts["title"], desc=desc,
         number=lambda v: fmt.decimal(v, 1 if abs(v) < 10 and v != int(v) else 0),
     )  # fmt: skip
     return EnergyBlock(
@@ -183,8 +184,16 @@ def periods_now(now_ms: int, fmt: Formats) -> dict[str, Period]:
 
 
 def slot_labels(key: str, period: Period, fmt: Formats) -> list[str]:
+    """The table's row labels: ``14:00``, ``Mon 23 Mar``."""
     if key == "today":
         return [fmt.time(int(s.timestamp() * 1000)) for s in period.starts]
+    return [fmt.weekday_date(s) for s in period.starts]
+
+
+def chart_labels(key: str, period: Period, fmt: Formats) -> list[str]:
+    """The chart's slot labels, short: the hour, the weekday, the day of the month."""
+    if key == "today":
+        return [str(s.hour) for s in period.starts]
     if key == "week":
         return [fmt.weekday_short(s) for s in period.starts]
     return [str(s.day) for s in period.starts]
