@@ -25,7 +25,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from agent.appliances import appliances_message, grants_prompts
-from agent.display import BoardView, ConsoleView, OledView, RunView
+from agent.display import BoardView, ConsoleView, OledView, PromptView, RunView
 from agent.indicator import IndicatorConfig, PressButton, TrafficLight
 from protocol.clock import Clock
 from protocol.codec import CodecError, decode, encode
@@ -212,7 +212,7 @@ class HomePrompts:
         self.sent: list[Feedback] = []  # what the button sent, newest last (for the views/tests)
         self.light: TrafficLight | None = None
         self.button: PressButton | None = None
-        self.views: list[ConsoleView | OledView] = []
+        self.views: list[PromptView] = []
         cfg = indicator
         # A broken light or button must not stop the meters being read: log and go on.
         try:
@@ -243,6 +243,11 @@ class HomePrompts:
             except Exception as exc:  # luma raises its own error types for a missing device
                 log.error("cannot open the %s display: %s", cfg.display, exc)
         self._load()
+
+    def add_view(self, view: PromptView) -> None:
+        """Show the board on ``view`` too (before :meth:`start`); it closes with the rest."""
+        with self._lock:
+            self.views.append(view)
 
     # -- appliances and consent -------------------------------------------------------------
     def publish_appliances(self, grant: ConsentGrant) -> None:
