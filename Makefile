@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_ARGS ?=
 
-.PHONY: demo test lint typecheck check-python mosquitto clean
+.PHONY: demo test lint typecheck check-python mosquitto chromium clean
 
 demo: $(STAMP) mosquitto
 	$(BIN)/coopwatt demo $(DEMO_ARGS)
 
-test: $(STAMP) mosquitto lint typecheck
+test: $(STAMP) mosquitto chromium lint typecheck
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -44,5 +44,22 @@ mosquitto:
 		echo "note: mosquitto is not installed and I may not install it (sudo apt-get install mosquitto)"; \
 	fi
 
+# The page tests drive Debian's headless Chromium through its chromedriver (tests/browser.py);
+# nothing is downloaded at test time. Installed like Mosquitto; without them those tests fail
+# saying how to install them. No recommends (they bring avahi, cups, a notification daemon):
+# fonts-liberation, a recommend, draws the text in screenshots.
+CHROMIUM_PACKAGES := chromium chromium-driver fonts-liberation
+chromium:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing $(CHROMIUM_PACKAGES) with apt-get"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CHROMIUM_PACKAGES) >/dev/null; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		echo "installing $(CHROMIUM_PACKAGES) with sudo apt-get"; \
+		sudo -n env DEBIAN_FRONTEND=noninteractive apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CHROMIUM_PACKAGES) >/dev/null; \
+	else \
+		echo "note: chromium is not installed and I may not install it (sudo apt-get install --no-install-recommends $(CHROMIUM_PACKAGES)); the browser tests will fail"; \
+	fi
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis coopwatt-demo.db*
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis coopwatt-demo.db* build/screenshots

@@ -55,7 +55,8 @@ def main() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("/etc/coopwatt/home-assistant.toml"),
     show_default=True,
-    help="Opt-in: also show live values on the household's own Home Assistant, if this exists.",
+    help="Opt-in: also show live values and the cooperative's advice on the household's own "
+    "Home Assistant, if this exists.",
 )
 def run(config_path: Path, log_level: str, drain_timeout: float, ha_path: Path) -> None:
     """Run the agent until stopped (SIGTERM or Ctrl-C); readings are kept on disk meanwhile.
@@ -77,7 +78,11 @@ def run(config_path: Path, log_level: str, drain_timeout: float, ha_path: Path) 
 
     def build(cfg: AgentConfig) -> Agent:
         on_polled = bridge.publish if bridge is not None else None
-        return Agent(cfg, SystemClock(), watchdog=notifier, on_polled=on_polled)
+        built = Agent(cfg, SystemClock(), watchdog=notifier, on_polled=on_polled)
+        if bridge is not None:  # the advice and each appliance's "good time now" too
+            names = [a.name for a in cfg.appliances]
+            built.prompts.add_view(bridge.advice_view(names, cfg.timezone))
+        return built
 
     try:
         agent = build(config)

@@ -4,12 +4,18 @@ The file lives in the agent's data folder (``consent.jsonl``). Each line is a se
 :class:`ConsentGrant` naming the hash of the line before, so a member (or the hub) can check
 that nothing was rewritten. The running agent notices a new line by the file's size and
 modification time, so ``coopwatt-agent consent grant`` takes effect within one poll.
+
+The CLI and the household page both write it: a change reads the current version and appends
+the next under an exclusive lock on the file, so two changes at once make two versions in a row,
+never two versions with one number.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,15 +94,27 @@ class ConsentLedger:
 
     def append(self, streams: Streams, issued_ms: int) -> ConsentGrant:
         """Record a new version with ``streams``; durable before it returns."""
-        grant = next_version(self.current(), streams, issued_ms)
+        return self._change(lambda _: streams, issued_ms)
+
+    def _change(self, edit: Callable[[Streams], Streams], issued_ms: int) -> ConsentGrant:
+        """Append the version ``edit`` makes of the current streams, under the file's lock."""
+        with self._locked() as fd:
+            current = self.current()
+            grant = next_version(current, edit(_copy(current.streams)), issued_ms)
+            os.write(fd, encode(grant) + b"\n")
+            os.fsync(fd)
+        return grant
+
+    @contextmanager
+    def _locked(self) -> Iterator[int]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, encode(grant) + b"\n")
-            os.fsync(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._stamp = None  # read again whatever another writer appended
+            yield fd
         finally:
-            os.close(fd)
-        return grant
+            os.close(fd)  # and with it the lock
 
     def grant(
         self,
@@ -107,13 +125,16 @@ class ConsentLedger:
         issued_ms: int,
     ) -> ConsentGrant:
         """Add (or change) ``purposes`` on ``roles``, keeping everything else as it is."""
-        streams = _copy(self.current().streams)
-        for role in roles:
-            for purpose in purposes:
-                streams.setdefault(role.value, {})[purpose.value] = PurposeGrant(
-                    resolution, retention_days
-                )
-        return self.append(streams, issued_ms)
+
+        def edit(streams: Streams) -> Streams:
+            for role in roles:
+                for purpose in purposes:
+                    streams.setdefault(role.value, {})[purpose.value] = PurposeGrant(
+                        resolution, retention_days
+                    )
+            return streams
+
+        return self._change(edit, issued_ms)
 
     def share_everything(
         self, issued_ms: int, resolution: Resolution = Resolution.RAW, retention_days: int = 365
@@ -125,14 +146,17 @@ class ConsentLedger:
         self, roles: list[Role], purposes: list[Purpose] | None, issued_ms: int
     ) -> ConsentGrant:
         """Withdraw ``purposes`` (all of them when None) from ``roles``."""
-        streams = _copy(self.current().streams)
-        for role in roles:
-            kept = streams.get(role.value, {})
-            for purpose in purposes or list(Purpose):
-                kept.pop(purpose.value, None)
-            if not kept:
-                streams.pop(role.value, None)
-        return self.append(streams, issued_ms)
+
+        def edit(streams: Streams) -> Streams:
+            for role in roles:
+                kept = streams.get(role.value, {})
+                for purpose in purposes or list(Purpose):
+                    kept.pop(purpose.value, None)
+                if not kept:
+                    streams.pop(role.value, None)
+            return streams
+
+        return self._change(edit, issued_ms)
 
 
 def _copy(streams: Mapping[str, Mapping[str, PurposeGrant]]) -> Streams:

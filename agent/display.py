@@ -12,7 +12,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, TextIO
+from typing import Any, Final, Protocol, TextIO
 from zoneinfo import ZoneInfo
 
 from protocol.payloads import Level
@@ -45,6 +45,14 @@ class BoardView:
     valid_until_ms: int | None
     snoozed_until_ms: int | None = None
     expired: bool = False
+
+
+class PromptView(Protocol):
+    """Anything that shows the board: called on every refresh, so it acts only on change."""
+
+    def show(self, view: BoardView, now_ms: int) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 def _hm(t_ms: int, zone: ZoneInfo) -> str:

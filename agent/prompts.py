@@ -25,7 +25,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from agent.appliances import appliances_message, grants_prompts
-from agent.display import BoardView, ConsoleView, OledView, RunView
+from agent.display import BoardView, ConsoleView, OledView, PromptView, RunView
 from agent.indicator import IndicatorConfig, PressButton, TrafficLight
 from protocol.clock import Clock
 from protocol.codec import CodecError, decode, encode
@@ -128,6 +128,36 @@ class PromptBoard:
         self.snoozed_until_ms = 0
         return Feedback(self.home, now_ms, p.prompt, action, run.appliance, start)
 
+    def answer(
+        self, now_ms: int, appliance: str | None, action: FeedbackAction, snooze_ms: int
+    ) -> Feedback | None:
+        """The household page's answer: the button's, for a named appliance's next run.
+
+        ``accepted`` is a press (``done`` while the run's window is open), ``snoozed`` a hold;
+        None for ``appliance`` answers as the button does. None when there is no current
+        advice, the appliance has no run still to come, or the action is not one a household
+        gives (``done`` follows from the window, it is not asked for).
+        """
+        if appliance is None:
+            if action == "accepted":
+                return self.press(now_ms)
+            return self.hold(now_ms, snooze_ms) if action == "snoozed" else None
+        p = self.current(now_ms)
+        if p is None or action not in ("accepted", "snoozed"):
+            return None
+        run = next((a for a in p.appliances if a.appliance == appliance), None)
+        if run is None or not any(w.end_ms > now_ms for w in run.windows):
+            return None
+        start = run.windows[0].start_ms
+        if action == "snoozed":
+            self.snoozed_until_ms = now_ms + snooze_ms
+        else:
+            active = any(w.start_ms <= now_ms < w.end_ms for w in run.windows)
+            action = "done" if active else "accepted"
+            self.snoozed_until_ms = 0
+        self.answers[(appliance, start)] = action
+        return Feedback(self.home, now_ms, p.prompt, action, appliance, start)
+
     def hold(self, now_ms: int, snooze_ms: int) -> Feedback | None:
         """A hold: snooze the light, and tell the hub the next run will not be shifted."""
         p = self.current(now_ms)
@@ -182,7 +212,7 @@ class HomePrompts:
         self.sent: list[Feedback] = []  # what the button sent, newest last (for the views/tests)
         self.light: TrafficLight | None = None
         self.button: PressButton | None = None
-        self.views: list[ConsoleView | OledView] = []
+        self.views: list[PromptView] = []
         cfg = indicator
         # A broken light or button must not stop the meters being read: log and go on.
         try:
@@ -213,6 +243,11 @@ class HomePrompts:
             except Exception as exc:  # luma raises its own error types for a missing device
                 log.error("cannot open the %s display: %s", cfg.display, exc)
         self._load()
+
+    def add_view(self, view: PromptView) -> None:
+        """Show the board on ``view`` too (before :meth:`start`); it closes with the rest."""
+        with self._lock:
+            self.views.append(view)
 
     # -- appliances and consent -------------------------------------------------------------
     def publish_appliances(self, grant: ConsentGrant) -> None:
@@ -250,16 +285,30 @@ class HomePrompts:
         self.tick()
 
     # -- the button ---------------------------------------------------------------------------
+    @property
+    def _snooze_ms(self) -> int:
+        return (self.indicator.snooze_min if self.indicator else 60) * 60_000
+
     def press(self) -> Feedback | None:
         with self._lock:
             feedback = self.board.press(self.clock.now_ms())
         return self._answer(feedback)
 
     def hold(self) -> Feedback | None:
-        snooze_ms = (self.indicator.snooze_min if self.indicator else 60) * 60_000
         with self._lock:
-            feedback = self.board.hold(self.clock.now_ms(), snooze_ms)
+            feedback = self.board.hold(self.clock.now_ms(), self._snooze_ms)
         return self._answer(feedback)
+
+    def answer(self, appliance: str | None, action: FeedbackAction) -> Feedback | None:
+        """The household page's "will do" or "snooze" (see :meth:`PromptBoard.answer`)."""
+        with self._lock:
+            feedback = self.board.answer(self.clock.now_ms(), appliance, action, self._snooze_ms)
+        return self._answer(feedback)
+
+    def view(self) -> BoardView:
+        """What the light and views show now (any thread)."""
+        with self._lock:
+            return self.board.view(self.clock.now_ms())
 
     def _answer(self, feedback: Feedback | None) -> Feedback | None:
         if feedback is None:

@@ -10,17 +10,29 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from agent.appliances import grants_prompts
 from agent.clocksync import clock_synced
 from agent.config import AgentConfig
 from agent.consent_ledger import ConsentLedger, LedgerError
 from agent.delivery import Delivery
 from agent.devices import DeviceSupervisor, close_devices, open_devices
+from agent.energy_log import EnergyLog
+from agent.local_link import (
+    AdviceState,
+    AgentState,
+    AnswerResult,
+    DeviceState,
+    LinkServer,
+    RunState,
+)
+from agent.mailbox import Mailbox
 from agent.outbox import Outbox, Polled, Row
 from agent.prompts import HomePrompts
 from agent.release import Releaser
@@ -28,7 +40,7 @@ from protocol import __version__
 from protocol.clock import Clock
 from protocol.codec import CodecError, decode, encode
 from protocol.consent import ConsentGrant, describe, nothing_shared
-from protocol.payloads import Ack, HomeStatus
+from protocol.payloads import Ack, FeedbackAction, HomeStatus
 from protocol.session import MqttSession
 from protocol.systemd import Notifier
 from protocol.topics import HomeTopic, home_topic
@@ -100,11 +112,24 @@ class Agent:
         self.first_poll_ms: int | None = None  # the first reading's time: where a demo starts
         self.last_poll_ms = 0
         self.backlog = self.outbox.count()
+        # For the household page (agent/local_link.py): every stream's energy and last poll,
+        # shared or not (they stay in the home), and what the hub sent the home to keep.
+        self.energy = EnergyLog(config.data_dir / "energy.db")
+        self.mailbox = Mailbox(config.data_dir / "mailbox", config.home)
+        self._last_polled: dict[str, Polled] = {}
+        # Refreshed by the loop (the outbox's connection is its own), read by the link.
+        self._oldest_ms = self.outbox.oldest_ts_ms()
+        self._lost, self._compacted = self.outbox.counter("lost"), self.outbox.counter("compacted")
+        self.connected_since_ms: int | None = None
+        self.last_connected_ms: int | None = None
+        self._link: LinkServer | None = None
         c = config
         self._status_topic = home_topic(c.coop, c.home, HomeTopic.STATUS)
         self._readings_topic = home_topic(c.coop, c.home, HomeTopic.READINGS)
         self._ack_topic = home_topic(c.coop, c.home, HomeTopic.ACK)
         self._consent_topic = home_topic(c.coop, c.home, HomeTopic.CONSENT)
+        self._statement_topic = home_topic(c.coop, c.home, HomeTopic.STATEMENT)
+        self._receipts_topic = home_topic(c.coop, c.home, HomeTopic.RECEIPTS)
         offline = encode(HomeStatus(c.home, "offline"))
         self.session = MqttSession(
             c.broker,
@@ -132,6 +157,9 @@ class Agent:
     def _on_connect(self) -> None:
         self.session.subscribe(self._ack_topic)
         self.session.subscribe(self.prompts.topic)
+        self.session.subscribe(self._statement_topic)
+        self.session.subscribe(self._receipts_topic)
+        self.connected_since_ms = self.clock.now_ms()
         self._reconnected.set()  # whatever was in flight on the old connection is sent again
         self._consent_due.set()
         self._last_status_ms = 0  # and the retained status is refreshed
@@ -140,6 +168,13 @@ class Agent:
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.prompts.topic:
             self.prompts.receive(payload)
+            return
+        if topic == self._statement_topic:
+            if payload:  # an empty retained message clears the broker's copy, not the home's
+                self.mailbox.keep_statement(payload)
+            return
+        if topic == self._receipts_topic:
+            self.mailbox.keep_receipt(payload)
             return
         try:
             ack = decode(Ack, payload)
@@ -159,6 +194,11 @@ class Agent:
         """Poll, store, send and take acks until :meth:`stop`; then drain and say offline."""
         self.session.start()
         self.prompts.start()
+        try:
+            self.energy.prune(self.clock.now_ms())
+            self._link = LinkServer(self.config.data_dir / "agent.sock", self.state, self.answer)
+        except (OSError, sqlite3.Error) as exc:  # the page cannot show it; meters are still read
+            log.error("the household page will not see this agent: %s", exc)
         ticker = threading.Thread(target=self._tick, name="agent-housekeeping", daemon=True)
         ticker.start()
         try:
@@ -170,11 +210,16 @@ class Agent:
                 self._take_acks()
                 self._send()
                 self._publish_status()
+                if self.session.connected.is_set():
+                    self.last_connected_ms = self.clock.now_ms()
                 next_due = min(s.next_due_ms for s in self._devices)
                 self.clock.sleep_until_ms(next_due, self._wake)
                 self._wake.clear()
             self._drain(drain_timeout_s)
         finally:
+            if self._link is not None:
+                self._link.close()
+            self.energy.close()
             self.session.stop(final=(self._status_topic, encode(self._status("offline"))))
             self.prompts.stop()
             close_devices(s.device for s in self._devices)
@@ -198,6 +243,8 @@ class Agent:
             self.last_poll_ms = max(p.ts_ms for p in polled)
             if self.on_polled is not None:
                 self.on_polled(polled)
+            self.energy.record(polled)
+            self._last_polled.update((p.device, p) for p in polled)
         released = self._releaser.release(polled, self._grant)
         if released:
             self._live += self.outbox.add(released, self._grant.grant)
@@ -252,7 +299,8 @@ class Agent:
 
     def _status(self, state: Literal["online", "offline"]) -> HomeStatus:
         now = self.clock.now_ms()
-        oldest = self.outbox.oldest_ts_ms()
+        oldest = self._oldest_ms = self.outbox.oldest_ts_ms()
+        self._lost, self._compacted = self.outbox.counter("lost"), self.outbox.counter("compacted")
         return HomeStatus(
             home=self.config.home,
             state=state,
@@ -262,8 +310,8 @@ class Agent:
             backlog=self.backlog,
             clock_synced=clock_synced(),
             backlog_oldest_ms=oldest,
-            compacted=self.outbox.counter("compacted"),
-            lost=self.outbox.counter("lost"),
+            compacted=self._compacted,
+            lost=self._lost,
             unacked_age_s=None if oldest is None else max(0, now - oldest) // 1000,
         )
 
@@ -279,7 +327,7 @@ class Agent:
         if not (due or draining) and wall - self._late_checked_wall >= DRAIN_STATUS_EVERY_S:
             # At most every few seconds: the oldest reading is a query on the Pi's SD card.
             self._late_checked_wall = wall
-            oldest = self.outbox.oldest_ts_ms()
+            oldest = self._oldest_ms = self.outbox.oldest_ts_ms()
             late = oldest is not None and now - oldest >= LATE_AFTER_MS
             due = late != self._reported_late or (late and since >= LATE_STATUS_EVERY_S)
         if due or draining:
@@ -287,6 +335,57 @@ class Agent:
             self.session.publish(self._status_topic, encode(status), retain=True)
             self._last_status_ms, self._last_status_wall = now, wall
             self._reported_late = (status.unacked_age_s or 0) * 1000 >= LATE_AFTER_MS
+
+    # --- the household page (agent/local_link.py; the link's threads) -----------------------
+    def state(self) -> AgentState:
+        """What the household page shows of the agent; values the poll loop keeps (no query
+        on the outbox, whose connection is the loop's)."""
+        now = self.clock.now_ms()
+        view = self.prompts.view()
+        devices = []
+        for s in self._devices:
+            d, h = s.device, s.health
+            last = self._last_polled.get(d.name)
+            devices.append(
+                DeviceState(
+                    d.name, d.role.value, h.online, h.error, h.last_ok_ms,
+                    last.ts_ms if last else None, dict(last.quantities) if last else None,
+                )
+            )  # fmt: skip
+        board = self.prompts.board.prompts
+        runs = [
+            RunState(
+                r.appliance,
+                [list(w) for w in r.windows],
+                r.reason,
+                r.benefit_wh,
+                r.active,
+                r.answer,
+            )
+            for r in view.runs
+        ]
+        levels = list(board.levels) if board is not None and not view.expired else []
+        advice = AdviceState(
+            view.reason, runs, levels, view.level, view.valid_until_ms, view.snoozed_until_ms,
+            view.expired,
+        )  # fmt: skip
+        oldest = self._oldest_ms
+        c = self.config
+        return AgentState(
+            c.coop, c.home, agent_version(), now, c.timezone or "UTC",
+            self.session.connected.is_set(), self.backlog, self._lost, self._compacted,
+            devices, advice, grants_prompts(self._grant),
+            self.connected_since_ms, self.last_connected_ms,
+            None if oldest is None else max(0, now - oldest) // 1000,
+        )  # fmt: skip
+
+    def answer(self, appliance: str | None, action: FeedbackAction) -> AnswerResult:
+        """The household page's "will do" or "snooze": the button's answer, the same way out."""
+        feedback = self.prompts.answer(appliance, action)
+        if feedback is None:
+            what = f"for {appliance}" if appliance else "now"
+            return AnswerResult(False, f"there is no current advice {what}")
+        return AnswerResult(True, "answered", feedback, self.prompts.granted)
 
     def _drain(self, timeout_s: float) -> None:
         """On stop: give the hub a bounded moment to ack what is in flight."""
