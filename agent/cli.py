@@ -336,20 +336,23 @@ def web(ctx: click.Context, config_path: Path, bind: str, port: int, log_level: 
     """
     if ctx.invoked_subcommand is not None:
         return
-    _setup_logging(log_level)
-    from agent.web.app import WebApp  # noqa: PLC0415 - keeps --help fast on a Pi Zero
-    from agent.web.server import serve  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
     from agent.web.settings import SettingsError, read_settings  # noqa: PLC0415
 
     try:
-        settings = read_settings(config_path)
+        read_settings(config_path)  # a mistake is told here, in one line
     except SettingsError as exc:
         raise CliError(str(exc)) from None
-    try:
-        app = WebApp(settings, SystemClock())
-        serve(app, bind, port, Notifier.from_env())
-    except OSError as exc:
-        raise CliError(f"cannot serve on {bind}:{port}: {exc.strerror or exc}") from None
+    # Become the page's own small process (python -m agent.web): this one has imported the
+    # agent's command line (Modbus, MQTT), which the page must not carry. glibc's malloc: one
+    # arena per thread is what makes a threaded server grow (two are plenty), and a fixed mmap
+    # threshold gives scrypt's 8 MiB back to the system as soon as a password is checked.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
+    argv = [sys.executable, "-m", "agent.web", "--config", str(config_path), "--bind", bind,
+            "--port", str(port), "--log-level", log_level]  # fmt: skip
+    os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter, our own module
 
 
 @web.command("new-code")

@@ -87,19 +87,28 @@ def statement(period: str = "2026-03", final: bool = False, issued_ms: int = NOW
     )  # fmt: skip
 
 
-def fill_mailbox(data: Path) -> None:
+def _period(t_ms: int) -> str:
+    return datetime.fromtimestamp(t_ms / 1000, UTC).strftime("%Y-%m")
+
+
+def fill_mailbox(data: Path, now_ms: int = NOW_MS) -> None:
+    """This month's provisional statement, last month's final one, two receipts."""
     box = Mailbox(data / "mailbox", HOME)
-    box.keep_statement(encode(statement("2026-02", final=True, issued_ms=NOW_MS - 20 * 86_400_000)))
-    box.keep_statement(encode(statement("2026-03")))
-    box.keep_receipt(encode(Receipt(HOME, "consent-recorded", NOW_MS - 5 * 86_400_000, 1)))
-    box.keep_receipt(encode(Receipt(HOME, "data-erased", NOW_MS - 4 * 86_400_000, 2, {"pv": 1234})))
+    earlier = now_ms - 31 * 86_400_000
+    box.keep_statement(encode(statement(_period(earlier), final=True, issued_ms=earlier)))
+    box.keep_statement(encode(statement(_period(now_ms), issued_ms=now_ms)))
+    box.keep_receipt(encode(Receipt(HOME, "consent-recorded", now_ms - 5 * 86_400_000, 1)))
+    erased = Receipt(HOME, "data-erased", now_ms - 4 * 86_400_000, 2, {"pv": 1234})
+    box.keep_receipt(encode(erased))
 
 
-def fill_consent(data: Path) -> ConsentLedger:
+def fill_consent(data: Path, now_ms: int = NOW_MS) -> ConsentLedger:
+    """Version 1 shares the grid meter and the solar panels for everything; version 2 takes the
+    panels out of the neighbourhood figures."""
     ledger = ConsentLedger(data / "consent.jsonl", HOME)
     ledger.grant([Role.GRID, Role.PV], list(Purpose), Resolution.MIN15, 400,
-                 NOW_MS - 5 * 86_400_000)  # fmt: skip
-    ledger.revoke([Role.PV], [Purpose.COMMUNITY_STATS], NOW_MS - 4 * 86_400_000)
+                 now_ms - 5 * 86_400_000)  # fmt: skip
+    ledger.revoke([Role.PV], [Purpose.COMMUNITY_STATS], now_ms - 4 * 86_400_000)
     return ledger
 
 
@@ -160,11 +169,11 @@ def running_agent(data: Path, agent: FakeAgent | None = None) -> Iterator[FakeAg
         server.close()
 
 
-def make_home(folder: Path, *, energy_days: int = 35) -> Path:
+def make_home(folder: Path, *, now_ms: int = NOW_MS, energy_days: int = 35) -> Path:
     """The config of a home with everything filled in; its data folder is ``folder/data``."""
     config = write_config(folder)
     data = folder / "data"
-    fill_energy(data, NOW_MS - energy_days * 86_400_000, NOW_MS)
-    fill_mailbox(data)
-    fill_consent(data)
+    fill_energy(data, now_ms - energy_days * 86_400_000, now_ms)
+    fill_mailbox(data, now_ms)
+    fill_consent(data, now_ms)
     return config

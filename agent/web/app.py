@@ -36,6 +36,7 @@ from agent.web.forms import (
 )
 from agent.web.household import Household, password_problem
 from agent.web.i18n import LANGUAGES, Formats, negotiate, template_callables, translations
+from agent.web.periods import local_day
 from agent.web.sessions import COOKIE, Session, SessionStore
 from agent.web.settings import WebSettings
 from agent.web.throttle import Throttle
@@ -129,6 +130,11 @@ class WebApp:
         self.css = (HERE / "static" / "style.css").read_bytes()
         for language in LANGUAGES:
             translations(language)  # a missing catalogue fails now, not on a reader's request
+
+    def warm_up(self) -> None:
+        """Compile every template now, so the first readers wait no longer than the rest."""
+        for name in self.env.list_templates(extensions=["html"]):
+            self.env.get_template(name)
 
     # -- WSGI -------------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -423,7 +429,7 @@ class View:
                 "exported": self.gettext("Given to the grid"),
             }
             blocks.append(pages.energy_block(key, period, totals, texts, self.fmt))
-        month = pages.local_day(now, self.app.zone).strftime("%Y-%m")
+        month = local_day(now, self.app.zone).strftime("%Y-%m")
         statement = self._statement(month)
         neighbours = pages.neighbours_wh(statement)
         return self.render(

@@ -9,6 +9,11 @@ code the same way and sets a new password with it, which signs every browser out
 Codes and passwords are never logged. scrypt's cost is modest (8 MiB, ``N`` = 2^13) because the
 page must stay small on a Pi Zero; one check runs at a time, and wrong guesses are slowed down
 by :mod:`agent.web.throttle` anyway.
+
+The page's own process keeps OpenSSL out of its memory (``python -m agent.web``: 3.4 MiB of a
+30 MiB budget), so there ``hashlib`` has no ``scrypt``: the hash is then worked out by a
+short-lived helper (the same interpreter, isolated, ``hashlib.scrypt``), which is handed the
+password on its standard input, never on its command line.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import hmac
 import json
 import os
 import secrets
+import subprocess
+import sys
 import threading
 import unicodedata
 from pathlib import Path
@@ -77,9 +84,37 @@ def password_problem(password: str) -> str | None:
     return None
 
 
+# The helper: reads "n r p dklen salt-hex" and a line holding the password's UTF-8 bytes as hex.
+_HELPER: Final = (
+    "import hashlib, sys\n"
+    "n, r, p, dklen, salt = sys.stdin.readline().split()\n"
+    "secret = bytes.fromhex(sys.stdin.readline().strip())\n"
+    "key = hashlib.scrypt(secret, salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),\n"
+    f"                     maxmem={SCRYPT_MAXMEM}, dklen=int(dklen))\n"
+    "sys.stdout.write(key.hex())\n"
+)
+HELPER_TIMEOUT_S: Final = 60.0
+
+
+def scrypt_in_helper(secret: bytes, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    """``hashlib.scrypt`` worked out by a helper process (see the module's docstring)."""
+    message = f"{n} {r} {p} {dklen} {salt.hex()}\n{secret.hex()}\n".encode()
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _HELPER], input=message, capture_output=True,
+        timeout=HELPER_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise ValueError("the scrypt helper failed")  # its message would not help a member
+    return bytes.fromhex(done.stdout.decode())
+
+
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     data = unicodedata.normalize("NFC", password).encode()
-    return hashlib.scrypt(data, salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAXMEM, dklen=32)
+    scrypt = getattr(hashlib, "scrypt", None)
+    if scrypt is None:  # the page's own process, without OpenSSL
+        return scrypt_in_helper(data, salt, n, r, p, 32)
+    key: bytes = scrypt(data, salt=salt, n=n, r=r, p=p, maxmem=SCRYPT_MAXMEM, dklen=32)
+    return key
 
 
 class Household:

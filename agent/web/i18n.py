@@ -9,6 +9,7 @@ home's time zone (the one the agent's config names), formatted for the language'
 from __future__ import annotations
 
 import functools
+import gc
 import gettext
 import re
 from collections.abc import Callable
@@ -32,6 +33,7 @@ LOCALE_DIR: Final = Path(__file__).parent / "locale"
 DOMAIN: Final = "messages"
 MAX_ACCEPT_LANGUAGE: Final = 512  # characters of the header looked at
 
+Day = date | datetime
 _TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*")
 
 
@@ -90,7 +92,7 @@ def template_callables(language: str) -> dict[str, Callable[..., Any]]:
         text = t.gettext(message)
         if context.eval_ctx.autoescape:
             text = Markup(text)  # noqa: S704 - our own catalogue's words
-        return text % variables  # type: ignore[no-any-return]
+        return text % variables
 
     @pass_context
     def _ngettext(context: Context, singular: str, plural: str, n: int, /, **variables: Any) -> str:
@@ -98,7 +100,7 @@ def template_callables(language: str) -> dict[str, Callable[..., Any]]:
         text = t.ngettext(singular, plural, n)
         if context.eval_ctx.autoescape:
             text = Markup(text)  # noqa: S704 - our own catalogue's words
-        return text % variables  # type: ignore[no-any-return]
+        return text % variables
 
     return {"_": _gettext, "gettext": _gettext, "ngettext": _ngettext}
 
@@ -119,15 +121,15 @@ class Formats:
         """``14:05``"""
         return babel_dates.format_time(self.local(t_ms), "short", locale=self.locale)
 
-    def date(self, day: date | datetime) -> str:
+    def date(self, day: Day) -> str:
         """``29 Mar 2026``"""
         return babel_dates.format_date(day, "medium", locale=self.locale)
 
-    def weekday_date(self, day: date | datetime) -> str:
+    def weekday_date(self, day: Day) -> str:
         """``Sun 29 Mar``"""
         return babel_dates.format_skeleton("MMMEd", day, locale=self.locale)
 
-    def weekday_short(self, day: date | datetime) -> str:
+    def weekday_short(self, day: Day) -> str:
         """``Sun``"""
         return babel_dates.format_date(day, "EEE", locale=self.locale)
 
@@ -138,7 +140,7 @@ class Formats:
     def datetime(self, t_ms: int) -> str:
         """``29 Mar 2026, 14:05``"""
         local = self.local(t_ms)
-        pattern = babel_dates.get_datetime_format("medium", locale=self.locale)
+        pattern = str(babel_dates.get_datetime_format("medium", locale=self.locale))
         return pattern.replace("{0}", self.time(t_ms)).replace("{1}", self.date(local))
 
     def decimal(self, value: float, digits: int = 1) -> str:
@@ -168,3 +170,75 @@ class Formats:
         return babel_numbers.format_currency(
             per_kwh, currency, format=pattern, locale=self.locale, currency_digits=False
         )
+
+
+# Babel keeps each locale's whole CLDR data in memory (language and territory names, units,
+# time zone names, ...: about 2 MiB a locale) and its global data (likely subtags, zones:
+# 2.5 MiB). The page formats dates, times, numbers and money only; these are the keys that
+# needs (found by recording what the page's formats read, plus what their patterns may use).
+KEEP_LOCALE_KEYS: Final = frozenset({
+    "currency_formats", "currency_names", "currency_names_plural", "currency_symbols",
+    "date_formats", "datetime_formats", "datetime_skeletons", "days", "months", "quarters",
+    "eras", "day_periods", "number_symbols", "decimal_formats", "percent_formats",
+    "default_numbering_system", "numbering_systems", "plural_form", "time_formats",
+    "week_data",
+})  # fmt: skip
+KEEP_GLOBAL_KEYS: Final = frozenset({
+    "currency_fractions", "parent_exceptions", "all_currencies", "cldr", "script_aliases",
+    "variant_aliases", "language_aliases",
+})  # fmt: skip
+
+
+def warm_up(zone: ZoneInfo) -> None:
+    """Use every format once in every language, so their data is loaded now."""
+    t_ms = 1_774_786_000_000
+    for language in LANGUAGES:
+        f = Formats(language, zone)
+        day = f.local(t_ms)
+        f.time(t_ms), f.datetime(t_ms), f.date(day), f.weekday_date(day), f.weekday_short(day)
+        f.month(2026, 3), f.kwh(1234.5), f.decimal(3.25, 2)
+        f.money(-12345, "EUR", 2), f.price_per_kwh(2150, 10_000, "EUR", 2)
+        translations(language)
+
+
+def _parent(name: str, exceptions: dict[str, str]) -> str:
+    """The locale ``name`` inherits from, as Babel's ``localedata.load`` finds it."""
+    parts = name.split("_")
+    return exceptions.get(name) or ("root" if len(parts) == 1 else "_".join(parts[:-1]))
+
+
+def load_slim_locale_data() -> None:
+    """Give Babel only the data the page formats with (see the note above), before it loads
+    anything itself: the page's own process calls this once, first. Each locale is read as
+    Babel reads it (root, then each parent, merged), keeping only ``KEEP_LOCALE_KEYS``, and put
+    in Babel's cache, so Babel never loads the whole of it."""
+    import pickle  # noqa: PLC0415
+    from pathlib import Path as _Path  # noqa: PLC0415
+
+    from babel import core, localedata  # noqa: PLC0415
+
+    with (_Path(core.__file__).parent / "global.dat").open("rb") as f:
+        everything = pickle.load(f)  # noqa: S301 - Babel's own data file, as Babel reads it
+    core._global_data = {k: v for k, v in everything.items() if k in KEEP_GLOBAL_KEYS}
+    del everything
+    exceptions = dict(core.get_global("parent_exceptions"))
+    pruned: dict[str, dict[str, Any]] = {}  # each file read once, pruned at once
+
+    def read(name: str) -> dict[str, Any]:
+        if name not in pruned:
+            with open(localedata.resolve_locale_filename(name), "rb") as f:
+                raw = pickle.load(f)  # noqa: S301 - Babel's own data file
+            pruned[name] = {k: v for k, v in raw.items() if k in KEEP_LOCALE_KEYS}
+        return pruned[name]
+
+    cache: dict[str, dict[str, Any]] = localedata._cache
+    for leaf in BABEL_LOCALES.values():
+        chain = [leaf]
+        while chain[-1] != "root":
+            chain.append(_parent(chain[-1], exceptions))
+        data: dict[str, Any] = {}
+        for name in reversed(chain):
+            localedata.merge(data, read(name))  # merge copies what it changes: parents intact
+        cache[leaf] = data
+    gc.collect()
+    warm_up(ZoneInfo("UTC"))
