@@ -250,15 +250,14 @@ class View:
             **template_callables(self.language),
             **context,
         )
-        return Response(status, body.encode())
+        response = Response(status, body.encode())
+        seconds = context.get("values", {}).get("seconds") if status == 429 else None
+        if seconds:
+            response.headers.append(("Retry-After", seconds))
+        return response
 
     def error(self, status: int, message: str, **values: str) -> Response:
-        headers = []
-        if status == 429 and "seconds" in values:
-            headers.append(("Retry-After", values["seconds"]))
-        response = self.render("error.html", status, message=message, values=values)
-        response.headers.extend(headers)
-        return response
+        return self.render("error.html", status, message=message, values=values)
 
     # -- forms ------------------------------------------------------------------------------------
     def form(self) -> Fields:
