@@ -117,8 +117,8 @@ def test_sessions_expire_a_guests_sooner_and_a_signed_in_one_after_a_month_idle(
 
 def test_a_new_code_resets_the_password_and_signs_every_browser_out(home: Home) -> None:
     old = signed_in(home)
-    result = CliRunner().invoke(main, ["web", "new-code", "--config",
-                                       str(home.settings.data_dir.parent / "agent.toml")])  # fmt: skip
+    config = str(home.settings.data_dir.parent / "agent.toml")
+    result = CliRunner().invoke(main, ["web", "new-code", "--config", config])
     assert result.exit_code == 0, result.output
     code = result.output.strip()
     assert len(normalise_code(code)) == 12 and set(normalise_code(code)) <= set(CODE_ALPHABET)

@@ -207,7 +207,7 @@ def release_free_memory() -> None:
         import ctypes  # noqa: PLC0415
 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except Exception:  # noqa: BLE001 - no glibc, no ctypes: nothing to give back, go on
+    except Exception:  # no glibc, no ctypes: nothing to give back, go on
         return
 
 
