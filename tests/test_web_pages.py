@@ -144,9 +144,7 @@ def test_money_says_provisional_and_final(home: Home, browser: Browser) -> None:
 
 
 # -- Sharing ---------------------------------------------------------------------------------------
-def test_sharing_in_plain_words_with_the_history_and_receipts(
-    home: Home, browser: Browser
-) -> None:
+def test_sharing_in_plain_words_with_the_history_and_receipts(home: Home, browser: Browser) -> None:
     words = _text(browser.get("/sharing").text)
     assert "Electricity meter" in words and "Solar panels" in words
     assert "Neighbourhood figures: one total per quarter hour, kept for 400 days" in words
@@ -155,7 +153,9 @@ def test_sharing_in_plain_words_with_the_history_and_receipts(
     grants = ConsentLedger(home.settings.consent_path, HOME).history()
     for g in grants:
         assert g.hash[:12] in words
-    assert "erased data you no longer share (version 2). Readings erased: Solar panels 1234" in words
+    assert (
+        "erased data you no longer share (version 2). Readings erased: Solar panels 1234" in words
+    )
 
 
 def test_grant_and_revoke_from_the_form_write_the_ledger_and_the_chain_holds(
@@ -192,16 +192,37 @@ def test_grant_and_revoke_from_the_form_write_the_ledger_and_the_chain_holds(
     [
         [("purpose", "forecast"), ("resolution", "hourly"), ("keep_days", "30")],  # no stream
         [("stream", "wind"), ("resolution", "hourly"), ("keep_days", "30")],  # no purpose
-        [("stream", "wind"), ("purpose", "forecast"), ("resolution", "weekly"),
-         ("keep_days", "30")],  # fmt: skip
-        [("stream", "wind"), ("purpose", "forecast"), ("resolution", "hourly"),
-         ("keep_days", "0")],  # fmt: skip
-        [("stream", "wind"), ("purpose", "forecast"), ("resolution", "hourly"),
-         ("keep_days", "3651")],  # fmt: skip
-        [("stream", "wind"), ("purpose", "forecast"), ("resolution", "hourly"),
-         ("keep_days", "30"), ("extra", "1")],  # fmt: skip
-        [("stream", "sauna"), ("purpose", "forecast"), ("resolution", "hourly"),
-         ("keep_days", "30")],  # fmt: skip
+        [
+            ("stream", "wind"),
+            ("purpose", "forecast"),
+            ("resolution", "weekly"),
+            ("keep_days", "30"),
+        ],
+        [
+            ("stream", "wind"),
+            ("purpose", "forecast"),
+            ("resolution", "hourly"),
+            ("keep_days", "0"),
+        ],
+        [
+            ("stream", "wind"),
+            ("purpose", "forecast"),
+            ("resolution", "hourly"),
+            ("keep_days", "3651"),
+        ],
+        [
+            ("stream", "wind"),
+            ("purpose", "forecast"),
+            ("resolution", "hourly"),
+            ("keep_days", "30"),
+            ("extra", "1"),
+        ],
+        [
+            ("stream", "sauna"),
+            ("purpose", "forecast"),
+            ("resolution", "hourly"),
+            ("keep_days", "30"),
+        ],
     ],
 )
 def test_an_invalid_grant_changes_nothing(
