@@ -80,7 +80,7 @@ def test_a_series_of_the_wrong_length_is_refused() -> None:
         bar_chart("x", ["a", "b", "c"], [Series("s", "s", [1, 2])], title="", desc="", number=str)
 
 
-# -- periods ----------------------------------------------------------------------------------------
+# -- periods ---------------------------------------------------------------------------------------
 def test_an_ordinary_day_has_24_hours_from_local_midnight() -> None:
     p = day_hours(date(2026, 3, 25), AMS)  # CET, UTC+1
     assert p.edges_ms[0] == _ms(2026, 3, 24, 23) and p.edges_ms[-1] == _ms(2026, 3, 25, 23)
@@ -119,7 +119,7 @@ def test_a_midnight_skipped_by_the_clocks_starts_the_day_at_one() -> None:
     assert len(day_hours(date(2026, 9, 6), santiago).starts) == 23
 
 
-# -- contrast ---------------------------------------------------------------------------------------
+# -- contrast --------------------------------------------------------------------------------------
 def test_the_wcag_formula_worked_by_hand() -> None:
     assert luminance("#000000") == 0 and luminance("#ffffff") == 1
     assert contrast_ratio("#000000", "#ffffff") == pytest.approx(21)
