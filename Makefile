@@ -20,6 +20,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The household page's words: extract them, merge into agent/web/locale/*/messages.po, compile.
+web-messages: $(STAMP)
+	$(BIN)/python agent/web/locale/update.py
+
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "coopwatt needs Python 3.11 or newer; set PYTHON=python3.11")'
 

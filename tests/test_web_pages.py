@@ -280,3 +280,16 @@ def test_every_page_has_landmarks_a_skip_link_and_weighs_under_150_kb(
         assert html.count("<h1>") == 1 and "<header" in html and "<footer>" in html
         for field_id in re.findall(r'<input id="([^"]+)"', html):
             assert f'for="{field_id}"' in html, (path, field_id)
+
+
+def test_the_pages_config_reader_agrees_with_the_agents(tmp_path: Path) -> None:
+    from agent.config import load_config
+    from agent.web.settings import read_settings
+    from tests.web_home import write_config
+
+    config = write_config(tmp_path)
+    agent, page = load_config(config), read_settings(config)
+    assert (page.coop, page.home, page.data_dir, page.timezone) == (
+        agent.coop, agent.home, agent.data_dir, agent.timezone,
+    )  # fmt: skip
+    assert page.consent_path == agent.consent_path
