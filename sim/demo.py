@@ -32,7 +32,7 @@ from hub.config import HubConfig
 from hub.ingest.service import Ingest
 from hub.ops.summary import home_summaries
 from hub.storage.store import Store
-from protocol.clock import SimClock
+from protocol.clock import Clock, SimClock
 from protocol.session import BrokerSettings
 from sim.broker import RunningBroker, run_broker
 from sim.demo_loop import (
@@ -138,8 +138,9 @@ class Progress:
         self.out.flush()
 
 
-def sim_home(i: int, seed: int, clock: SimClock) -> SimHome:
-    """Neighbours share one sky but not one roof: PV sizes vary, every other home has a turbine."""
+def sim_home(i: int, seed: int, clock: Clock) -> SimHome:
+    """The demo's ``i``-th home (from 0). Neighbours share one sky but not one roof: PV sizes
+    vary, every other home has a turbine."""
     return SimHome(
         f"home-{i + 1:02d}",
         seed * 1000 + i,
@@ -245,6 +246,15 @@ def run_demo(
                             stop,
                             "the broker did not accept every client within 10 s",
                         )
+                        # The hub's first forecast (the model loads, tuning) and the first plan
+                        # for the homes' appliances take a moment of CPU: let them pass before
+                        # the clock runs, so the agents' first polls read their devices on time.
+                        _wait(
+                            lambda: _first_prompts_arrived(hub, agents),
+                            30.0,
+                            stop,
+                            "the hub's first forecast and prompts did not arrive within 30 s",
+                        )
                         for h in homes:
                             h.mark_baseline(start_ms)
                         clock.start()
@@ -274,6 +284,16 @@ def run_demo(
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _first_prompts_arrived(hub: Hub, agents: list[Agent]) -> bool:
+    """Whether the hub has forecast and every home with appliances holds its first prompts
+    (True at once for a hub that does not forecast: it plans nothing)."""
+    if hub.forecast is None:
+        return True
+    return hub.forecast.runs > 0 and all(
+        a.prompts.board.prompts is not None for a in agents if a.config.appliances
+    )
 
 
 def _hub(
