@@ -45,6 +45,7 @@ class BoardView:
     valid_until_ms: int | None
     snoozed_until_ms: int | None = None
     expired: bool = False
+    notice: str | None = None  # a line for the household beside the advice (the page's code)
 
 
 class PromptView(Protocol):
@@ -92,6 +93,8 @@ def render_lines(view: BoardView, now_ms: int, zone: ZoneInfo, width: int = 60) 
         lines += textwrap.wrap(text, width, subsequent_indent="  ")
     if view.valid_until_ms is not None and view.level is not None:
         lines.append(f"advice good until {_hm(view.valid_until_ms, zone)}")
+    if view.notice:
+        lines += textwrap.wrap(view.notice, width, break_on_hyphens=False)
     return lines
 
 

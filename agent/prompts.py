@@ -16,8 +16,10 @@ is next, or "it is running" (``done``) while its window is open; a hold is ``sno
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +38,7 @@ from protocol.topics import HomeTopic, home_topic
 log = logging.getLogger(__name__)
 
 TICK_S: Final = 0.1  # the light's and views' refresh (wall seconds): smooth enough for a blink
+NOTICE_EVERY_MS: Final = 10_000  # how often the displays look for the page's one-time code
 
 
 def _content(p: Prompts | None) -> object:
@@ -209,6 +212,11 @@ class HomePrompts:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._store = data_dir / "prompts.json" if data_dir is not None else None
+        # Until the household has set up its page, the displays show the installer's one-time
+        # code (the bundle put it in the data folder; the page deletes it once used).
+        self._code_path = data_dir / "household-code" if data_dir is not None else None
+        self._notice: str | None = None
+        self._notice_read_ms: int | None = None
         self.sent: list[Feedback] = []  # what the button sent, newest last (for the views/tests)
         self.light: TrafficLight | None = None
         self.button: PressButton | None = None
@@ -326,6 +334,9 @@ class HomePrompts:
         now = self.clock.now_ms()
         with self._lock:
             view = self.board.view(now)
+            notice = self._setup_notice(now)
+            if notice is not None:
+                view = dataclasses.replace(view, notice=notice)
             if self.light is not None:
                 self.light.update(view.level)
             for v in self.views:
@@ -334,6 +345,27 @@ class HomePrompts:
                 except Exception:
                     log.exception("a prompts view failed")
         return view
+
+    def _setup_notice(self, now_ms: int) -> str | None:
+        """Where the household page is and its first-visit code, while the code is unused;
+        the file is looked at every NOTICE_EVERY_MS (the views refresh ten times a second)."""
+        if self._code_path is None:
+            return None
+        if self._notice_read_ms is not None and now_ms - self._notice_read_ms < NOTICE_EVERY_MS:
+            return self._notice
+        self._notice_read_ms = now_ms
+        try:
+            with self._code_path.open("rb") as f:
+                code = f.read(64).decode("ascii", "replace").split()
+        except OSError:
+            code = []
+        self._notice = (
+            f"Your home's page: http://{socket.gethostname()}.local:8080/ first-visit code "
+            f"{code[0]}"
+            if code
+            else None
+        )
+        return self._notice
 
     def start(self) -> None:
         """Refresh the light and views every TICK_S (wall) until :meth:`stop`."""

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import UTC, datetime, time
+from datetime import datetime, time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 
 from protocol.timeparse import parse_iso_ms
 
+DEMO_TIMEZONE = "Europe/Amsterdam"  # sim.demo_loop.TIMEZONE; not imported, to keep --help fast
+
 
 def _parse_start(value: str | None) -> int:
-    """ISO 8601 start (UTC when no offset is given) -> epoch ms; default today 06:00 UTC."""
+    """ISO 8601 start (UTC when no offset is given) -> epoch ms; default: the start of today in
+    the demo's time zone, so a 24-hour run is one local day, the day the hub settles."""
     if value is None:
-        start = datetime.combine(datetime.now(UTC).date(), time(6, 0), tzinfo=UTC)
+        zone = ZoneInfo(DEMO_TIMEZONE)
+        start = datetime.combine(datetime.now(zone).date(), time(0, 0), tzinfo=zone)
         return int(start.timestamp() * 1000)
     try:
         return parse_iso_ms(value, naive="utc")
@@ -64,7 +69,8 @@ def main() -> None:
     "start",
     metavar="ISO8601",
     default=None,
-    help="Simulated start time, UTC unless an offset is given. [default: today 06:00 UTC]",
+    help="Simulated start time, UTC unless an offset is given. "
+    "[default: today 00:00 in Europe/Amsterdam, where the simulated homes are]",
 )
 @click.option(
     "--poll-interval",
@@ -101,7 +107,8 @@ def demo(
     log_level: str,
 ) -> None:
     """Run a broker, the hub and N simulated homes with their agents, then compare what the hub
-    stored with what the simulated meters measured.
+    stored with what the simulated meters measured, and show the whole loop: the forecast the
+    hub issued, what each home's light said and when, and each home's settlement in money.
 
     Exits 0 when every home's stored energy agrees with the simulator within 0.5 %.
     """

@@ -2,9 +2,12 @@
 
 Everything real but the devices: a real broker (Mosquitto, or amqtt when Mosquitto is missing),
 pymodbus servers standing in for each home's meter, inverter and turbine, the household agent
-polling them over Modbus TCP, and the hub storing readings in SQLite. After the simulated hours
-the clock freezes, every agent reads its devices one last time at exactly the end, the hub acks
-the last batch, and the demo compares what the hub stored with what the simulator produced.
+polling them over Modbus TCP, and the hub (:class:`hub.app.Hub`: ingest, consent, forecast,
+prompts) storing readings in SQLite. After the simulated hours the clock freezes, every agent
+reads its devices one last time at exactly the end, the hub acks the last batch, and the demo
+compares what the hub stored with what the simulator produced. Then it shows the whole loop
+(:mod:`sim.demo_loop`): the forecast the hub issued, the prompts each home's light showed, and
+each home's settlement for the day in money.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TextIO
@@ -23,13 +27,27 @@ from typing import Final, TextIO
 from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
-from hub.app import ingest_with_consent
+from hub.app import Hub
+from hub.config import HubConfig
 from hub.ingest.service import Ingest
 from hub.ops.summary import home_summaries
 from hub.storage.store import Store
-from protocol.clock import SimClock
+from protocol.clock import Clock, SimClock
 from protocol.session import BrokerSettings
 from sim.broker import RunningBroker, run_broker
+from sim.demo_loop import (
+    TIMEZONE,
+    LocalClock,
+    LoopSummary,
+    PromptLog,
+    demo_appliances,
+    demo_site,
+    format_forecast,
+    format_prompts,
+    format_settlement,
+    import_sky,
+    settle_run,
+)
 from sim.household import SimHome
 from sim.modbus_server import Endpoint, SimModbusServers
 
@@ -59,6 +77,7 @@ class DemoOptions:
     poll_interval_s: int | None = None
     broker: str = "auto"  # auto, mosquitto or amqtt
     seed: int = 1
+    loop: bool = True  # forecast, prompts and settlement at the end (False: energy only)
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,8 @@ class DemoResult:
     stats: dict[str, int]
     wall_s: float
     completed: bool  # every agent made its final poll and had it acked
+    loop: LoopSummary | None = None  # what the cooperative did with the day
+    page: str | None = None  # the household page's address while the demo ran, if it had one
 
     @property
     def ok(self) -> bool:
@@ -111,9 +132,15 @@ class Progress:
         if self.tty:
             self.out.write("\n")
 
+    def note(self, text: str) -> None:
+        """A line of its own, between progress updates."""
+        self.out.write(("\r\x1b[K" if self.tty else "") + text + "\n")
+        self.out.flush()
 
-def _sim_home(i: int, seed: int, clock: SimClock) -> SimHome:
-    """Neighbours share one sky but not one roof: PV sizes vary, every other home has a turbine."""
+
+def sim_home(i: int, seed: int, clock: Clock) -> SimHome:
+    """The demo's ``i``-th home (from 0). Neighbours share one sky but not one roof: PV sizes
+    vary, every other home has a turbine."""
     return SimHome(
         f"home-{i + 1:02d}",
         seed * 1000 + i,
@@ -125,6 +152,7 @@ def _sim_home(i: int, seed: int, clock: SimClock) -> SimHome:
 
 
 def _agent(
+    i: int,
     home: SimHome,
     endpoints: dict[str, Endpoint],
     broker: RunningBroker,
@@ -132,7 +160,9 @@ def _agent(
     interval_s: int,
     clock: SimClock,
 ) -> Agent:
-    """The home's agent, its household having agreed to share every stream, as polled."""
+    """The home's agent, its household having agreed to share every stream, as polled, for
+    every purpose (forecast, prompts, settlement, community figures), and having declared its
+    flexible appliances (the demo's ``i``-th home's) in the demo's time zone."""
     devices = tuple(
         DeviceConfig(name, ep.profile, f"tcp://{ep.host}:{ep.port}", ep.unit, float(interval_s))
         for name, ep in endpoints.items()
@@ -144,9 +174,23 @@ def _agent(
         data_dir=data_dir / home.home,
         devices=devices,
         poll_interval_s=float(interval_s),
+        timezone=TIMEZONE,
+        appliances=demo_appliances(i),
     )
     ConsentLedger(config.consent_path, home.home).share_everything(clock.now_ms())
     return Agent(config, clock)
+
+
+@contextmanager
+def household_page(agent: Agent, workdir: Path) -> Iterator[str | None]:
+    """Serve ``agent``'s household page while the demo runs; yields its address, or None.
+
+    HOOK for the household's own page (``coopwatt-agent web``, ``agent/web/``; issue 20), which
+    is not in this build yet: fill this in by starting the page on a free local port against
+    this agent's state (its config, data folder and consent ledger) and stopping it on exit. The
+    demo prints the address it yields while the run goes on. Until then it serves no page.
+    """
+    yield None
 
 
 def run_demo(
@@ -169,20 +213,19 @@ def run_demo(
                 broker.url,
                 "5" if broker.protocol == 5 else "3.1.1",
             )
-            homes = [_sim_home(i, opts.seed, clock) for i in range(opts.homes)]
+            homes = [sim_home(i, opts.seed, clock) for i in range(opts.homes)]
             store = Store.open(opts.db, COOP, clock=clock)
-            hub, _ = ingest_with_consent(
-                store,
-                BrokerSettings(broker.url, "coopwatt-hub", protocol=broker.protocol),
-                COOP,
-                clock,
-            )
+            hub = _hub(opts, homes, store, broker, clock, start_ms, end_ms, workdir)
+            prompt_log = PromptLog()
+            page: str | None = None
             with SimModbusServers(homes) as servers:
                 endpoints = servers.endpoints()
                 agents = [
-                    _agent(h, endpoints[h.home], broker, workdir / "agents", interval_s, clock)
-                    for h in homes
+                    _agent(i, h, endpoints[h.home], broker, workdir / "agents", interval_s, clock)
+                    for i, h in enumerate(homes)
                 ]
+                for a in agents:
+                    prompt_log.follow(a)
                 threads = [
                     threading.Thread(target=a.run, name=f"agent-{a.config.home}") for a in agents
                 ]
@@ -191,19 +234,37 @@ def run_demo(
                     t.start()
                 completed = False
                 try:
-                    _wait(
-                        lambda: (
-                            hub.connected.is_set()
-                            and all(a.session.connected.is_set() for a in agents)
-                        ),
-                        10.0,
-                        stop,
-                        "the broker did not accept every client within 10 s",
-                    )
-                    for h in homes:
-                        h.mark_baseline(start_ms)
-                    clock.start()
-                    completed = _follow(clock, agents, hub, progress, stop, start_ms, end_ms)
+                    with household_page(agents[0], workdir) as page:
+                        if progress is not None and page is not None:
+                            progress.note(f"{agents[0].config.home}'s household page: {page}")
+                        _wait(
+                            lambda: (
+                                hub.ingest.connected.is_set()
+                                and all(a.session.connected.is_set() for a in agents)
+                            ),
+                            10.0,
+                            stop,
+                            "the broker did not accept every client within 10 s",
+                        )
+                        # The hub's first forecast (the model loads, tuning) and the first plan
+                        # for the homes' appliances take a moment of CPU: let them pass before
+                        # the clock runs, so the agents' first polls read their devices on time.
+                        _wait(
+                            lambda: _first_prompts_arrived(hub, agents),
+                            30.0,
+                            stop,
+                            "the hub's first forecast and prompts did not arrive within 30 s",
+                        )
+                        for h in homes:
+                            h.mark_baseline(start_ms)
+                        clock.start()
+                        completed = _follow(
+                            clock, agents, hub.ingest, progress, stop, start_ms, end_ms
+                        )
+                        if completed and hub.forecast is not None:
+                            # The day's last forecast, from the whole day's readings (all acked
+                            # now), as the service's next refresh would issue it.
+                            hub.forecast.refresh()
                 finally:
                     for a in agents:
                         a.stop()
@@ -211,11 +272,75 @@ def run_demo(
                         t.join(30)
                     hub.stop()
             results = _compare(store, homes, {a.config.home: a.first_poll_ms for a in agents})
-            stats = hub.stats()
+            stats = hub.ingest.stats()
+            loop = None
+            if opts.loop and completed:
+                if progress is not None:
+                    progress.note("settling the day")
+                loop = _loop_summary(hub, store, agents, prompt_log, start_ms, end_ms)
             store.close()
-            return DemoResult(broker.kind, results, stats, time.monotonic() - wall_start, completed)
+            return DemoResult(
+                broker.kind, results, stats, time.monotonic() - wall_start, completed, loop, page
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _first_prompts_arrived(hub: Hub, agents: list[Agent]) -> bool:
+    """Whether the hub has forecast and every home with appliances holds its first prompts
+    (True at once for a hub that does not forecast: it plans nothing)."""
+    if hub.forecast is None:
+        return True
+    return hub.forecast.runs > 0 and all(
+        a.prompts.board.prompts is not None for a in agents if a.config.appliances
+    )
+
+
+def _hub(
+    opts: DemoOptions,
+    homes: list[SimHome],
+    store: Store,
+    broker: RunningBroker,
+    clock: SimClock,
+    start_ms: int,
+    end_ms: int,
+    workdir: Path,
+) -> Hub:
+    """The hub as ``coopwatt-hub run`` builds it. With the whole loop it has a ``[site]`` (so it
+    forecasts) and the simulated sky imported as its weather forecast (:mod:`sim.weather`);
+    without, it only stores readings (and plans nothing, having no forecast)."""
+    config = HubConfig(
+        coop=COOP,
+        db_path=opts.db,
+        broker=BrokerSettings(broker.url, "coopwatt-hub", protocol=broker.protocol),
+        site=demo_site(homes) if opts.loop and homes else None,
+    )
+    if config.site is not None:
+        hours = import_sky(store, homes[0], start_ms, end_ms, workdir, clock.now_ms())
+        log.info("imported %d hours of the simulated sky as the weather forecast", hours)
+    return Hub.build(config, store, clock)
+
+
+def _loop_summary(
+    hub: Hub,
+    store: Store,
+    agents: list[Agent],
+    prompt_log: PromptLog,
+    start_ms: int,
+    end_ms: int,
+) -> LoopSummary:
+    """The forecast, the prompts and the day's settlement, from the hub's own library."""
+    days, settlements = settle_run(store, start_ms, end_ms, end_ms)
+    return LoopSummary(
+        start_ms=start_ms,
+        end_ms=end_ms,
+        forecast=hub.forecast.last if hub.forecast is not None else None,
+        forecasts_issued=hub.forecast.runs if hub.forecast is not None else 0,
+        appliances={a.config.home: a.config.appliances for a in agents},
+        prompts={a.config.home: prompt_log.received(a.config.home) for a in agents},
+        days=days,
+        settlements=settlements,
+    )
 
 
 def _wait(
@@ -295,8 +420,10 @@ def _compare(
 
 
 def format_summary(result: DemoResult) -> str:
-    """The per-home table: hub's stored energy beside the simulator's own, in kWh."""
+    """The end of the day, in sections: the hub's stored energy beside the simulator's own (kWh);
+    then, with the whole loop, the forecast, the prompts and the day's settlement."""
     lines = [
+        _heading("Energy: what the hub stored, beside what the simulated meters measured"),
         f"{'home':8} {'readings':>8}   {'imported kWh':>21}   {'exported kWh':>21}   "
         f"{'generated kWh':>21}   agree",
         f"{'':8} {'':>8}   " + "   ".join([f"{'hub':>10} {'sim':>10}"] * 3),
@@ -314,7 +441,18 @@ def format_summary(result: DemoResult) -> str:
     )
     if not result.completed:
         lines.append("the run did not complete: some final readings were not acked")
+    loop = result.loop
+    if loop is not None:
+        at = LocalClock(loop.start_ms, loop.end_ms)
+        lines += ["", _heading("Forecast: what the hub expects next"), *format_forecast(loop, at)]
+        lines += ["", _heading("Prompts: what each home's light said, and when")]
+        lines += format_prompts(loop, at)
+        lines += ["", _heading("Settlement: each home's day in money"), *format_settlement(loop)]
     return "\n".join(lines)
+
+
+def _heading(text: str) -> str:
+    return f"== {text} " + "=" * max(3, 96 - len(text))
 
 
 def main_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:

@@ -207,3 +207,51 @@ def test_the_oled_view_draws_on_a_luma_device() -> None:
     lit = sum(device.image.histogram()[1:])
     assert lit > 100  # text was drawn
     assert not oled.show(board.view(T0 + H + 1000), T0 + H + 1000)
+
+
+def test_the_pages_answer_for_a_named_appliance_is_the_buttons() -> None:
+    board = PromptBoard("home-1")
+    board.take(prompts(), T0)
+    washer_at = T0 + H
+    # Before the window: "will do" is accepted for the washer's run, as a press would say.
+    fb = board.answer(T0, "washing-machine", "accepted", 3_600_000)
+    assert fb == Feedback("home-1", T0, f"p{T0}", "accepted", "washing-machine", washer_at)
+    # In the window the same answer says it runs.
+    fb = board.answer(washer_at + 60_000, "washing-machine", "accepted", 3_600_000)
+    assert fb is not None and fb.action == "done"
+    # Snooze: the light goes off for the snooze, and the run is answered "snoozed".
+    fb = board.answer(washer_at + 120_000, "washing-machine", "snoozed", 600_000)
+    assert fb is not None and fb.action == "snoozed"
+    assert board.view(washer_at + 120_000).level is None
+    assert board.view(washer_at + 720_000).level == "green"  # 10 minutes later
+    # No such appliance, a run already over, "done" asked for, or no current prompts: nothing.
+    assert board.answer(T0, "sauna", "accepted", 1) is None
+    assert board.answer(washer_at + 91 * 60_000, "washing-machine", "accepted", 1) is None
+    assert board.answer(T0, "washing-machine", "done", 1) is None
+    assert board.answer(T0 + 3 * H, "washing-machine", "accepted", 1) is None
+    # None for the appliance: the press and the hold themselves.
+    assert board.answer(T0, None, "accepted", 1) == board.press(T0)
+
+
+def test_the_display_shows_the_pages_first_visit_code_until_it_is_used(tmp_path: Path) -> None:
+    import socket
+
+    clock = ManualClock(T0)
+    out = tmp_path / "console.txt"
+    home = HomePrompts(
+        "coop", "home-1", clock, Sent(), timezone="Europe/Amsterdam",
+        indicator=IndicatorConfig(led="none", console=str(out)), data_dir=tmp_path,
+    )  # fmt: skip
+    code = tmp_path / "household-code"
+    code.write_text("K7PM-3QXR-9WTD\n")
+    try:
+        home.tick()
+        shown = out.read_text()
+        assert "K7PM-3QXR-9WTD" in shown
+        assert f"http://{socket.gethostname()}.local:8080/" in shown.replace("\n", " ")
+        code.unlink()  # the household set up its page
+        clock.advance(10_000)
+        home.tick()
+        assert "K7PM" not in out.read_text().split("coopwatt")[-1]
+    finally:
+        home.stop()
