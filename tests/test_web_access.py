@@ -260,6 +260,13 @@ def test_malformed_forms_are_refused(
     assert _ledger_lines(home) == before
 
 
+def test_odd_query_strings_and_cookies_are_ignored(home: Home) -> None:
+    b = signed_in(home)
+    assert b.get("/money?" + "&".join(f"x{i}=1" for i in range(40)) + "&lang=de").status == 200
+    b.cookies["odd"] = '"\\x;=,'
+    assert b.get("/money?lang=%ff%fe").status == 200
+
+
 def test_security_headers_on_every_answer(home: Home) -> None:
     b = signed_in(home)
     with running_agent(home.settings.data_dir):

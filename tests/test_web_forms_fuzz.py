@@ -173,3 +173,26 @@ def test_the_oracles_accept_what_a_browser_sends(tmp_path: Path) -> None:
                             ("resolution", "15min"), ("keep_days", "400")])  # fmt: skip
     assert _revoke_is_valid([("csrf", "<real>"), ("stream", "grid")])
     assert not _grant_is_valid([("csrf", "<real>"), ("stream", "grid")])
+
+
+@SETTINGS
+@given(
+    path=st.one_of(st.sampled_from(["/", "/energy", "/money", "/sharing", "/pi", "/signin",
+                                    "/setup", "/style.css"]), text.map(lambda t: "/" + t)),
+    query=st.text(max_size=200),
+    cookie=st.text(max_size=200),
+    language=st.text(max_size=100),
+    method=st.sampled_from(["GET", "HEAD", "PUT", "OPTIONS"]),
+)  # fmt: skip
+def test_arbitrary_requests_never_fail(
+    home: tuple[Home, Browser, FakeAgent], path: str, query: str, cookie: str, language: str,
+    method: str,
+) -> None:  # fmt: skip
+    h, b, _ = home
+    guest = Browser(h.app, language=language)
+    for who in (guest, b):
+        saved = dict(who.cookies)
+        who.cookies["x"] = cookie
+        page = who.request(method, f"{path}?{query}")
+        who.cookies = saved
+        assert page.status in (200, 303, 404, 405), page.status

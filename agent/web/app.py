@@ -44,6 +44,7 @@ from agent.web.words import N_
 from protocol import __version__
 from protocol.clock import Clock
 from protocol.consent import MAX_RETENTION_DAYS, Purpose, Resolution
+from protocol.payloads import Statement
 from protocol.quantities import Role
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,10 @@ class Request:
         self.environ = environ
         self.method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         self.path = str(environ.get("PATH_INFO") or "/")
-        query = parse_qs(str(environ.get("QUERY_STRING") or "")[:1024], max_num_fields=16)
+        try:
+            query = parse_qs(str(environ.get("QUERY_STRING") or "")[:1024], max_num_fields=16)
+        except ValueError:  # more fields than any link of the page has: none of them counts
+            query = {}
         self.query = {k: v[0] for k, v in query.items() if v}
         self.cookies: dict[str, str] = {}
         try:
@@ -437,7 +441,7 @@ class View:
             statement_final=statement.final if statement is not None else None,
         )  # fmt: skip
 
-    def _statement(self, period: str) -> Any:
+    def _statement(self, period: str) -> Statement | None:
         try:
             return next((s for s in self.app.mailbox.statements() if s.period == period), None)
         except OSError:

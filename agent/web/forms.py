@@ -43,7 +43,10 @@ def read_body(environ: Mapping[str, Any]) -> bytes:
     length = int(raw_length)
     if length > MAX_BODY:
         raise FormError(413, N_("The form is too large (at most 16 kB); nothing was changed."))
-    body = environ["wsgi.input"].read(length) if length else b""
+    try:
+        body = environ["wsgi.input"].read(length) if length else b""
+    except OSError:  # the client stalled or went away mid-body (a socket timeout among them)
+        body = b""
     if len(body) != length:
         raise FormError(400, N_("The form arrived incomplete; nothing was changed."))
     return bytes(body)
