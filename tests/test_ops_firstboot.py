@@ -106,6 +106,16 @@ def assert_agent_installed(m: Machine, bundle: Path) -> None:
     assert f"python3 -m venv {m.root}/opt/coopwatt" in calls
     assert "systemctl daemon-reload" in calls
     assert "systemctl enable coopwatt-agent.service" in calls
+    # The household's page: its unit runs from the first boot, with the bundle's one-time code.
+    web = m.root / "etc" / "systemd" / "system" / "coopwatt-agent-web.service"
+    assert web.read_bytes() == (ROOT / "systemd" / "coopwatt-agent-web.service").read_bytes()
+    assert "systemctl enable coopwatt-agent-web.service" in calls
+    assert "systemctl restart coopwatt-agent-web.service" in calls
+    code = m.root / "var" / "lib" / "coopwatt" / "household-code"
+    assert m.mode("/var/lib/coopwatt/household-code") == 0o600
+    assert "chown coopwatt:coopwatt " + str(code) in calls
+    # The same code the household's sheet names.
+    assert code.read_text().strip() in (bundle / "household.txt").read_text()
 
 
 def test_firstrun_then_firstboot_service(bundle: Path, tmp_path: Path) -> None:
@@ -123,6 +133,7 @@ def test_firstrun_then_firstboot_service(bundle: Path, tmp_path: Path) -> None:
     # The secrets left the FAT partition for a root-only folder; first boot is set up.
     assert not (boot / "coopwatt" / "agent.password").exists()
     assert not (boot / "coopwatt" / "client.key").exists()
+    assert not (boot / "coopwatt" / "household-code").exists()
     stage = m.root / "var" / "lib" / "coopwatt-firstboot"
     assert stage.stat().st_mode & 0o777 == 0o700
     assert (stage / "agent.password").stat().st_mode & 0o777 == 0o600
@@ -134,7 +145,7 @@ def test_firstrun_then_firstboot_service(bundle: Path, tmp_path: Path) -> None:
     # Next boot, with a network: coopwatt-firstboot.service runs the staged script.
     out = m.run(stage / "firstboot.sh")
     assert_agent_installed(m, bundle)
-    assert "pip install --quiet --upgrade coopwatt[agent]" in m.log()
+    assert "pip install --quiet --upgrade coopwatt[agent,web]" in m.log()
     assert "systemctl restart coopwatt-agent.service" in m.log()  # devices were configured
     assert "systemctl disable coopwatt-firstboot.service" in m.log()
     assert not stage.exists()
@@ -150,7 +161,7 @@ def test_cloud_init_user_data_carries_the_whole_bundle(bundle: Path, tmp_path: P
         name = Path(entry["path"]).name
         content = base64.b64decode(entry["content"])
         assert content == (bundle / "coopwatt" / name).read_bytes(), name
-        secret = name in ("agent.password", "client.key", "agent.toml")
+        secret = name in ("agent.password", "client.key", "agent.toml", "household-code")
         assert entry["permissions"] == ("0600" if secret else entry["permissions"])
         # what cloud-init does with it:
         target = m.root / entry["path"].lstrip("/")
@@ -187,6 +198,7 @@ def test_run_by_hand_again_keeps_an_edited_config(bundle: Path, tmp_path: Path) 
     ).read_bytes()
     assert "kept" in out
     assert not (copy / "agent.password").exists() and not (copy / "client.key").exists()
+    assert not (copy / "household-code").exists()
     assert "systemctl restart coopwatt-agent.service" not in m.log()  # no devices in the kept one
     assert "coopwatt-agent check" in out
 
@@ -200,7 +212,7 @@ def test_a_wheel_in_the_bundle_is_installed_from_it(tmp_path: Path) -> None:
     assert (bundle / "coopwatt" / wheel.name).read_bytes() == b"PK fake wheel"
     m = Machine(tmp_path)
     m.run(bundle / "coopwatt" / "firstboot.sh")
-    expected = f"pip install --quiet --upgrade {bundle}/coopwatt/{wheel.name}[agent]"
+    expected = f"pip install --quiet --upgrade {bundle}/coopwatt/{wheel.name}[agent,web]"
     assert expected in m.log()
 
 
@@ -216,3 +228,13 @@ def test_scripts_pass_shellcheck() -> None:
 def test_scripts_parse() -> None:
     for name in ("firstboot.sh", "firstrun.sh"):
         subprocess.run(["bash", "-n", str(SCRIPTS / name)], check=True, timeout=30)
+
+
+def test_a_household_that_set_up_its_page_keeps_its_password(bundle: Path, tmp_path: Path) -> None:
+    """The bundle run again (new credentials) must not hand out a code for a page in use."""
+    m = Machine(tmp_path)
+    web = m.root / "var" / "lib" / "coopwatt" / "web"
+    web.mkdir(parents=True)
+    (web / "household.json").write_text("{}")
+    m.run(bundle / "coopwatt" / "firstboot.sh")
+    assert not (m.root / "var" / "lib" / "coopwatt" / "household-code").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import tempfile
@@ -15,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.config import ConfigError, parse_config
+from agent.web.household import Household
 from hub.cli.main import main
 from hub.ops.broker_config import MAX_PACKET_BYTES, write_broker_config
 from hub.ops.pki import cert_common_name, cert_serial
@@ -204,8 +206,17 @@ def test_provision_writes_account_certificate_config_and_bundle(
     assert f"topic read coopwatt/{COOP}/homes/home-7/ack\n" in acl
     assert cert_common_name((files / "client.crt").read_bytes()) == "home-7"
     assert cert_serial((files / "client.crt").read_bytes()) == result.serial
-    for name in ("agent.password", "client.key", "agent.toml"):
+    for name in ("agent.password", "client.key", "agent.toml", "household-code"):
         assert (files / name).stat().st_mode & 0o777 == 0o600, name
+    # The household's sheet: the page's first-visit code, in the form the page accepts.
+    code = (files / "household-code").read_text().strip()
+    assert re.fullmatch(r"[A-HJ-NP-Z2-9]{4}-[A-HJ-NP-Z2-9]{4}-[A-HJ-NP-Z2-9]{4}", code)
+    sheet = (result.bundle / "household.txt").read_text()
+    assert f"First-visit code:                {code}" in sheet
+    # ... which the page on the Pi takes, as the household types it.
+    page = Household(files / "household-code", tmp_path / "household.json")
+    assert page.check_code(code.lower().replace("-", " "))
+    assert (result.bundle / "household.txt").stat().st_mode & 0o777 == 0o600
     assert (result.bundle / "user-data").stat().st_mode & 0o777 == 0o600
     assert result.bundle.stat().st_mode & 0o777 == 0o700
     assert "home-7" in provisioned_homes(layout)

@@ -2,7 +2,8 @@
 # coopwatt first boot: install the household agent, its config and credentials, enable it.
 #
 # Runs as root from the folder that holds the bundle's files (agent.toml, agent.password,
-# ca.crt, client.crt, client.key, firstboot.env, coopwatt-agent.service): cloud-init's runcmd,
+# ca.crt, client.crt, client.key, firstboot.env, coopwatt-agent.service, and from bundles that
+# have the household page, household-code and coopwatt-agent-web.service): cloud-init's runcmd,
 # coopwatt-firstboot.service, or by hand: `sudo bash /boot/firmware/coopwatt/firstboot.sh`.
 # Safe to run again (re-provisioned credentials): an existing /etc/coopwatt/agent.toml is kept
 # and the new one written beside it as agent.toml.new.
@@ -55,6 +56,12 @@ for f in ca.crt client.crt; do
 done
 install -d -m 0750 "$STATE"
 chown coopwatt:coopwatt "$STATE"
+# The household page's one-time code, unless the household has already chosen its password
+# (a bundle run again for new credentials must not open a page that is set up).
+if [ -f "$SRC/household-code" ] && [ ! -e "$STATE/web/household.json" ]; then
+    install -m 0600 "$SRC/household-code" "$STATE/household-code"
+    chown coopwatt:coopwatt "$STATE/household-code"
+fi
 
 # The agent, in its own virtual environment (no numpy: it fits a Pi Zero 2 W).
 if [ ! -x "$VENV/bin/pip" ]; then
@@ -62,9 +69,9 @@ if [ ! -x "$VENV/bin/pip" ]; then
     python3 -m venv "$VENV"
 fi
 if [ -n "${COOPWATT_WHEEL:-}" ] && [ -f "$SRC/$COOPWATT_WHEEL" ]; then
-    package="$SRC/${COOPWATT_WHEEL}[agent]"
+    package="$SRC/${COOPWATT_WHEEL}[agent,web]"
 else
-    package=${COOPWATT_PACKAGE:-coopwatt[agent]}
+    package=${COOPWATT_PACKAGE:-coopwatt[agent,web]}
 fi
 say "installing $package"
 "$VENV/bin/pip" install --quiet --upgrade "$package"
@@ -74,6 +81,13 @@ install -d -m 0755 "$UNITS"
 install -m 0644 "$SRC/coopwatt-agent.service" "$UNITS/coopwatt-agent.service"
 systemctl daemon-reload
 systemctl enable coopwatt-agent.service
+# The household's page needs no devices: it starts now and says what the agent is doing.
+if [ -f "$SRC/coopwatt-agent-web.service" ]; then
+    install -m 0644 "$SRC/coopwatt-agent-web.service" "$UNITS/coopwatt-agent-web.service"
+    systemctl daemon-reload
+    systemctl enable coopwatt-agent-web.service
+    systemctl restart coopwatt-agent-web.service
+fi
 if grep -q '^\[\[devices\]\]' "$ETC/agent.toml"; then
     systemctl restart coopwatt-agent.service
     say "agent started; check it with: coopwatt-agent check"
@@ -84,7 +98,7 @@ fi
 
 # Leave no secrets behind: the staging folder goes, and a bundle on the boot partition (FAT,
 # readable by anyone holding the card) loses its password and key.
-wipe "$SRC/agent.password" "$SRC/client.key"
+wipe "$SRC/agent.password" "$SRC/client.key" "$SRC/household-code"
 if [ "$SRC" = "$ROOT/var/lib/coopwatt-firstboot" ]; then
     rm -rf "$SRC"
     systemctl disable coopwatt-firstboot.service >/dev/null 2>&1 || true

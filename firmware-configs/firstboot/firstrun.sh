@@ -28,7 +28,7 @@ chmod 0700 "$STAGE/firstboot.sh"
 install -d -m 0755 "$UNITS"
 install -m 0644 "$SRC/coopwatt-firstboot.service" "$UNITS/coopwatt-firstboot.service"
 systemctl enable coopwatt-firstboot.service
-wipe "$SRC/agent.password" "$SRC/client.key"
+wipe "$SRC/agent.password" "$SRC/client.key" "$SRC/household-code"
 
 if [ -f "$BOOT/firstrun.sh" ]; then
     bash "$BOOT/firstrun.sh" || echo "coopwatt-firstrun: Imager's firstrun.sh failed" >&2

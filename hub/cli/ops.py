@@ -171,7 +171,7 @@ def broker_config_cmd(
 @click.option(
     "--package",
     "agent_package",
-    default="coopwatt[agent]",
+    default="coopwatt[agent,web]",
     show_default=True,
     help="What the Pi installs with pip.",
 )

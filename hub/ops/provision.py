@@ -517,7 +517,7 @@ def provision_home(
     out_dir: Path,
     *,
     devices_file: Path | None = None,
-    agent_package: str = "coopwatt[agent]",
+    agent_package: str = "coopwatt[agent,web]",
     wheel: Path | None = None,
     rotate: bool = False,
     clock: Clock | None = None,
@@ -555,7 +555,9 @@ def provision_home(
         files, serial = write_client(files_dir, ca, home, password)
         os.rename(files.password, files_dir / "agent.password")
         write_private(files_dir / "agent.toml", agent_config(site, home, devices).encode())
-        _write_bundle(bundle, home, site, agent_package, wheel)
+        code = household_code()
+        write_private(files_dir / "household-code", f"{code}\n".encode())
+        _write_bundle(bundle, home, site, agent_package, wheel, code)
         # The broker's side last: an interrupted run leaves no account without its bundle.
         if existing is not None and "serial" in existing:
             ca.revoke(int(existing["serial"], 16))
@@ -614,8 +616,20 @@ def provisioned_homes(layout: Layout) -> dict[str, dict[str, Any]]:
 # -- the first-boot bundle ----------------------------------------------------------------------
 
 
+def household_code() -> str:
+    """The household page's one-time code for its first visit: 12 characters a person reads off
+    a sheet and types (no 0/O or 1/I), in groups of four, 60 bits. The page
+    (``agent/web/household.py``) compares it ignoring case, spaces and hyphens, and deletes it
+    once the household has chosen its password."""
+    raw = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(12))
+    return "-".join(raw[i : i + 4] for i in range(0, 12, 4))
+
+
+_CODE_ALPHABET: Final = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
 def _write_bundle(
-    bundle: Path, home: str, site: BrokerSite, agent_package: str, wheel: Path | None
+    bundle: Path, home: str, site: BrokerSite, agent_package: str, wheel: Path | None, code: str
 ) -> None:
     files = bundle / "coopwatt"
     if wheel is not None:  # installed from the bundle's folder instead of the package index
@@ -638,10 +652,8 @@ def _write_bundle(
         files / "coopwatt-firstboot.service",
         data_path("firmware-configs", "firstboot", "coopwatt-firstboot.service").read_bytes(),
     )
-    write_public(
-        files / "coopwatt-agent.service",
-        data_path("systemd", "coopwatt-agent.service").read_bytes(),
-    )
+    for unit in ("coopwatt-agent.service", "coopwatt-agent-web.service"):
+        write_public(files / unit, data_path("systemd", unit).read_bytes())
     write_private(bundle / "user-data", cloud_init_user_data(files).encode())
     write_public(
         bundle / "README.txt",
@@ -649,6 +661,17 @@ def _write_bundle(
             data_path("firmware-configs", "firstboot", "README.txt.template"),
             home=home,
             coop=site.coop,
+        ).encode(),
+    )
+    # For the household: the page's address and its first-visit code (the only copy besides
+    # the Pi's, which the page deletes once used). Private, as the code opens the home's page.
+    write_private(
+        bundle / "household.txt",
+        render(
+            data_path("firmware-configs", "firstboot", "household.txt.template"),
+            home=home,
+            coop=site.coop,
+            code=code,
         ).encode(),
     )
 
@@ -667,6 +690,8 @@ _BUNDLE_MODES: Final = {
     "firstboot.env": "0644",
     "firstboot.sh": "0755",
     "coopwatt-agent.service": "0644",
+    "household-code": "0600",
+    "coopwatt-agent-web.service": "0644",
 }
 
 
