@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -27,6 +29,7 @@ from typing import Final, TextIO
 from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
+from agent.web.household import write_code
 from hub.app import Hub
 from hub.config import HubConfig
 from hub.ingest.service import Ingest
@@ -183,14 +186,47 @@ def _agent(
 
 @contextmanager
 def household_page(agent: Agent, workdir: Path) -> Iterator[str | None]:
-    """Serve ``agent``'s household page while the demo runs; yields its address, or None.
+    """Serve ``agent``'s household page while the demo runs; yields its address and first-visit
+    code, or None when the page could not start (the demo goes on without it).
 
-    HOOK for the household's own page (``coopwatt-agent web``, ``agent/web/``; issue 20), which
-    is not in this build yet: fill this in by starting the page on a free local port against
-    this agent's state (its config, data folder and consent ledger) and stopping it on exit. The
-    demo prints the address it yields while the run goes on. Until then it serves no page.
+    The page is the real one (``python -m agent.web``, what ``coopwatt-agent web`` becomes) on
+    a free loopback port, reading this agent's data folder and asking it over its socket.
     """
-    yield None
+    c = agent.config
+    config = workdir / f"{c.home}-page.toml"
+    config.write_text(
+        f'coop = "{c.coop}"\nhome = "{c.home}"\ndata_dir = "{c.data_dir}"\n'
+        f'timezone = "{c.timezone or "UTC"}"\n'
+    )
+    code = write_code(c.data_dir / "household-code")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_file = (workdir / f"{c.home}-page.log").open("wb")
+    page = subprocess.Popen(
+        [sys.executable, "-m", "agent.web", "--config", str(config), "--bind", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        stdout=log_file, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10.0
+        while page.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        up = page.poll() is None
+        if not up:
+            log.warning("the household page did not start: see %s", workdir / f"{c.home}-page.log")
+        yield f"http://127.0.0.1:{port}/ (first-visit code {code})" if up else None
+    finally:
+        page.terminate()
+        try:
+            page.wait(5)
+        except subprocess.TimeoutExpired:
+            page.kill()
+        log_file.close()
 
 
 def run_demo(
