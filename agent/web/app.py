@@ -37,6 +37,7 @@ from agent.web.forms import (
 from agent.web.household import Household, password_problem
 from agent.web.i18n import LANGUAGES, Formats, negotiate, template_callables, translations
 from agent.web.periods import local_day
+from agent.web.reasons import Said, say
 from agent.web.sessions import COOKIE, Session, SessionStore
 from agent.web.settings import WebSettings
 from agent.web.throttle import Throttle
@@ -252,6 +253,7 @@ class View:
             version=__version__,
             words=words,
             **template_callables(self.language),
+            say_reason=self.say_reason,
             **context,
         )
         response = Response(status, body.encode())
@@ -259,6 +261,11 @@ class View:
         if seconds:
             response.headers.append(("Retry-After", seconds))
         return response
+
+    def say_reason(self, text: str) -> Said:
+        """The hub's reason in the reader's language (agent/web/reasons.py)."""
+        gettext = translations(self.language).gettext
+        return say(text, gettext, lambda kw: f"{self.fmt.decimal(kw, 1)}\u00a0kW")
 
     def error(self, status: int, message: str, **values: str) -> Response:
         return self.render("error.html", status, message=message, values=values)
