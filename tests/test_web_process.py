@@ -109,6 +109,17 @@ def page(tmp_path: Path) -> Iterator[Page]:
         p.stop()
 
 
+@pytest.fixture(scope="module")
+def shared_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    """One page process for the tests that only send it requests (a start takes a second)."""
+    p = Page(tmp_path_factory.mktemp("page"))
+    try:
+        p.notify.until("READY")
+        yield p
+    finally:
+        p.stop()
+
+
 def test_the_page_process_serves_the_household_over_http(page: Page) -> None:
     # `coopwatt-agent web` became the page's own small process: the same pid, python -m agent.web.
     cmdline = Path(f"/proc/{page.proc.pid}/cmdline").read_bytes().split(b"\0")
@@ -169,11 +180,12 @@ def test_the_page_tells_systemd_it_stops(page: Page) -> None:
     ],
 )
 def test_requests_no_browser_sends_get_a_plain_answer(
-    page: Page, request_bytes: bytes, status: bytes
+    shared_page: Page, request_bytes: bytes, status: bytes
 ) -> None:
-    answer = page.raw(request_bytes)
+    answer = shared_page.raw(request_bytes)
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:80]
-    assert page.request("GET", "/signin")[0] == 303  # still serving (no password yet: setup)
+    # still serving (no password yet: setup)
+    assert shared_page.request("GET", "/signin")[0] == 303
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[bytes]:
