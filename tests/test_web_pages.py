@@ -293,3 +293,32 @@ def test_the_pages_config_reader_agrees_with_the_agents(tmp_path: Path) -> None:
         agent.coop, agent.home, agent.data_dir, agent.timezone,
     )  # fmt: skip
     assert page.consent_path == agent.consent_path
+
+
+def test_coming_up_has_one_line_per_change_of_the_light() -> None:
+    """The hub starts a span whenever its reason's kW figure changes; the page lists the
+    light's changes (hand-worked: amber, green for 45 minutes over three spans, red)."""
+    from dataclasses import replace
+    from zoneinfo import ZoneInfo
+
+    from agent.web.i18n import Formats
+    from agent.web.pages import now_page
+    from protocol.payloads import LevelSpan
+    from tests.web_home import NOW_MS, advice, agent_state
+
+    q = 15 * 60_000
+    t = NOW_MS - NOW_MS % q  # 11:30 UTC
+    spans = [
+        LevelSpan(t, t + q, "amber", "small neighbourhood surplus expected, 0.4 kW"),
+        LevelSpan(t + q, t + 2 * q, "green", "neighbourhood solar surplus expected, 3.1 kW"),
+        LevelSpan(t + 2 * q, t + 3 * q, "green", "neighbourhood solar surplus expected, 3.4 kW"),
+        LevelSpan(t + 3 * q, t + 4 * q, "green", "your dishwasher's window: x"),
+        LevelSpan(t + 4 * q, t + 8 * q, "red", "neighbourhood peak: 7.0 kW from the grid expected"),
+    ]
+    a = replace(advice(t), levels=spans, level="amber", valid_until_ms=t + 8 * q)
+    page = now_page(agent_state(t, a), Formats("en", ZoneInfo("UTC")))
+    assert [(s.start, s.end, s.level, s.reason) for s in page.course] == [
+        ("11:30", "11:45", "amber", "small neighbourhood surplus expected, 0.4 kW"),
+        ("11:45", "12:30", "green", "neighbourhood solar surplus expected, 3.1 kW"),
+        ("12:30", "13:30", "red", "neighbourhood peak: 7.0 kW from the grid expected"),
+    ]

@@ -17,7 +17,7 @@ from agent.web.charts import Series, bar_chart
 from agent.web.i18n import Formats
 from agent.web.periods import Period, day_hours, local_day, month_of, week_of
 from protocol.consent import ConsentGrant, Purpose
-from protocol.payloads import Receipt, Statement
+from protocol.payloads import LevelSpan, Receipt, Statement
 from protocol.quantities import GLOSSARY, Role
 
 BENEFIT_SHOWN_WH = 50  # a run's local benefit is worth mentioning from here
@@ -83,10 +83,19 @@ def _run(run: RunState, now_ms: int, fmt: Formats) -> Run:
 def now_page(state: AgentState, fmt: Formats) -> NowPage:
     advice = state.advice
     now = state.now_ms
+    # The hub starts a new span whenever its reason's figure changes (every quarter hour on a
+    # sunny day); the household wants to know when the light changes: one line per level, with
+    # the reason it starts with.
+    merged: list[LevelSpan] = []
+    for s in advice.levels:
+        if s.end_ms <= now:
+            continue
+        if merged and merged[-1].level == s.level:
+            merged[-1] = LevelSpan(merged[-1].start_ms, s.end_ms, s.level, merged[-1].reason)
+        else:
+            merged.append(s)
     course = [
-        Span(fmt.time(max(s.start_ms, now)), fmt.time(s.end_ms), s.level, s.reason)
-        for s in advice.levels
-        if s.end_ms > now
+        Span(fmt.time(max(s.start_ms, now)), fmt.time(s.end_ms), s.level, s.reason) for s in merged
     ]
     return NowPage(
         level=advice.level,
