@@ -160,11 +160,14 @@ class LinkServer:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)  # a socket left by an agent that was killed
-        old = os.umask(0o177)  # the socket is created 0600: no window where others may connect
-        try:
-            self._server = _Server(str(path), _Handler)
-        finally:
-            os.umask(old)
+        # 0600 before it is there to connect to: bound under another name, made private, then
+        # renamed into place. Not by the umask, which is the whole process's (a demo's agents
+        # start side by side in threads, and one left it at 0177 for everything after).
+        staging = path.with_name(f".{path.name}.{os.getpid()}")
+        staging.unlink(missing_ok=True)
+        self._server = _Server(str(staging), _Handler)
+        os.chmod(staging, 0o600)
+        os.replace(staging, path)
         self._server.state = state
         self._server.answer = answer
         self._thread = threading.Thread(

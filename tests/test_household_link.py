@@ -124,3 +124,30 @@ def test_two_writers_of_the_ledger_make_versions_in_a_row(tmp_path: Path) -> Non
         t.join()
     history = ConsentLedger(path, "home-1").history()  # reading checks the hash chain
     assert [g.version for g in history] == list(range(1, 41))
+
+
+def test_opening_the_socket_leaves_the_process_umask_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The umask is the whole process's: agents started side by side in threads (the demo) once
+    left it at 0177, and every folder made afterwards was unusable (0600)."""
+    from agent.local_link import AnswerResult, LinkServer
+
+    calls: list[int] = []
+    real = os.umask
+
+    def spy(mask: int) -> int:
+        calls.append(mask)
+        return real(mask)
+
+    monkeypatch.setattr(os, "umask", spy)
+    server = LinkServer(
+        tmp_path / "agent.sock",
+        lambda: pytest.fail("not asked"),
+        lambda appliance, action: AnswerResult(False, "no"),
+    )
+    try:
+        assert calls == []
+        assert stat.S_IMODE(os.stat(tmp_path / "agent.sock").st_mode) == 0o600
+    finally:
+        server.close()
