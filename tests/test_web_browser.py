@@ -446,7 +446,8 @@ def assert_fits(driver: webdriver.Chrome, width: int, what: str) -> None:
 
 def check_page(driver: webdriver.Chrome, url: str, path: str, name: str, lang: str) -> None:
     """``url`` renders at phone and desktop width without sideways scroll and without serious or
-    critical axe violations; a screenshot of each."""
+    critical axe violations (axe at desktop width in English only: the markup is the same at
+    both widths, and each axe run costs the suite half a second); a screenshot of each."""
     for size, width, set_size in (("phone", 360, phone), ("desktop", 1280, desktop)):
         set_size(driver)
         driver.get(url)
@@ -455,8 +456,9 @@ def check_page(driver: webdriver.Chrome, url: str, path: str, name: str, lang: s
         assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == lang, what
         assert driver.find_element(By.TAG_NAME, "h1").is_displayed(), what
         assert_fits(driver, width, what)
-        violations = axe_violations(driver)
-        assert not violations, f"{what}:\n{describe_violations(violations)}"
+        if size == "phone" or lang == "en":
+            violations = axe_violations(driver)
+            assert not violations, f"{what}:\n{describe_violations(violations)}"
         screenshot(driver, f"{name}-{size}-{lang}")
 
 
