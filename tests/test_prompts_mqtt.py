@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,14 +41,21 @@ T0 = JULY_1_2026_0600_UTC_MS  # 08:00 in Amsterdam
 RED, GREEN, BLUE, BUTTON, S0 = 17, 27, 22, 23, 5
 
 
-def sunny_forecast(coop: str, issued_ms: int) -> Forecast:
-    """Two days: demand 20 kW, a solar bell peaking at 60 kW at noon UTC."""
+def solar_bell_w(t_ms: int, issued_ms: int) -> float:
+    """A clear day's solar: a bell peaking at 60 kW at noon UTC."""
+    h = (t_ms // 900_000 % 96) / 4
+    return round(max(0.0, math.sin((h - 6) / 12 * math.pi)) * 60_000.0, 1)
+
+
+def sunny_forecast(
+    coop: str, issued_ms: int, pv_w: Callable[[int, int], float] = solar_bell_w
+) -> Forecast:
+    """Two days: demand 20 kW, the neighbourhood's solar ``pv_w(t_ms, issued_ms)``."""
     start = issued_ms - issued_ms % 900_000
     demand, pv = [], []
     for k in range(192):
-        h = ((start + k * 900_000) // 900_000 % 96) / 4
         demand.append(20_000.0)
-        pv.append(round(max(0.0, math.sin((h - 6) / 12 * math.pi)) * 60_000.0, 1))
+        pv.append(pv_w(start + k * 900_000, issued_ms))
     zeros = [0.0] * 192
     return Forecast(
         coop, issued_ms, start, 900, "test",

@@ -23,7 +23,6 @@ import contextlib
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -58,11 +57,11 @@ from hub.storage.store import Store
 from protocol.clock import ManualClock
 from protocol.codec import decode, encode
 from protocol.consent import ConsentGrant, Purpose, PurposeGrant, Resolution
-from protocol.payloads import Forecast, Prompts, Statement, StatementLine, TargetQuantiles
+from protocol.payloads import Prompts, Statement, StatementLine
 from protocol.quantities import Role
 from protocol.session import BrokerSettings, MqttSession
 from protocol.topics import HomeTopic, HubTopic, home_topic, hub_topic
-from sim.broker import RunningBroker
+from sim.broker import RunningBroker, free_port
 from tests.browser import (
     PHONE,
     axe_violations,
@@ -73,6 +72,7 @@ from tests.browser import (
     set_viewport,
 )
 from tests.harness import wait_for
+from tests.test_prompts_mqtt import sunny_forecast
 from tests.web_home import fill_energy
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -98,12 +98,6 @@ GUEST_PAGES: Final = {"signin": "/signin", "setup": "/setup"}
 
 
 # -- the home: hub, broker, agent, page process ---------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def write_agent_config(folder: Path, broker_url: str) -> Path:
     """The agent's config as the installer writes it; the page reads the same file."""
     config = folder / "agent.toml"
@@ -149,23 +143,10 @@ bounce_s = 0.0
     return config
 
 
-def sunny_from(coop: str, issued_ms: int) -> Forecast:
-    """Two days ahead: demand 20 kW; the neighbourhood's solar steady at 45 kW for the next eight
-    hours (a clear sky: one surplus figure, so the page's "Coming up" stays short), then none."""
-    start = issued_ms - issued_ms % 900_000
-    demand, pv = [], []
-    for k in range(192):
-        t = start + k * 900_000
-        demand.append(20_000.0)
-        pv.append(45_000.0 if t < issued_ms + 8 * HOUR_MS else 0.0)
-    zeros = [0.0] * 192
-    return Forecast(
-        coop, issued_ms, start, 900, "test",
-        demand=TargetQuantiles([0.9 * d for d in demand], demand, [1.1 * d for d in demand],
-                               "model"),
-        pv=TargetQuantiles([0.8 * p for p in pv], pv, [1.2 * p for p in pv], "model"),
-        wind=TargetQuantiles(zeros, zeros, zeros, "absent"),
-    )  # fmt: skip
+def steady_sun_w(t_ms: int, issued_ms: int) -> float:
+    """The neighbourhood's solar steady at 45 kW for the next eight hours (a clear sky: one
+    surplus figure, so the page's "Coming up" stays short), then none."""
+    return 45_000.0 if t_ms < issued_ms + 8 * HOUR_MS else 0.0
 
 
 def month_statement(now_ms: int) -> Statement:
@@ -283,7 +264,7 @@ def home(mosquitto: RunningBroker, tmp_path_factory: pytest.TempPathFactory) -> 
         stack.callback(thread.join, 20)
         stack.callback(agent.stop)
 
-        port = _free_port()
+        port = free_port()
         page_log = folder / "page.log"
         with page_log.open("wb") as log_file:
             page = subprocess.Popen(
@@ -297,7 +278,9 @@ def home(mosquitto: RunningBroker, tmp_path_factory: pytest.TempPathFactory) -> 
         wait_for(agent.session.connected.is_set, what="the agent's connection")
         wait_for(lambda: service.db.appliances().get(HOME) is not None, what="appliances at hub")
         forecast_topic = hub_topic(COOP, HubTopic.FORECAST)
-        operator.publish(forecast_topic, encode(sunny_from(COOP, now)), retain=True)
+        operator.publish(
+            forecast_topic, encode(sunny_forecast(COOP, now, steady_sun_w)), retain=True
+        )
         wait_for(lambda: agent.prompts.board.prompts is not None, what="prompts at the home")
         wait_for(lambda: bool(prompts), what="the hub's prompts, as published")
         operator.publish(statement_topic, encode(statement), retain=True)

@@ -8,12 +8,10 @@ import configparser
 import http.client
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -23,39 +21,12 @@ import pytest
 from agent.web.household import write_code
 from agent.web.server import http_date
 from agent.web.settings import read_settings
+from sim.broker import free_port
+from tests.fake_systemd import WAIT_S, FakeSystemd
 from tests.web_home import make_home, running_agent
 
 ROOT = Path(__file__).resolve().parent.parent
 EXE = Path(sys.executable).parent / "coopwatt-agent"
-WAIT_S = 20.0
-
-
-class Notify:
-    """The receiving end of ``$NOTIFY_SOCKET``."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="sd-"))  # short: AF_UNIX paths are <108 bytes
-        self.path = self.dir / "notify"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(self.path))
-        self.sock.settimeout(WAIT_S)
-
-    def until(self, key: str) -> dict[str, str]:
-        while True:
-            data = self.sock.recv(4096).decode()
-            fields = dict(line.split("=", 1) for line in data.split("\n") if line)
-            if key in fields:
-                return fields
-
-    def close(self) -> None:
-        self.sock.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Page:
@@ -63,8 +34,8 @@ class Page:
         self.config = make_home(tmp, energy_days=2)
         self.settings = read_settings(self.config)
         self.code = write_code(self.settings.code_path)
-        self.port = _free_port()
-        self.notify = Notify()
+        self.port = free_port()
+        self.notify = FakeSystemd()
         env = {**os.environ, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": str(self.notify.path),
                "WATCHDOG_USEC": "2000000"}  # fmt: skip
         self.proc = subprocess.Popen(
