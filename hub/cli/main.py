@@ -30,6 +30,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "community": "hub.cli.settlement",
     "report": "hub.cli.settlement",
     "publish-statements": "hub.cli.settlement",
+    "reconcile": "hub.cli.reconcile",
     "weather": "hub.cli.forecast",
     "forecast": "hub.cli.forecast",
     "backtest": "hub.cli.forecast",

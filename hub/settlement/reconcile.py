@@ -142,8 +142,8 @@ def _columns(header: Sequence[str]) -> dict[str, tuple[int, int]]:
             )
         if unit not in UNITS:
             raise ReconcileError(
-                f"line 1: column {header[i].strip()!r} is in {unit!r}, not an energy unit this "
-                "reads: use _wh or _kwh"
+                f"line 1: column {header[i].strip()!r} is in {unit!r}, not a unit this reads: "
+                "give energy in Wh (_wh) or kWh (_kwh)"
             )
         if quantity in energy:
             raise ReconcileError(f"line 1: two {quantity} columns")
@@ -181,12 +181,12 @@ def _energy(text: str, per_unit: int, line: int, column: str) -> int:
     if not number.is_finite():
         raise ReconcileError(f"line {line}: {column} {value[:40]!r} is not a number")
     if number < 0:
-        raise ReconcileError(f"line {line}: {column} is negative ({value[:40]})")
+        raise ReconcileError(f"line {line}: {column} {value[:40]!r} is negative")
     mwh = number * per_unit
     if mwh > 10**15:
-        raise ReconcileError(f"line {line}: {column} {value[:40]} is implausibly large")
+        raise ReconcileError(f"line {line}: {column} {value[:40]!r} is implausibly large")
     if mwh != mwh.to_integral_value():
-        raise ReconcileError(f"line {line}: {column} {value[:40]} is finer than 1 mWh")
+        raise ReconcileError(f"line {line}: {column} {value[:40]!r} is finer than 1 mWh")
     return int(mwh)
 
 
@@ -255,7 +255,8 @@ def parse_operator_csv(text: str) -> OperatorFile:
         odd = next(r for r in rows if r.end_ms - r.start_ms != rows[0].end_ms - rows[0].start_ms)
         raise ReconcileError(
             f"line {odd.line}: intervals of different lengths in one file "
-            f"({rows[0].end_ms - rows[0].start_ms} and {odd.end_ms - odd.start_ms} ms)"
+            f"({(rows[0].end_ms - rows[0].start_ms) // 60_000} and "
+            f"{(odd.end_ms - odd.start_ms) // 60_000} minutes)"
         )
     _check_overlaps(rows)
     return OperatorFile(tuple(rows), steps.pop())
