@@ -84,18 +84,21 @@ def _amount(value: str, option: str) -> Decimal:
 @click.option(
     "--tolerance-wh",
     default="1",
+    metavar="WH",
     show_default=True,
     help="An interval agrees when hub and operator differ by at most this many Wh ...",
 )
 @click.option(
     "--tolerance-pct",
     default="1",
+    metavar="PCT",
     show_default=True,
     help="... or by at most this percentage of the operator's figure (either is enough).",
 )
 @click.option(
     "--alert-pct",
     default="5",
+    metavar="PCT",
     show_default=True,
     help="Flag a home (and exit 1) when more than this percentage of its intervals disagree.",
 )
@@ -121,7 +124,7 @@ def reconcile_command(
 ) -> None:
     """Compare the hub's readings with the grid operator's figures, per home and interval.
 
-    Reads the operator's file, maps its metering points to homes, and sets each home's
+    Reads the operator's file, maps its metering points to homes, and puts each home's
     interval energy from its own grid meters (as settlement computes it, from the readings it
     shares for settlement) beside the operator's: the share of intervals that agree within the
     tolerance, the totals, and the largest differences. Exits 1 when any home has more

@@ -17,6 +17,7 @@ Modules, pure core first:
 - :mod:`.engine`: settle a range of days: read, price, post;
 - :mod:`.statements`: a member's monthly statement, its formats and its publication;
 - :mod:`.metrics` and :mod:`.report`: community figures, charts and the HTML summary.
+- :mod:`.reconcile`: the grid operator's per-interval figures, read and set beside the hub's.
 
 Units: energy in integer milliwatt-hours (``_mwh``) inside, watt-hours on statements; money as
 :class:`decimal.Decimal` while computing, integer micro-units (10^-6 of the currency,

@@ -19,7 +19,8 @@ metering point and interval::
 - ``metering_point``: the operator's metering point id, mapped to a home by the map file;
 - ``start``, ``end``: ISO 8601 with an offset (``Z`` or ``+02:00``); a time without an offset
   is refused, since the same wall-clock time can be two instants on the night clocks go back.
-  Every row spans one interval of the same length, 15 or 60 minutes, starting on that grid;
+  Every row spans one interval of the same length, 15 or 60 minutes, starting on that grid
+  in UTC (as every European zone's quarter-hours and hours do);
 - ``import_wh`` / ``export_wh``: energy from / to the grid in the interval; ``allocated_wh``
   (optional, may be empty): the share of community energy the operator allocated. The unit is
   the column name's suffix: ``_wh`` or ``_kwh`` (converted exactly); any other unit is refused.
