@@ -36,6 +36,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "backtest": "hub.cli.forecast",
     "train": "hub.cli.forecast",
     "prompts": "hub.cli.prompts",
+    "prices": "hub.cli.prices",
     "broker-config": "hub.cli.ops",
     "provision": "hub.cli.ops",
     "deprovision": "hub.cli.ops",

@@ -464,6 +464,27 @@ def _v9_repricing(db: Database) -> None:
     )
 
 
+def _v10_grid_prices(db: Database) -> None:
+    """grid_prices (hub.settlement.price_store): the grid's price per interval, imported from a
+    day-ahead or tariff file. One row per interval by its UTC start; the price per kWh is kept as
+    decimal text (exact, never a float), in ``currency``; a newer import replaces the intervals
+    it covers, and ``source`` names the file it came from.
+    """
+    db.execute(
+        """
+        CREATE TABLE grid_prices (
+            start_ms INTEGER PRIMARY KEY,
+            end_ms INTEGER NOT NULL,
+            price_per_kwh TEXT NOT NULL,
+            currency TEXT NOT NULL,
+            source TEXT NOT NULL,
+            imported_ms INTEGER NOT NULL,
+            CHECK (end_ms > start_ms)
+        )
+        """
+    )
+
+
 MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
     (1, _v1_initial),
     (2, _v2_reading_period),
@@ -474,6 +495,7 @@ MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
     (7, _v7_forecast_series),
     (8, _v8_readings_by_time),
     (9, _v9_repricing),
+    (10, _v10_grid_prices),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 
