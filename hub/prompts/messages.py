@@ -52,12 +52,26 @@ def _src(plan: Plan, cells: list[int]) -> str:
     return "solar" if share >= 0.7 else "wind" if share <= 0.3 else "solar and wind"
 
 
+def _price(value: float, currency: str) -> str:
+    return f"{value:.2f} {currency}/kWh"
+
+
 def run_reason(plan: Plan, cells: list[int]) -> str:
-    """Why a window, in plain words, from the forecast before any run was placed."""
+    """Why a window, in plain words, from the forecast before any run was placed.
+
+    A window with a neighbourhood surplus is there for the surplus, whatever the grid's price.
+    Otherwise, with prices, a window whose grid price is below the horizon's mean is there for
+    the price, and says it; else for the least power needed from the grid.
+    """
     o = plan.outlook
     surplus = -sum(o.net_w[k] for k in cells) / len(cells)
     if surplus >= MIN_SURPLUS_W:
         return f"neighbourhood {_src(plan, cells)} surplus expected, {_kw(surplus)}"
+    prices = o.price_per_kwh
+    if prices is not None:
+        here = sum(prices[k] for k in cells) / len(cells)
+        if here < sum(prices) / len(prices):
+            return f"cheap grid price then, {_price(here, o.currency)}"
     return f"least power needed from the grid then, {_kw(-surplus)} expected"
 
 

@@ -16,6 +16,13 @@ expected load it adds (``L``, W) at each step ``k``:
 - ``λ`` spreads runs where the surplus is so sure the first term is flat;
 - ``S`` is the horizon's largest expected net demand or surplus, so β and λ need no units.
 
+With the grid's prices for the whole horizon (``Outlook.price_per_kwh``, from an imported
+day-ahead or tariff file, see :func:`with_prices`), the first term is weighted by each step's
+price relative to the horizon's mean, ``E[import_k(L)]·max(0, p_k)/p̄``: a run then weighs the
+surplus (energy that costs the grid price nothing) against a cheap grid hour. A negative price
+weighs as zero, which keeps the cost convex. Without prices every weight is 1 and the planner is
+exactly what it was.
+
 A run counts with its *expected* power: its power × the chance it runs that day × how often the
 home follows a prompt (learnt by :mod:`hub.prompts.learning`). Each household constraint is hard:
 a run lies inside its appliance's window of the day, never starts before now, and an
@@ -35,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from functools import cached_property
 from typing import Final
@@ -62,6 +69,8 @@ class Outlook:
 
     ``net_w``: expected (P50) community demand minus local generation, W: + import, − surplus.
     ``sigma_w``: one standard deviation of it. ``pv_w``, ``wind_w``: P50 generation (reasons).
+    ``price_per_kwh``: the grid's import price per step in ``currency``, or None when no price
+    covers the whole outlook (then the planner ignores price).
     """
 
     start_ms: int
@@ -70,11 +79,15 @@ class Outlook:
     sigma_w: tuple[float, ...]
     pv_w: tuple[float, ...]
     wind_w: tuple[float, ...]
+    price_per_kwh: tuple[float, ...] | None = None
+    currency: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.net_w)
         if not (len(self.sigma_w) == len(self.pv_w) == len(self.wind_w) == n):
             raise ValueError("outlook series differ in length")
+        if self.price_per_kwh is not None and len(self.price_per_kwh) != n:
+            raise ValueError("outlook prices differ in length from the outlook")
         if self.start_ms % STEP_MS:
             raise ValueError("an outlook starts on a 15-minute boundary")
 
@@ -97,6 +110,22 @@ class Outlook:
     def scale_w(self) -> float:
         """The horizon's largest expected net demand or surplus: β and λ are relative to it."""
         return max([1000.0, *(abs(v) for v in self.net_w)])
+
+    @property
+    def import_weights(self) -> tuple[float, ...]:
+        """Each step's weight of expected import: ``max(0, p_k)/p̄`` with prices, else 1."""
+        if self.price_per_kwh is None:
+            return (1.0,) * self.steps
+        clipped = [max(0.0, p) for p in self.price_per_kwh]
+        mean = sum(clipped) / len(clipped) if clipped else 0.0
+        if mean <= 0.0:
+            return (0.0,) * self.steps  # the grid pays or costs nothing all horizon
+        return tuple(p / mean for p in clipped)
+
+
+def with_prices(outlook: Outlook, price_per_kwh: Sequence[float], currency: str) -> Outlook:
+    """``outlook`` with the grid's price per step (one per 15-minute step, in ``currency``)."""
+    return replace(outlook, price_per_kwh=tuple(float(p) for p in price_per_kwh), currency=currency)
 
 
 def _resample(values: Sequence[float], step_s: int) -> list[float]:
@@ -277,6 +306,7 @@ class _Costs:
     def __init__(self, outlook: Outlook, settings: PlannerSettings) -> None:
         self.mu = outlook.net_w
         self.sigma = outlook.sigma_w
+        self.weight = outlook.import_weights
         scale = outlook.scale_w
         self.beta = settings.peak_weight / (2 * scale)
         self.lam = settings.spread_weight / (2 * scale)
@@ -287,7 +317,7 @@ class _Costs:
         mu = self.mu[k]
         over = max(0.0, mu + load)
         return (
-            expected_import_w(mu, self.sigma[k], load)
+            self.weight[k] * expected_import_w(mu, self.sigma[k], load)
             + self.beta * over * over
             + self.lam * load * load
         )

@@ -39,15 +39,21 @@ from hub.prompts.learning import (
 )
 from hub.prompts.messages import MessageSettings, build_prompts, same_advice
 from hub.prompts.planner import (
+    STEP_MS,
     HomeAppliances,
     JobKey,
+    Outlook,
     Plan,
     PlannerSettings,
     Span,
     make_jobs,
     outlook_from_forecast,
     plan,
+    with_prices,
 )
+from hub.settlement.price_store import prices_at as stored_prices_at
+from hub.settlement.price_store import stored_currency
+from hub.settlement.prices import PriceError
 from hub.storage.store import Store
 from protocol.clock import Clock
 from protocol.codec import decode, encode
@@ -58,6 +64,20 @@ from protocol.session import BrokerSettings, MqttSession, Publish
 from protocol.topics import HomeTopic, HubTopic, home_topic, hub_topic
 
 log = logging.getLogger(__name__)
+
+
+def outlook_with_prices(store: Store, outlook: Outlook) -> Outlook:
+    """``outlook`` with the grid's imported prices if and only if they cover all of it; as it
+    was otherwise (the planner then ignores price, as before prices were imported)."""
+    currency = stored_currency(store)
+    if currency is None:
+        return outlook
+    try:
+        prices = stored_prices_at(store, outlook.start_ms, outlook.end_ms, STEP_MS)
+    except PriceError:
+        return outlook
+    return with_prices(outlook, [float(p) for p in prices], currency)
+
 
 SETTLE_MS: Final = 3_600_000  # readings of a window may arrive this late before it is judged
 GIVE_UP_MS: Final = 2 * DAY_MS  # a run neither metered nor answered by then teaches nothing
@@ -420,7 +440,7 @@ class PromptsService:
             forecast = self._forecast
             if forecast is None:
                 return {}
-            outlook = outlook_from_forecast(forecast)
+            outlook = outlook_with_prices(self.db.store, outlook_from_forecast(forecast))
             if outlook.end_ms - now < MIN_OUTLOOK_MS:
                 log.warning("the latest forecast ends too soon to plan; prompts will expire")
                 return {}

@@ -13,6 +13,7 @@ Modules, pure core first:
 - :mod:`.intervals`: counter samples -> per-interval energy per member, with gap flags;
 - :mod:`.pricing`: one interval's matching and prices (SDR, MMR, bill sharing);
 - :mod:`.source`: THE reads of meter data, each by consent purpose;
+- :mod:`.price_store`: imported grid prices in the hub database, ``prices_at``;
 - :mod:`.ledger`: the double-entry ledger tables (energy in mWh, money in micro-units);
 - :mod:`.engine`: settle a range of days: read, price, post;
 - :mod:`.statements`: a member's monthly statement, its formats and its publication;
