@@ -79,8 +79,8 @@ class Outlook:
     sigma_w: tuple[float, ...]
     pv_w: tuple[float, ...]
     wind_w: tuple[float, ...]
-    price_per_kwh: tuple[float, ...] | None = None
-    currency: str = ""
+    price_per_kwh: tuple[float, ...] | None = field(default=None, kw_only=True)
+    currency: str = field(default="", kw_only=True)
 
     def __post_init__(self) -> None:
         n = len(self.net_w)
