@@ -187,6 +187,12 @@ def test_spring_hourly_file_missing_nothing() -> None:
         (OCTOBER.replace("MTU (CET/CEST)", "MTU (PST)"), r"^line 1: column 'MTU \(PST\)' names no"),
         (OCTOBER.replace("[EUR/MWh]", "[EUR/MW]"), r"^line 1: unit 'EUR/MW' is not a currency"),
         (GENERIC, r"^not an ENTSO-E day-ahead prices export"),
+        (  # year 1 in Brussels is before year 1 in UTC: once a traceback (OverflowError)
+            OCTOBER.replace(
+                "26.10.2025 01:00 - 26.10.2025 01:15", "01.01.0001 00:00 - 01.01.0001 00:15"
+            ),
+            r"^line 2: 01.01.0001 00:00 is not between 2000 and 2100",
+        ),
         ('"MTU (CET/CEST)","Day-ahead Price [EUR/MWh]"\n', r"^the file holds no prices"),
     ],
 )
@@ -324,8 +330,17 @@ _cell = st.text(alphabet='0123456789.:-+ TZ()CESTn/e,"', max_size=40)
             _cell,
             st.builds(
                 lambda a, b, p: f'"{a} - {b}","{p}"',
-                st.sampled_from(["26.10.2025 02:00", "30.03.2025 02:00", "01.01.2026 00:00"]),
-                st.sampled_from(["26.10.2025 03:00", "30.03.2025 03:00", "01.01.2026 01:00"]),
+                st.sampled_from(
+                    [
+                        "26.10.2025 02:00",
+                        "30.03.2025 02:00",
+                        "01.01.2026 00:00",
+                        "01.01.0001 00:00 (CET)",
+                    ]
+                ),
+                st.sampled_from(
+                    ["26.10.2025 03:00", "30.03.2025 03:00", "01.01.2026 01:00", "31.12.9999 23:45"]
+                ),
                 st.sampled_from(["1", "-", "", "x", "1e5", "-0"]),
             ),
             st.builds(

@@ -309,6 +309,10 @@ def _local_ms(
         raise PriceError(
             f"{where}: {day}.{month}.{year} {hour}:{minute} is not a date and time"
         ) from None
+    if not 2000 <= naive.year < 2100:
+        raise PriceError(
+            f"{where}: {day}.{month}.{year} {hour}:{minute} is not between 2000 and 2100"
+        )
     first = naive.replace(tzinfo=zone, fold=0)
     second = naive.replace(tzinfo=zone, fold=1)
     if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
