@@ -228,7 +228,13 @@ def test_xml_publication_market_document_fills_a03_gaps() -> None:
             '<!DOCTYPE x [<!ENTITY a "b">]><Publication_MarketDocument/>',
             r"DOCTYPE or entities",
         ),
-        ("<Acknowledgement_MarketDocument/>", r"not a Publication_MarketDocument"),
+        (
+            "<Acknowledgement_MarketDocument><Reason><code>999</code>"
+            "<text>No matching data found for Data item Day-ahead Prices</text></Reason>"
+            "</Acknowledgement_MarketDocument>",
+            r"^the file is the ENTSO-E API's acknowledgement, not prices: No matching data found",
+        ),
+        ("<GL_MarketDocument/>", r"not a Publication_MarketDocument but 'GL_MarketDocument'"),
         ("<Publication_MarketDocument/>", r"holds no TimeSeries"),
     ],
 )
@@ -464,3 +470,67 @@ def test_cli_errors(db: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "is not a date or ISO 8601 time" in result.output
     with Store.open(db, COOP, clock=ManualClock(NOW)) as store:
         assert stored_prices(store, 0, 2**62) == []  # nothing stored by the failed imports
+
+
+def test_october_hourly_file_without_zone_labels() -> None:
+    text = (
+        '"MTU (CET/CEST)","Day-ahead Price [EUR/MWh]"\n'
+        '"26.10.2025 01:00 - 26.10.2025 02:00","10"\n'
+        '"26.10.2025 02:00 - 26.10.2025 03:00","20"\n'
+        '"26.10.2025 02:00 - 26.10.2025 03:00","30"\n'
+        '"26.10.2025 03:00 - 26.10.2025 04:00","40"\n'
+    )
+    # 01:00 CEST = 23:00Z; 02:00 CEST = 00:00Z; 02:00 CET = 01:00Z; 03:00 CET = 02:00Z.
+    assert rows(parse_entsoe_csv(text)) == [
+        (utc(2025, 10, 25, 23), utc(2025, 10, 26, 0), d("0.01")),
+        (utc(2025, 10, 26, 0), utc(2025, 10, 26, 1), d("0.02")),
+        (utc(2025, 10, 26, 1), utc(2025, 10, 26, 2), d("0.03")),
+        (utc(2025, 10, 26, 2), utc(2025, 10, 26, 3), d("0.04")),
+    ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    start=st.integers(utc(2020, 1, 1) // Q, utc(2030, 1, 1) // Q),
+    parts=st.lists(
+        st.tuples(st.sampled_from([1, 2, 4]), st.decimals(-500, 4000, places=2)),
+        min_size=1,
+        max_size=30,
+    ),
+    per_kwh=st.booleans(),
+)
+def test_a_written_series_reads_back_exactly(
+    start: int, parts: list[tuple[int, Decimal]], per_kwh: bool
+) -> None:
+    unit = "EUR/kWh" if per_kwh else "EUR/MWh"
+    lines = [f"# unit: {unit}", "start,end,price"]
+    expected = []
+    t = start * Q
+    for quarters, price in parts:
+        end = t + quarters * Q
+        written = price / 1000 if per_kwh else price  # price is per MWh
+        lines.append(f"{_iso(t)},{_iso(end)},{written}")
+        expected.append((t, end, price / 1000))
+        t = end
+    assert rows(parse_price_csv("\n".join(lines))) == expected
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_cli_long_file_shows_progress(db: Path, tmp_path: Path) -> None:
+    start = utc(2026, 1, 1)
+    lines = ["start,end,price [EUR/MWh]"]
+    lines += [f"{_iso(start + i * Q)},{_iso(start + (i + 1) * Q)},{i % 97}" for i in range(6000)]
+    file = tmp_path / "long.csv"
+    file.write_text("\n".join(lines))
+    result = run("prices", "import", str(file), "--db", str(db))
+    assert result.exit_code == 0, result.output
+    assert "storing" in result.output
+    assert (
+        "imported 6000 prices in EUR, 2026-01-01T00:00Z to 2026-03-04T12:00Z" in result.output
+    )  # 62.5 days
+    with Store.open(db, COOP, clock=ManualClock(NOW)) as store:
+        # Quarter 4 costs 4 EUR/MWh, quarters 0-3 cost 0..3: their hour's mean is 1.5 EUR/MWh.
+        assert prices_at(store, start, start + 2 * H, H) == [d("0.0015"), d("0.0055")]

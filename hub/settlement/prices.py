@@ -438,6 +438,15 @@ def parse_entsoe_xml(text: str) -> PriceSeries:
         root = ET.fromstring(text)  # noqa: S314
     except ET.ParseError as exc:
         raise PriceError(f"not XML: {exc}") from None
+    if _local(root.tag) == "Acknowledgement_MarketDocument":
+        reasons = [
+            (t.text or "").strip()
+            for r in _children(root, "Reason")
+            for t in _children(r, "text")
+            if (t.text or "").strip()
+        ]
+        said = f": {reasons[0][:200]}" if reasons else ""
+        raise PriceError(f"the file is the ENTSO-E API's acknowledgement, not prices{said}")
     if _local(root.tag) != "Publication_MarketDocument":
         raise PriceError(f"not a Publication_MarketDocument but {_local(root.tag)[:60]!r}")
     points: list[tuple[int, int, Decimal, str]] = []
