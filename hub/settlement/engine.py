@@ -99,6 +99,8 @@ def settle_intervals(
             import_price,
             export_price,
             scheme.mechanism,
+            scheme.allocation,
+            scheme.community_price,
         )
         settled.append(result)
         shares = {s.home: s for s in result.members}

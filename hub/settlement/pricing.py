@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Final
 
+from hub.settlement.allocation import AllocationKey
+from hub.settlement.allocation import allocate as allocate_by_key
 from hub.settlement.scheme import Mechanism
 
 INTERNAL_PRICE_PLACES: Final = 10
@@ -200,12 +202,20 @@ def settle_interval(
     import_price: Decimal,
     export_price: Decimal,
     mechanism: Mechanism = Mechanism.SDR,
+    key: AllocationKey | None = None,
+    community_price: Decimal | None = None,
 ) -> IntervalSettlement:
     """Match and price one interval among the members in ``flows`` (missing members left out).
 
     Members are settled in home order, whatever the order of ``flows``. Exact: the members'
     payments to neighbours equal their receipts from neighbours, and what they pay and receive
     for grid energy equals :attr:`IntervalSettlement.grid_owed`.
+
+    With an allocation ``key`` (:mod:`hub.settlement.allocation`), the key decides how much of
+    the community's export ``S`` each importer gets, and the matched energy is the sum of those
+    allocations (at most ``min(S, D)``: a fixed share a member cannot use may go to the grid).
+    The exporters' side is shared pro rata to export as before. Allocated energy changes hands
+    at ``community_price`` if given, otherwise at the mechanism's price.
     """
     if import_price < 0 or export_price < 0:
         raise ValueError("prices cannot be negative")
@@ -216,9 +226,18 @@ def settle_interval(
         raise ValueError("a member appears twice in one interval")
     demand = sum(f.import_mwh for f in ordered)
     supply = sum(f.export_mwh for f in ordered)
-    matched = min(supply, demand)
     price = internal_price(mechanism, supply, demand, import_price, export_price)
-    got = allocate(matched, [f.import_mwh for f in ordered])
+    if community_price is not None:
+        if not export_price <= community_price <= import_price:
+            raise ValueError("the community price is outside the grid's prices")
+        price = community_price
+    if key is None:
+        matched = min(supply, demand)
+        got = allocate(matched, [f.import_mwh for f in ordered])
+    else:
+        by_key = allocate_by_key(supply, {f.home: f.import_mwh for f in ordered}, key)
+        got = [by_key[f.home] for f in ordered]
+        matched = sum(got)
     gave = allocate(matched, [f.export_mwh for f in ordered])
     shares = tuple(
         MemberShare(

@@ -21,6 +21,20 @@ Example ``settlement.toml``::
     [export_tariff]                 # what the grid pays per kWh; windows work the same way
     price_per_kwh = "0.08"
 
+    [allocation]                    # optional: the regulator's allocation key
+    rule = "fixed"                  # pro-rata (to consumption) or fixed shares
+    shares = { a = "25", b = "25", c = "25", d = "25" }   # percent, adding up to 100
+    rounds = 2                      # fixed: what a member cannot use goes round again
+    caps_wh = { d = 250 }           # optional: at most this much per member per interval
+    price_per_kwh = "0.12"          # optional community price; default: the mechanism's price
+
+Without ``[allocation]`` shared energy is split pro rata to consumption, as it always was. With
+it, the key (:mod:`hub.settlement.allocation`; priority groups are ``[[allocation.groups]]``)
+decides each member's share of the community's export per 15-minute interval, and the shared
+energy changes hands at ``allocation.price_per_kwh`` if given, otherwise at the price
+``mechanism`` sets. A community price must lie between the export and import prices at every
+time, like every mechanism's, so no member pays more than on grid tariffs alone.
+
 Prices are per kWh in the currency's major unit, with at most 6 decimals, and the export price
 may never exceed the import price at the same time (every mechanism prices shared energy
 between the two). Every mistake is a :class:`ConfigError` naming the key.
@@ -40,6 +54,7 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from hub.settlement.allocation import AllocationKey, parse_key
 from protocol.config_tables import ConfigError, Table, load, toml_type
 
 INTERVAL_MS: Final = 15 * 60 * 1000
@@ -120,6 +135,8 @@ class Scheme:
     export_tariff: Tariff
     min_group: int = 5
     max_gap_minutes: int = 15
+    allocation: AllocationKey | None = None
+    community_price: Decimal | None = None  # per kWh of allocated energy; None: the mechanism's
 
     @cached_property
     def tz(self) -> ZoneInfo:
@@ -164,17 +181,22 @@ class Scheme:
 
     def to_json(self) -> str:
         """A canonical JSON form, stored with every settlement so statements are reproducible."""
+        data: dict[str, Any] = {
+            "timezone": self.timezone,
+            "currency": self.currency,
+            "minor_unit": self.minor_unit,
+            "mechanism": self.mechanism.value,
+            "min_group": self.min_group,
+            "max_gap_minutes": self.max_gap_minutes,
+            "import_tariff": self.import_tariff.to_json(),
+            "export_tariff": self.export_tariff.to_json(),
+        }
+        if self.allocation is not None:  # left out otherwise: older schemes keep their form
+            data["allocation"] = self.allocation.to_json()
+            if self.community_price is not None:
+                data["allocation"]["price_per_kwh"] = str(self.community_price)
         return json.dumps(
-            {
-                "timezone": self.timezone,
-                "currency": self.currency,
-                "minor_unit": self.minor_unit,
-                "mechanism": self.mechanism.value,
-                "min_group": self.min_group,
-                "max_gap_minutes": self.max_gap_minutes,
-                "import_tariff": self.import_tariff.to_json(),
-                "export_tariff": self.export_tariff.to_json(),
-            },
+            data,
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -195,6 +217,8 @@ class Scheme:
             tariff["price_per_kwh"] = _plain(tariff["price_per_kwh"])
             for w in tariff["windows"]:
                 w["price_per_kwh"] = _plain(w["price_per_kwh"])
+        if "price_per_kwh" in data.get("allocation", {}):
+            data["allocation"]["price_per_kwh"] = _plain(data["allocation"]["price_per_kwh"])
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -205,8 +229,10 @@ class Scheme:
 
     @property
     def label(self) -> str:
-        """``SDR (scheme 1a2b3c4d)``: the mechanism and which scheme it is."""
-        return f"{self.mechanism.value.upper()} (scheme {self.short_id})"
+        """``SDR (scheme 1a2b3c4d)``: the mechanism and which scheme it is (and the allocation
+        key, when there is one: ``SDR, key fixed (2 rounds) (scheme ...)``)."""
+        key = "" if self.allocation is None else f", key {self.allocation.label}"
+        return f"{self.mechanism.value.upper()}{key} (scheme {self.short_id})"
 
     @classmethod
     def from_json(cls, text: str) -> Scheme:
@@ -304,6 +330,15 @@ def parse_scheme(data: dict[str, Any]) -> Scheme:
     max_gap = root.integer("max_gap_minutes", 15, lo=1, hi=24 * 60)
     import_tariff = _tariff(root.table("import_tariff"))
     export_tariff = _tariff(root.table("export_tariff"))
+    allocation: AllocationKey | None = None
+    community_price: Decimal | None = None
+    if "allocation" in root.data:
+        table = root.table("allocation")
+        if "price_per_kwh" in table.data:
+            community_price = _price(table, "price_per_kwh")
+        allocation = parse_key(table)
+    else:
+        root._value("allocation", False)  # optional
     root.done()
     for weekday in range(7):
         for minute in range(0, 24 * 60, 15):
@@ -314,6 +349,12 @@ def parse_scheme(data: dict[str, Any]) -> Scheme:
                     f"export_tariff pays {exp} per kWh on {DAYS[weekday]} at {_hhmm(minute)}, "
                     f"more than import_tariff charges ({imp}): shared energy could not be priced"
                 )
+            if community_price is not None and not exp <= community_price <= imp:
+                raise ConfigError(
+                    f"allocation.price_per_kwh {community_price} is outside the grid's prices on "
+                    f"{DAYS[weekday]} at {_hhmm(minute)} (export {exp}, import {imp}): members "
+                    "could pay more for shared energy than for the grid's"
+                )
     return Scheme(
         timezone=tz_name,
         currency=currency,
@@ -323,6 +364,8 @@ def parse_scheme(data: dict[str, Any]) -> Scheme:
         export_tariff=export_tariff,
         min_group=min_group,
         max_gap_minutes=max_gap,
+        allocation=allocation,
+        community_price=community_price,
     )
 
 
