@@ -120,10 +120,11 @@ class AllocationKey:
         """The TOML form (:func:`parse_key` reads it back)."""
         groups: list[dict[str, Any]] = []
         for g in self.groups:
-            item: dict[str, Any] = {"rule": g.rule.value, "rounds": g.rounds}
+            item: dict[str, Any] = {"rule": g.rule.value}
             if g.homes is not None:
                 item["homes"] = list(g.homes)
             if g.rule is Rule.FIXED:
+                item["rounds"] = g.rounds
                 item["shares"] = {h: _percent_text(p) for h, p in g.shares_ppm}
             groups.append(item)
         out: dict[str, Any] = {"groups": groups}
