@@ -264,6 +264,19 @@ def test_scheme_key_mistakes_are_one_sentence(allocation: dict[str, Any], messag
         parse_scheme(scheme_data(**allocation))
 
 
+def test_equal_shares_when_a_fixed_group_lists_only_homes() -> None:
+    """Wallonia's "fixe égale" (fixed equal shares; CWaPE's menu as the issue lists it, no
+    published numbers used): three homes get 33.3334 %, 33.3333 %, 33.3333 % (100 % in parts
+    per million by largest remainder, the spare to the first home). 3 kWh shared, each uses
+    2 kWh: 3·333334/10^6 = 1.000002 -> 1000002 mWh, and 999999 mWh for each of the others."""
+    s = parse_scheme(scheme_data(rule="fixed", homes=["a", "b", "c"]))
+    assert s.allocation is not None
+    assert s.allocation.groups[0].shares_ppm == (("a", 333_334), ("b", 333_333), ("c", 333_333))
+    got = allocate(3 * KWH, {"a": 2 * KWH, "b": 2 * KWH, "c": 2 * KWH}, s.allocation)
+    assert got == {"a": 1_000_002, "b": 999_999, "c": 999_999}
+    assert Scheme.from_json(s.to_json()) == s
+
+
 def test_engine_settles_a_day_under_a_key_balanced() -> None:
     """A whole day through the engine under Sibelga's 25 % x 4 one-round key (figures of the
     Brussels one-round test in every quarter hour): 1 kWh a quarter exported, postings balance."""

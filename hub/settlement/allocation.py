@@ -14,7 +14,10 @@ reduce to a few building blocks, so a key here is data, not code:
   - ``pro-rata``: in proportion to each member's consumption in the interval (Austria's
     "dynamic" key, France's "clé dynamique par défaut", Wallonia's and Luxembourg's default);
   - ``fixed``: fixed percentages (Austria's "static" key, France's "clé statique", Brussels'
-    and Wallonia's fixed shares, Portugal's coefficients), summing to exactly 100 % per group;
+    and Wallonia's fixed shares, Portugal's coefficients), summing to exactly 100 % per group
+    (written as ``shares``, percentages with at most 4 decimals; a fixed group that lists only
+    ``homes`` gives them equal shares, Wallonia's "fixe égale", the 100 % split by largest
+    remainder in parts per million);
 
 - a ``fixed`` group hands its pool out in ``rounds`` (Brussels): round 1 gives each member its
   percentage of the pool, capped at what it can use; in each further round what is left is
@@ -274,7 +277,13 @@ def _group(table: Table, last: bool) -> Group:
     elif "homes" in table.data:
         raise ConfigError(f'{table.prefix}homes must be a list such as ["a", "b"]')
     if rule is Rule.FIXED:
-        shares = _shares(table)
+        if "shares" not in table.data and homes is not None:
+            # Equal shares (Wallonia's "fixe égale"): 100 % split by largest remainder.
+            table._value("shares", False)
+            equal = largest_remainder(PPM, [1] * len(homes))
+            shares = tuple(zip(homes, equal, strict=True))
+        else:
+            shares = _shares(table)
         if homes is not None and homes != tuple(h for h, _ in shares):
             raise ConfigError(f"{table.prefix}homes and {table.prefix}shares name other homes")
         rounds = table.integer("rounds", 1, lo=1, hi=MAX_ROUNDS)
