@@ -299,6 +299,53 @@ def test_engine_settles_a_day_under_a_key_balanced() -> None:
     assert all(r.import_neighbours_mwh == 2 * KWH for r in rows)
 
 
+def test_hourly_key_shares_across_the_quarters_of_an_hour() -> None:
+    """Italy counts shared energy per hour: "the minimum, per hour, of the energy the plants fed
+    into the grid and the energy the members drew" (GSE's definition, as quoted by
+    "Cosa sono le comunità di energia rinnovabile?", newsprima.it,
+    https://newsprima.it/rubriche/la-mia-casa-dolce-casa/cosa-sono-le-comunita-di-energia-rinnovabile).
+    Numbers by hand: from 10:00 local, a exports 1 kWh in the first quarter, b imports 1 kWh in
+    the second, and nothing else happens. Per quarter nothing matches; per hour min(1, 1) =
+    1 kWh is shared: b's 1 kWh from neighbours sits in the second quarter (its import), a's in
+    the first (its export). MMR at 0.30/0.10: b pays 0.20, a is paid 0.20.
+    """
+    quarterly = parse_scheme(scheme_data(rule="pro-rata", name="dynamic"))
+    hourly = parse_scheme(scheme_data(rule="pro-rata", interval_minutes=60, name="hourly"))
+    day = date(2026, 6, 2)
+    start = hourly.day_start_ms(day)
+    boundaries = [start + i * INTERVAL_MS for i in range(97)]
+    ten = 40  # 10:00 local is the 41st quarter
+    a = [MemberInterval("a", t, 0, 0, OK) for t in boundaries[:-1]]
+    b = [MemberInterval("b", t, 0, 0, OK) for t in boundaries[:-1]]
+    a[ten] = MemberInterval("a", boundaries[ten], 0, KWH, OK)
+    b[ten + 1] = MemberInterval("b", boundaries[ten + 1], KWH, 0, OK)
+    per_home: dict[str, list[MemberInterval | None]] = {"a": list(a), "b": list(b)}
+    plain, _, _ = settle_intervals(quarterly, day, boundaries, per_home)
+    assert all(iv.matched_mwh == 0 for iv in plain.intervals)
+    mmr = parse_scheme({**scheme_data(rule="pro-rata", interval_minutes=60), "mechanism": "mmr"})
+    settled, _, _ = settle_intervals(mmr, day, boundaries, per_home)
+    check_balanced(settled.postings)
+    assert [iv.matched_mwh for iv in settled.intervals[ten : ten + 4]] == [0, KWH, 0, 0]
+    rows = {(r.home, r.start_ms): r for r in settled.members}
+    assert rows[("a", boundaries[ten])].export_neighbours_mwh == KWH
+    assert rows[("b", boundaries[ten + 1])].import_neighbours_mwh == KWH
+    money = {p.account: 0 for p in settled.postings}
+    for p in settled.postings:
+        money[p.account] += p.amount_micro
+    assert money["member:b"] == -200_000 and money["member:a"] == 200_000
+    assert hourly.allocation is not None and hourly.allocation.interval_minutes == 60
+    assert Scheme.from_json(hourly.to_json()) == hourly
+
+
+def test_hourly_key_needs_hourly_tariffs() -> None:
+    data = scheme_data(rule="pro-rata", interval_minutes=60)
+    data["import_tariff"]["windows"] = [
+        {"days": ["mon"], "from": "17:15", "to": "21:00", "price_per_kwh": "0.40"}
+    ]
+    with pytest.raises(ConfigError, match="tariffs change at 17:15 on mon"):
+        parse_scheme(data)
+
+
 # -- invariants ----------------------------------------------------------------------------------
 
 HOMES = ("a", "b", "c", "d", "e")

@@ -29,6 +29,10 @@ reduce to a few building blocks, so a key here is data, not code:
   rule; for ``pro-rata`` what a capped member cannot take is shared again pro rata to the
   consumption of the others (repeated until nothing is left or everyone is full).
 
+A key applies per settlement interval of 15 minutes, or (``interval_minutes = 60``) to each
+hour's totals: the engine then settles each hour as one interval and spreads each member's
+shared energy back over the hour's quarters in proportion to its own import (or export) in each.
+
 A member who is in no group (for example a new member not yet given a share) is allocated
 nothing. A group without ``homes`` (allowed only for ``pro-rata``, and only last) takes every
 member not named in an earlier group.
@@ -53,6 +57,7 @@ from protocol.config_tables import ConfigError, Table, toml_type
 PPM: Final = 1_000_000  # a share of 100 % in parts per million
 _PPM_PER_PERCENT: Final = PPM // 100
 MAX_ROUNDS: Final = 20
+INTERVAL_MINUTES: Final = (15, 60)
 _HOME_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
@@ -85,8 +90,11 @@ class AllocationKey:
     groups: tuple[Group, ...]
     caps_mwh: tuple[tuple[str, int], ...] = ()
     name: str = ""
+    interval_minutes: int = 15  # 15, or 60: allocate on each hour's totals (Italy counts hours)
 
     def __post_init__(self) -> None:
+        if self.interval_minutes not in INTERVAL_MINUTES:
+            raise ValueError("interval_minutes must be 15 or 60")
         seen: set[str] = set()
         for i, g in enumerate(self.groups):
             if g.homes is None:
@@ -130,7 +138,7 @@ class AllocationKey:
                 item["rounds"] = g.rounds
                 item["shares"] = {h: _percent_text(p) for h, p in g.shares_ppm}
             groups.append(item)
-        out: dict[str, Any] = {"groups": groups}
+        out: dict[str, Any] = {"groups": groups, "interval_minutes": self.interval_minutes}
         if self.caps_mwh:
             out["caps_wh"] = {h: str(Decimal(c) / 1000) for h, c in self.caps_mwh}
         if self.name:
@@ -300,9 +308,10 @@ def parse_key(table: Table) -> AllocationKey:
 
     Either one group written in the table itself (``rule``, ``shares``, ``rounds``) or
     ``[[allocation.groups]]`` in priority order; ``caps_wh`` (Wh per interval) and ``name``
-    apply to the whole key.
+    apply to the whole key, and so does ``interval_minutes`` (15, the default, or 60).
     """
     name = table.text("name", "") or ""
+    minutes = table.choice("interval_minutes", 15, INTERVAL_MINUTES)
     caps: list[tuple[str, int]] = []
     caps_raw = table._value("caps_wh", False)
     if isinstance(caps_raw, dict):
@@ -332,6 +341,6 @@ def parse_key(table: Table) -> AllocationKey:
     else:
         groups = [_group(table, True)]  # which checks the table itself for unknown keys
     try:
-        return AllocationKey(tuple(groups), tuple(sorted(caps)), name)
+        return AllocationKey(tuple(groups), tuple(sorted(caps)), name, minutes)
     except ValueError as exc:
         raise ConfigError(f"{table.prefix.rstrip('.')}: {exc}") from None

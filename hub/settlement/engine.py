@@ -32,7 +32,7 @@ from hub.settlement.ledger import (
     SchemeChangeError,
     day_postings,
 )
-from hub.settlement.pricing import IntervalSettlement, MemberFlow, settle_interval
+from hub.settlement.pricing import IntervalSettlement, MemberFlow, allocate, settle_interval
 from hub.settlement.scheme import INTERVAL_MS, Scheme, period_of
 from hub.settlement.source import read_settlement_counters
 from hub.storage.store import Store
@@ -81,21 +81,43 @@ def settle_intervals(
     boundaries: list[int],
     per_home: dict[str, list[MemberInterval | None]],
 ) -> tuple[DaySettlement, int, int]:
-    """Price each interval of ``day`` among the members with data (pure)."""
+    """Price each interval of ``day`` among the members with data (pure).
+
+    Under an hourly allocation key (``interval_minutes = 60``) each local hour's quarters are
+    settled together, as one interval of the hour's totals (the scheme guarantees its prices
+    do not change within an hour), and each member's shared energy is spread back over the
+    quarters in proportion to its own import (or export) in each, largest remainder; the rows
+    stay per quarter. Otherwise every quarter is settled on its own.
+    """
     interval_rows: list[IntervalRow] = []
     member_rows: list[MemberIntervalRow] = []
     settled: list[IntervalSettlement] = []
     missing_total = estimated_total = 0
+    span_ms = (
+        INTERVAL_MS if scheme.allocation is None else scheme.allocation.interval_minutes * 60_000
+    )
+    spans: dict[int, list[int]] = {}
     for i, start in enumerate(boundaries[:-1]):
-        members = [m for _, ivs in sorted(per_home.items()) if (m := ivs[i]) is not None]
-        known = [m for m in members if m.status != MISSING]
-        missing = len(members) - len(known)
-        estimated = sum(m.status in (ESTIMATED, RESET) for m in known)
-        missing_total += missing
-        estimated_total += estimated
-        import_price, export_price = scheme.prices_at(start)
+        spans.setdefault((start - boundaries[0]) // span_ms, []).append(i)
+    for quarters in spans.values():
+        members = {
+            i: [m for _, ivs in sorted(per_home.items()) if (m := ivs[i]) is not None]
+            for i in quarters
+        }
+        known = {i: [m for m in ms if m.status != MISSING] for i, ms in members.items()}
+        by_home: dict[str, list[MemberInterval]] = {}
+        for i in quarters:
+            for m in known[i]:
+                by_home.setdefault(m.home, []).append(m)
+        totals: dict[str, list[int]] = {}
+        for i in quarters:
+            for m in known[i]:
+                t = totals.setdefault(m.home, [0, 0])
+                t[0] += m.import_mwh
+                t[1] += m.export_mwh
+        import_price, export_price = scheme.prices_at(boundaries[quarters[0]])
         result = settle_interval(
-            [MemberFlow(m.home, m.import_mwh, m.export_mwh) for m in known],
+            [MemberFlow(home, imp, exp) for home, (imp, exp) in sorted(totals.items())],
             import_price,
             export_price,
             scheme.mechanism,
@@ -103,34 +125,40 @@ def settle_intervals(
             scheme.community_price,
         )
         settled.append(result)
-        shares = {s.home: s for s in result.members}
-        for m in members:
-            s = shares.get(m.home)
-            member_rows.append(
-                MemberIntervalRow(
-                    m.home,
+        got: dict[tuple[str, int], tuple[int, int]] = {}
+        for share in result.members:
+            mine = by_home[share.home]
+            ins = allocate(share.import_neighbours_mwh, [m.import_mwh for m in mine])
+            outs = allocate(share.export_neighbours_mwh, [m.export_mwh for m in mine])
+            for m, g_in, g_out in zip(mine, ins, outs, strict=True):
+                got[(m.home, m.start_ms)] = (g_in, g_out)
+        for i in quarters:
+            start = boundaries[i]
+            missing = len(members[i]) - len(known[i])
+            estimated = sum(m.status in (ESTIMATED, RESET) for m in known[i])
+            missing_total += missing
+            estimated_total += estimated
+            for m in members[i]:
+                g_in, g_out = got.get((m.home, start), (0, 0))
+                member_rows.append(
+                    MemberIntervalRow(
+                        m.home, start, m.status, m.import_mwh, m.export_mwh, g_in, g_out
+                    )
+                )
+            interval_rows.append(
+                IntervalRow(
                     start,
-                    m.status,
-                    m.import_mwh,
-                    m.export_mwh,
-                    0 if s is None else s.import_neighbours_mwh,
-                    0 if s is None else s.export_neighbours_mwh,
+                    len(known[i]),
+                    missing,
+                    estimated,
+                    sum(m.export_mwh for m in known[i]),
+                    sum(m.import_mwh for m in known[i]),
+                    sum(got.get((m.home, start), (0, 0))[0] for m in known[i]),
+                    import_price,
+                    export_price,
+                    result.internal_price,
                 )
             )
-        interval_rows.append(
-            IntervalRow(
-                start,
-                len(known),
-                missing,
-                estimated,
-                result.supply_mwh,
-                result.demand_mwh,
-                result.matched_mwh,
-                import_price,
-                export_price,
-                result.internal_price,
-            )
-        )
     day_settlement = DaySettlement(
         day=day,
         intervals=tuple(interval_rows),

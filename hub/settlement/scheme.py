@@ -27,6 +27,7 @@ Example ``settlement.toml``::
     rounds = 2                      # fixed: what a member cannot use goes round again
     caps_wh = { d = 250 }           # optional: at most this much per member per interval
     price_per_kwh = "0.12"          # optional community price; default: the mechanism's price
+    interval_minutes = 15           # or 60: share each hour's totals (windows then on the hour)
 
 Without ``[allocation]`` shared energy is split pro rata to consumption, as it always was. With
 it, the key (:mod:`hub.settlement.allocation`; priority groups are ``[[allocation.groups]]``)
@@ -348,6 +349,21 @@ def parse_scheme(data: dict[str, Any]) -> Scheme:
                 raise ConfigError(
                     f"export_tariff pays {exp} per kWh on {DAYS[weekday]} at {_hhmm(minute)}, "
                     f"more than import_tariff charges ({imp}): shared energy could not be priced"
+                )
+            hour = minute - minute % 60
+            if (
+                allocation is not None
+                and allocation.interval_minutes == 60
+                and (imp, exp)
+                != (
+                    import_tariff.price_at(weekday, hour),
+                    export_tariff.price_at(weekday, hour),
+                )
+            ):
+                raise ConfigError(
+                    f"allocation.interval_minutes is 60 but the tariffs change at "
+                    f"{_hhmm(minute)} on {DAYS[weekday]}: an hourly key needs time-of-use "
+                    "windows on whole hours"
                 )
             if community_price is not None and not exp <= community_price <= imp:
                 raise ConfigError(
