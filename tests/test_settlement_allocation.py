@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hub.cli.main import main
 from hub.settlement.allocation import (
     PPM,
     AllocationKey,
@@ -25,12 +28,17 @@ from hub.settlement.allocation import (
 )
 from hub.settlement.engine import settle_intervals
 from hub.settlement.intervals import OK, MemberInterval
-from hub.settlement.ledger import check_balanced
+from hub.settlement.ledger import Ledger, check_balanced
 from hub.settlement.pricing import MemberFlow, settle_interval
-from hub.settlement.scheme import INTERVAL_MS, Mechanism, Scheme, parse_scheme
+from hub.settlement.scheme import INTERVAL_MS, Mechanism, Scheme, load_scheme, parse_scheme
+from hub.settlement.statements import build_statement
+from hub.storage.store import Store
+from protocol.clock import ManualClock
 from protocol.config_tables import ConfigError
+from tests.test_settlement_ledger import COOP, NOW, SCHEME_FILE, insert, sim_readings
 
 KWH = 1_000_000
+DAY_2 = ("--from", "2026-06-02", "--to", "2026-06-02")
 D = Decimal
 
 
@@ -344,6 +352,51 @@ def test_hourly_key_needs_hourly_tariffs() -> None:
     ]
     with pytest.raises(ConfigError, match="tariffs change at 17:15 on mon"):
         parse_scheme(data)
+
+
+def test_settle_command_and_statements_under_a_key(tmp_path: Path) -> None:
+    """Six simulated homes for a day, settled from a scheme file with priority groups and a
+    community price: the command names the key, every home's statement adds up, and what the
+    members paid each other for shared energy nets to zero in the ledger."""
+    text = SCHEME_FILE.read_text() + (
+        "\n[allocation]\n"
+        'name = "social first"\n'
+        'price_per_kwh = "0.15"\n'
+        "[[allocation.groups]]\n"
+        'homes = ["home-02"]\n'
+        "[[allocation.groups]]\n"
+        'rule = "fixed"\n'
+        'shares = { home-01 = "50", home-03 = "30", home-04 = "20" }\n'
+        "rounds = 2\n"
+        "[[allocation.groups]]\n"
+    )
+    scheme_file = tmp_path / "scheme.toml"
+    scheme_file.write_text(text)
+    sch = load_scheme(scheme_file)
+    db = tmp_path / "hub.db"
+    with Store.open(db, COOP, clock=ManualClock(NOW)) as store:
+        insert(store, sim_readings(sch, date(2026, 6, 2), 1))
+    result = CliRunner().invoke(
+        main,
+        ["settle", "--db", str(db), "--scheme", str(scheme_file), *DAY_2],
+        obj={"clock": ManualClock(NOW)},
+    )
+    assert result.exit_code == 0, result.output
+    assert "allocated by key 'social first' per 15 minutes, at 0.15 EUR/kWh" in result.output
+    with Store.open_existing(db) as store:
+        statements = [build_statement(store, f"home-{i:02d}", "2026-06", NOW) for i in range(1, 7)]
+        neighbours = sum(
+            p.amount_micro
+            for _, p in Ledger(store).period_postings("2026-06", None)
+            if p.leg in ("import-neighbours", "export-neighbours")
+        )
+    for s in statements:
+        assert sum(line.amount_minor for line in s.lines) == s.total_minor
+    shared = sum(
+        ln.energy_wh for s in statements for ln in s.lines if ln.item == "import-neighbours"
+    )
+    assert shared > 0
+    assert abs(neighbours) <= 2 * len(statements)  # micro-units: each leg rounds once
 
 
 # -- invariants ----------------------------------------------------------------------------------

@@ -38,7 +38,10 @@ from protocol.clock import Clock, SystemClock
 from protocol.payloads import Statement
 from protocol.session import BrokerSettings, MqttSession
 
-SCHEME_HELP = "The cooperative's settlement scheme (TOML): mechanism, tariffs, time zone, currency."
+SCHEME_HELP = (
+    "The cooperative's settlement scheme (TOML): mechanism, tariffs, allocation key, time zone, "
+    "currency."
+)
 
 
 def _clock(ctx: click.Context) -> Clock:
@@ -112,8 +115,9 @@ def settle_command(
     """Settle the energy members shared, per 15-minute interval, from --from to --to.
 
     Reads each member's grid-meter import and export counters, matches what neighbours
-    exported against what neighbours imported in every quarter-hour, prices it by the scheme's
-    mechanism and records one balanced ledger transaction per day. Run it again at any time:
+    exported against what neighbours imported in every quarter-hour (pro rata to consumption, or
+    by the scheme's allocation key), prices it by the scheme's mechanism (or its community
+    price) and records one balanced ledger transaction per day. Run it again at any time:
     days whose data has not changed stay as they were; days of an open month whose data changed
     (late readings arrived) are settled again; days of a closed month get an adjustment in the
     next open month. A quarter-hour in which a member's data is still missing is settled
@@ -149,6 +153,16 @@ def settle_command(
     outcomes = ("settled", "resettled", "unchanged", "adjusted", "repriced")
     parts = [f"{result.count(o)} {o}" for o in outcomes]
     click.echo(f"{len(days)} days: " + ", ".join(p for p in parts if not p.startswith("0 ")))
+    if scheme.allocation is not None:
+        price = (
+            f"at {scheme.community_price} {scheme.currency}/kWh"
+            if scheme.community_price is not None
+            else f"at the {scheme.mechanism.value.upper()} price"
+        )
+        click.echo(
+            f"shared energy allocated by key {scheme.allocation.label!r} per "
+            f"{scheme.allocation.interval_minutes} minutes, {price}"
+        )
     if result.provisional_intervals:
         click.echo(
             f"{result.provisional_intervals} of {result.intervals} quarter-hours are provisional: "
