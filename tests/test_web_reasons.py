@@ -15,8 +15,17 @@ from hub.prompts.planner import Job, Outlook, plan
 from tests.test_planner import scenarios
 
 
-def _kw(value: float) -> str:
-    return f"{value:.1f} kW".replace(".", ",")
+class _Comma:
+    """Figures as German and Dutch write them (hand-made, not the page's own formats)."""
+
+    def kw(self, value: float) -> str:
+        return f"{value:.1f} kW".replace(".", ",")
+
+    def price(self, per_kwh: float, currency: str) -> str:
+        return f"{per_kwh:.2f} {currency}/kWh".replace(".", ",")
+
+
+_kw = _Comma()
 
 
 def test_hand_worked_sentences_in_german_and_dutch() -> None:
@@ -31,6 +40,9 @@ def test_hand_worked_sentences_in_german_and_dutch() -> None:
     )
     said = say("neighbourhood peak: 7.2 kW from the grid expected", de, _kw)
     assert said.text == "Spitzenlast in der Nachbarschaft: 7,2 kW aus dem Netz erwartet"
+    assert say("cheap grid price then, 0.05 EUR/kWh", de, _kw).text == (
+        "günstiger Netzstrom dann, 0,05 EUR/kWh"
+    )
     assert say("no local surplus expected now", nl, _kw).text == (
         "nu geen overschot in de buurt verwacht"
     )

@@ -264,8 +264,7 @@ class View:
 
     def say_reason(self, text: str) -> Said:
         """The hub's reason in the reader's language (agent/web/reasons.py)."""
-        gettext = translations(self.language).gettext
-        return say(text, gettext, lambda kw: f"{self.fmt.decimal(kw, 1)}\u00a0kW")
+        return say(text, translations(self.language).gettext, self.fmt)
 
     def error(self, status: int, message: str, **values: str) -> Response:
         return self.render("error.html", status, message=message, values=values)

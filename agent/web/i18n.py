@@ -147,6 +147,14 @@ class Formats:
         pattern = "#,##0" + ("." + "0" * digits if digits else "")
         return babel_numbers.format_decimal(value, pattern, locale=self.locale)
 
+    def kw(self, value: float) -> str:
+        """A power in kW with one decimal and its unit, as the hub's reasons give it."""
+        return f"{self.decimal(value, 1)}\u00a0kW"
+
+    def price(self, per_kwh: float, currency: str) -> str:
+        """A grid price per kWh, two decimals, as the hub's reasons give it: ``0,12 EUR/kWh``."""
+        return f"{self.decimal(per_kwh, 2)}\u00a0{currency}/kWh"
+
     def kwh(self, wh: float) -> str:
         """Energy in kWh with one decimal (two below 1 kWh), without the unit."""
         kwh = wh / 1000

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 
 def N_(message: str) -> str:
@@ -22,6 +22,8 @@ def N_(message: str) -> str:
 
 # The hub's kW figure: one decimal (messages._kw), possibly negative.
 _KW: Final = r"(?P<kw>-?\d+(?:\.\d)?) kW"
+# The hub's grid price (messages._price): two decimals, the currency's code, per kWh.
+_PRICE: Final = r"(?P<price>-?\d+\.\d\d) (?P<currency>[A-Z]{3})/kWh"
 # (pattern, message id). Message ids carry %(kw)s where the figure goes.
 _SENTENCES: Final[tuple[tuple[re.Pattern[str], str], ...]] = tuple(
     (re.compile(pattern), message)
@@ -42,6 +44,7 @@ _SENTENCES: Final[tuple[tuple[re.Pattern[str], str], ...]] = tuple(
          N_("small neighbourhood surplus expected, %(kw)s")),
         (r"no local surplus expected now", N_("no local surplus expected now")),
         (r"planned with an earlier forecast", N_("planned with an earlier forecast")),
+        (rf"cheap grid price then, {_PRICE}", N_("cheap grid price then, %(price)s")),
     )
 )  # fmt: skip
 _WINDOW: Final = re.compile(r"your (?P<appliance>[a-z0-9 ]{1,40})'s window: (?P<why>.+)")
@@ -56,24 +59,35 @@ class Said:
     english: bool
 
 
-def say(text: str, gettext: Callable[[str], str], kw: Callable[[float], str]) -> Said:
-    """``text`` (the hub's reason) in the catalogue's language; ``kw`` formats a figure in kW
-    with its unit, in the reader's locale."""
+class Figures(Protocol):
+    """How the reader's locale writes the hub's figures, with their units."""
+
+    def kw(self, value: float) -> str: ...
+    def price(self, per_kwh: float, currency: str) -> str: ...
+
+
+def say(text: str, gettext: Callable[[str], str], figures: Figures) -> Said:
+    """``text`` (the hub's reason) in the catalogue's language, its figures written by
+    ``figures`` in the reader's locale."""
     window = _WINDOW.fullmatch(text)
     if window is not None:
-        why = _sentence(window["why"], gettext, kw)
+        why = _sentence(window["why"], gettext, figures)
         if why is None:
             return Said(text, english=True)
         return Said(gettext(_WINDOW_MESSAGE) % {"appliance": window["appliance"], "why": why},
                     english=False)  # fmt: skip
-    said = _sentence(text, gettext, kw)
+    said = _sentence(text, gettext, figures)
     return Said(text, english=True) if said is None else Said(said, english=False)
 
 
-def _sentence(text: str, gettext: Callable[[str], str], kw: Callable[[float], str]) -> str | None:
+def _sentence(text: str, gettext: Callable[[str], str], figures: Figures) -> str | None:
     for pattern, message in _SENTENCES:
         m = pattern.fullmatch(text)
         if m is not None:
-            values = {"kw": kw(float(m["kw"]))} if "kw" in pattern.groupindex else {}
+            values = {}
+            if "kw" in pattern.groupindex:
+                values["kw"] = figures.kw(float(m["kw"]))
+            if "price" in pattern.groupindex:
+                values["price"] = figures.price(float(m["price"]), m["currency"])
             return gettext(message) % values
     return None
