@@ -14,7 +14,13 @@ from pathlib import Path
 import click
 
 from hub.config import ConfigError, load_config
-from hub.settlement.engine import check_scheme_change, day_range, settle
+from hub.settlement.engine import (
+    MissingPriceError,
+    check_prices,
+    check_scheme_change,
+    day_range,
+    settle,
+)
 from hub.settlement.ledger import Ledger, LedgerError
 from hub.settlement.metrics import community_report
 from hub.settlement.report import (
@@ -123,6 +129,10 @@ def settle_command(
     next open month. A quarter-hour in which a member's data is still missing is settled
     provisionally without that member and flagged.
 
+    Under a scheme whose import tariff says prices = "imported", each interval's grid import
+    costs the price stored by coopwatt-hub prices import (plus the scheme's network charge); a
+    day without a stored price for every interval is refused before anything is written.
+
     A closed month keeps the scheme it was settled under: settling its days under another
     scheme file is refused, unless --reprice asks to post the difference (as a repricing, apart
     from any late data) in the next open month.
@@ -142,17 +152,23 @@ def settle_command(
     with _open_store(db_path, write=True) as store:
         try:
             check_scheme_change(Ledger(store), scheme, days, reprice)
+            check_prices(store, scheme, days)
             with click.progressbar(length=len(days), label="settling", file=sys.stderr) as bar:
 
                 def progress(day: date, outcome: str) -> None:
                     bar.update(1)
 
                 result = settle(store, scheme, days, clock.now_ms(), progress, reprice=reprice)
-        except LedgerError as exc:
+        except (LedgerError, MissingPriceError) as exc:
             raise CliError(str(exc)) from None
     outcomes = ("settled", "resettled", "unchanged", "adjusted", "repriced")
     parts = [f"{result.count(o)} {o}" for o in outcomes]
     click.echo(f"{len(days)} days: " + ", ".join(p for p in parts if not p.startswith("0 ")))
+    if scheme.imported_prices:
+        click.echo(
+            "grid import priced at the imported grid prices per interval plus "
+            f"{scheme.import_tariff.network_per_kwh} {scheme.currency}/kWh network charge"
+        )
     if scheme.allocation is not None:
         price = (
             f"at {scheme.community_price} {scheme.currency}/kWh"

@@ -12,9 +12,10 @@ A closed day is never priced again under another scheme unless asked (``reprice`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from decimal import Decimal
 
 from hub.settlement.intervals import (
     ESTIMATED,
@@ -32,6 +33,8 @@ from hub.settlement.ledger import (
     SchemeChangeError,
     day_postings,
 )
+from hub.settlement.price_store import prices_at, stored_currency, stored_prices
+from hub.settlement.prices import PriceError, utc_text
 from hub.settlement.pricing import IntervalSettlement, MemberFlow, allocate, settle_interval
 from hub.settlement.scheme import INTERVAL_MS, Scheme, period_of
 from hub.settlement.source import read_settlement_counters
@@ -50,6 +53,54 @@ class SettleResult:
 
     def count(self, outcome: str) -> int:
         return len(self.days.get(outcome, []))
+
+
+class MissingPriceError(ValueError):
+    """Imported grid prices do not cover what is to be settled; one sentence for the operator."""
+
+
+def _span_ms(scheme: Scheme) -> int:
+    """How long one settled interval is: 15 minutes, or the allocation key's hour."""
+    return INTERVAL_MS if scheme.allocation is None else scheme.allocation.interval_minutes * 60_000
+
+
+def import_prices(store: Store, scheme: Scheme, day: date) -> list[Decimal] | None:
+    """Under ``prices = "imported"``, the import price of each interval of ``day`` (the stored
+    grid price plus the scheme's network charge); None under a tariff of the scheme's own.
+
+    Raises :class:`MissingPriceError` naming the first interval without a stored price, or
+    when the stored prices are in another currency.
+    """
+    if not scheme.imported_prices:
+        return None
+    start_ms = scheme.day_start_ms(day)
+    end_ms = scheme.day_start_ms(day + timedelta(days=1))
+    currency = stored_currency(store)
+    if currency is not None and currency != scheme.currency:
+        raise MissingPriceError(
+            f"the hub's grid prices are in {currency}, the scheme settles in {scheme.currency}"
+        )
+    try:
+        prices = prices_at(store, start_ms, end_ms, _span_ms(scheme))
+    except PriceError:
+        covered = stored_prices(store, start_ms, end_ms)
+        gap = start_ms
+        for iv in covered:
+            if iv.start_ms > gap:
+                break
+            gap = max(gap, iv.end_ms)
+        raise MissingPriceError(
+            f"no grid price for the interval from {utc_text(gap)} (settling {day} on imported "
+            "prices): import prices covering it with coopwatt-hub prices import"
+        ) from None
+    network = scheme.import_tariff.network_per_kwh
+    return [p + network for p in prices]
+
+
+def check_prices(store: Store, scheme: Scheme, days: Iterable[date]) -> None:
+    """Raise :class:`MissingPriceError` before anything is settled if a day lacks a price."""
+    for day in days:
+        import_prices(store, scheme, day)
 
 
 def day_range(first: date, last: date) -> list[date]:
@@ -72,7 +123,7 @@ def settle_day(store: Store, scheme: Scheme, day: date) -> tuple[DaySettlement, 
         for home, counters in homes.items()
         if counters.grid
     }
-    return settle_intervals(scheme, day, boundaries, per_home)
+    return settle_intervals(scheme, day, boundaries, per_home, import_prices(store, scheme, day))
 
 
 def settle_intervals(
@@ -80,6 +131,7 @@ def settle_intervals(
     day: date,
     boundaries: list[int],
     per_home: dict[str, list[MemberInterval | None]],
+    imported: Sequence[Decimal] | None = None,
 ) -> tuple[DaySettlement, int, int]:
     """Price each interval of ``day`` among the members with data (pure).
 
@@ -88,18 +140,23 @@ def settle_intervals(
     do not change within an hour), and each member's shared energy is spread back over the
     quarters in proportion to its own import (or export) in each, largest remainder; the rows
     stay per quarter. Otherwise every quarter is settled on its own.
+
+    ``imported`` (required under ``prices = "imported"``) is the import price of each settled
+    interval (each quarter, or each hour under an hourly key) from :func:`import_prices`; the
+    export price stays the scheme's. An interval whose import price is below its export price
+    shares nothing, and a community price is held between the two.
     """
     interval_rows: list[IntervalRow] = []
     member_rows: list[MemberIntervalRow] = []
     settled: list[IntervalSettlement] = []
     missing_total = estimated_total = 0
-    span_ms = (
-        INTERVAL_MS if scheme.allocation is None else scheme.allocation.interval_minutes * 60_000
-    )
+    span_ms = _span_ms(scheme)
+    if scheme.imported_prices and imported is None:
+        raise ValueError("a scheme with imported prices needs each interval's import price")
     spans: dict[int, list[int]] = {}
     for i, start in enumerate(boundaries[:-1]):
         spans.setdefault((start - boundaries[0]) // span_ms, []).append(i)
-    for quarters in spans.values():
+    for span, quarters in spans.items():
         members = {
             i: [m for _, ivs in sorted(per_home.items()) if (m := ivs[i]) is not None]
             for i in quarters
@@ -115,14 +172,25 @@ def settle_intervals(
                 t = totals.setdefault(m.home, [0, 0])
                 t[0] += m.import_mwh
                 t[1] += m.export_mwh
-        import_price, export_price = scheme.prices_at(boundaries[quarters[0]])
+        community_price = scheme.community_price
+        if imported is None:
+            import_price, export_price = scheme.prices_at(boundaries[quarters[0]])
+        else:
+            local = scheme.local(boundaries[quarters[0]])
+            import_price = imported[span]
+            export_price = scheme.export_tariff.price_at(
+                local.weekday(), local.hour * 60 + local.minute
+            )
+            if community_price is not None:
+                community_price = min(max(community_price, export_price), import_price)
         result = settle_interval(
             [MemberFlow(home, imp, exp) for home, (imp, exp) in sorted(totals.items())],
             import_price,
             export_price,
             scheme.mechanism,
             scheme.allocation,
-            scheme.community_price,
+            community_price,
+            share=export_price <= import_price,
         )
         settled.append(result)
         got: dict[tuple[str, int], tuple[int, int]] = {}
@@ -222,11 +290,13 @@ def settle(
 
     A day of a closed month held under another scheme is repriced only with ``reprice``
     (:meth:`Ledger.reprice_day`); otherwise nothing is settled and :class:`SchemeChangeError`
-    says why.
+    says why. Under imported prices, a day without a stored price for every interval stops
+    the run before anything is written (:class:`MissingPriceError`).
     """
     ledger = Ledger(store)
     days = list(days)
     changes = check_scheme_change(ledger, scheme, days, reprice)
+    check_prices(store, scheme, days)
     scheme_id = ledger.scheme_id(scheme, now_ms)
     result = SettleResult()
     for day in days:

@@ -204,6 +204,8 @@ def settle_interval(
     mechanism: Mechanism = Mechanism.SDR,
     key: AllocationKey | None = None,
     community_price: Decimal | None = None,
+    *,
+    share: bool = True,
 ) -> IntervalSettlement:
     """Match and price one interval among the members in ``flows`` (missing members left out).
 
@@ -216,16 +218,44 @@ def settle_interval(
     allocations (at most ``min(S, D)``: a fixed share a member cannot use may go to the grid).
     The exporters' side is shared pro rata to export as before. Allocated energy changes hands
     at ``community_price`` if given, otherwise at the mechanism's price.
+
+    Prices may be negative (day-ahead prices are). With ``share`` false nothing is matched:
+    every member trades with the grid alone, at any prices (the engine's choice for an interval
+    whose import price is below its export price, where no price lies between the two); the
+    interval's internal price is then reported as the import price, and nothing is paid at it.
     """
-    if import_price < 0 or export_price < 0:
-        raise ValueError("prices cannot be negative")
-    if export_price > import_price:
+    if export_price > import_price and share:
         raise ValueError("the export price exceeds the import price")
     ordered = sorted(flows, key=lambda f: f.home)
     if len({f.home for f in ordered}) != len(ordered):
         raise ValueError("a member appears twice in one interval")
     demand = sum(f.import_mwh for f in ordered)
     supply = sum(f.export_mwh for f in ordered)
+    if not share:
+        return IntervalSettlement(
+            supply_mwh=supply,
+            demand_mwh=demand,
+            matched_mwh=0,
+            import_price=import_price,
+            export_price=export_price,
+            internal_price=import_price,
+            members=tuple(
+                MemberShare(
+                    home=f.home,
+                    import_mwh=f.import_mwh,
+                    export_mwh=f.export_mwh,
+                    import_neighbours_mwh=0,
+                    export_neighbours_mwh=0,
+                    paid_neighbours=Decimal(0),
+                    paid_grid=_money(f.import_mwh, import_price),
+                    received_neighbours=Decimal(0),
+                    received_grid=_money(f.export_mwh, export_price),
+                    grid_only=_money(f.import_mwh, import_price)
+                    - _money(f.export_mwh, export_price),
+                )
+                for f in ordered
+            ),
+        )
     price = internal_price(mechanism, supply, demand, import_price, export_price)
     if community_price is not None:
         if not export_price <= community_price <= import_price:

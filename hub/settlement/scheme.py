@@ -39,6 +39,27 @@ time, like every mechanism's, so no member pays more than on grid tariffs alone.
 Prices are per kWh in the currency's major unit, with at most 6 decimals, and the export price
 may never exceed the import price at the same time (every mechanism prices shared energy
 between the two). Every mistake is a :class:`ConfigError` naming the key.
+
+Dynamic import prices: instead of a price and windows, the import tariff may say::
+
+    [import_tariff]
+    prices = "imported"             # each interval at the grid price `coopwatt-hub prices import`
+    network_per_kwh = "0.11"        # stored; optional: added to every interval's price (network
+                                    # charges, levies, the supplier's margin), default 0
+
+Each 15-minute interval's grid import then costs the stored price for that interval plus
+``network_per_kwh`` (under an hourly allocation key, the hour's time-weighted mean price). The
+stored prices must be in the scheme's currency and cover every interval settled: a missing one
+stops ``settle`` before anything is written, naming it; there is no fallback, never a silent
+zero. Day-ahead prices can be negative, so the import price may be too (a member importing
+then earns). The export tariff stays as written. In an interval whose import price falls below
+the export price no price lies between the two, so nothing is shared: every member trades
+with the grid alone, and no member pays more than on the grid's prices. A community price
+(``allocation.price_per_kwh``) is held inside each interval's export and import prices. The
+fingerprint names ``prices = "imported"`` and the network charge, not the stored prices: when
+prices are imported again, settling again resettles an open month and adjusts a closed one as
+it does for late readings. Schemes without ``prices`` are read, priced and fingerprinted as
+before.
 """
 
 from __future__ import annotations
@@ -64,6 +85,7 @@ _CURRENCY_RE: Final = re.compile(r"[A-Z]{3}")
 _TIME_RE: Final = re.compile(r"([01]\d|2[0-4]):([0-5]\d)")
 _MAX_PRICE: Final = Decimal(1000)
 PRICE_PLACES: Final = 6
+IMPORTED: Final = "imported"
 
 
 class Mechanism(StrEnum):
@@ -89,13 +111,22 @@ class Window:
 
 @dataclass(frozen=True, slots=True)
 class Tariff:
-    """A grid tariff per kWh: a base price, overridden by the first window that covers a time."""
+    """A grid tariff per kWh: a base price, overridden by the first window that covers a time.
+
+    An ``imported`` tariff has no price of its own: each interval costs the grid price stored
+    for it (:mod:`hub.settlement.price_store`) plus ``network_per_kwh``; :meth:`price_at`
+    refuses it rather than answer a number the member never paid.
+    """
 
     price_per_kwh: Decimal
     windows: tuple[Window, ...] = ()
+    imported: bool = False
+    network_per_kwh: Decimal = Decimal(0)
 
     def price_at(self, weekday: int, minute: int) -> Decimal:
         """Price per kWh at local ``weekday`` (0 = Monday) and ``minute`` of the day."""
+        if self.imported:
+            raise ValueError("an imported tariff's prices are the hub's stored grid prices")
         for w in self.windows:
             if w.covers(weekday, minute):
                 return w.price_per_kwh
@@ -106,6 +137,8 @@ class Tariff:
         return not self.windows
 
     def to_json(self) -> dict[str, Any]:
+        if self.imported:
+            return {"prices": IMPORTED, "network_per_kwh": str(self.network_per_kwh)}
         return {
             "price_per_kwh": str(self.price_per_kwh),
             "windows": [
@@ -150,8 +183,16 @@ class Scheme:
     def local(self, ts_ms: int) -> datetime:
         return datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(self.tz)
 
+    @property
+    def imported_prices(self) -> bool:
+        """Whether grid import is priced at the stored grid prices (``prices = "imported"``)."""
+        return self.import_tariff.imported
+
     def prices_at(self, ts_ms: int) -> tuple[Decimal, Decimal]:
-        """(import, export) price per kWh for the interval starting at ``ts_ms``."""
+        """(import, export) price per kWh for the interval starting at ``ts_ms``.
+
+        Raises ValueError under imported prices: the engine reads those from the store.
+        """
         t = self.local(ts_ms)
         weekday, minute = t.weekday(), t.hour * 60 + t.minute
         return (
@@ -215,6 +256,9 @@ class Scheme:
         del data["min_group"]
         for key in ("import_tariff", "export_tariff"):
             tariff = data[key]
+            if "network_per_kwh" in tariff:
+                tariff["network_per_kwh"] = _plain(tariff["network_per_kwh"])
+                continue
             tariff["price_per_kwh"] = _plain(tariff["price_per_kwh"])
             for w in tariff["windows"]:
                 w["price_per_kwh"] = _plain(w["price_per_kwh"])
@@ -241,7 +285,8 @@ class Scheme:
         data = json.loads(text)
         for key in ("import_tariff", "export_tariff"):
             t = data[key]
-            t["windows"] = [dict(w) for w in t["windows"]]
+            if "windows" in t:
+                t["windows"] = [dict(w) for w in t["windows"]]
         return parse_scheme(data)
 
 
@@ -291,6 +336,22 @@ def _minute(table: Table, key: str) -> int:
     return minute
 
 
+def _import_tariff(table: Table) -> Tariff:
+    """The import tariff: a price and windows, or ``prices = "imported"`` (and a network charge)."""
+    if "prices" not in table.data:
+        return _tariff(table)
+    table.choice("prices", IMPORTED, (IMPORTED,))
+    for key in ("price_per_kwh", "windows"):
+        if key in table.data:
+            raise ConfigError(
+                f'{table.prefix}{key} cannot be given with {table.prefix}prices = "imported": '
+                "each interval is priced at the stored grid price"
+            )
+    network = _price(table, "network_per_kwh") if "network_per_kwh" in table.data else Decimal(0)
+    table.done()
+    return Tariff(Decimal(0), (), imported=True, network_per_kwh=network)
+
+
 def _tariff(table: Table) -> Tariff:
     base = _price(table, "price_per_kwh")
     windows = []
@@ -329,7 +390,7 @@ def parse_scheme(data: dict[str, Any]) -> Scheme:
     )
     min_group = root.integer("min_group", 5, lo=2, hi=10_000)
     max_gap = root.integer("max_gap_minutes", 15, lo=1, hi=24 * 60)
-    import_tariff = _tariff(root.table("import_tariff"))
+    import_tariff = _import_tariff(root.table("import_tariff"))
     export_tariff = _tariff(root.table("export_tariff"))
     allocation: AllocationKey | None = None
     community_price: Decimal | None = None
@@ -341,7 +402,8 @@ def parse_scheme(data: dict[str, Any]) -> Scheme:
     else:
         root._value("allocation", False)  # optional
     root.done()
-    for weekday in range(7):
+    # Imported prices are known only per interval: the engine checks them when it settles.
+    for weekday in range(0 if import_tariff.imported else 7):
         for minute in range(0, 24 * 60, 15):
             imp = import_tariff.price_at(weekday, minute)
             exp = export_tariff.price_at(weekday, minute)
