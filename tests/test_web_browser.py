@@ -428,10 +428,12 @@ def assert_fits(driver: webdriver.Chrome, width: int, what: str) -> None:
 
 
 def check_page(driver: webdriver.Chrome, url: str, path: str, name: str, lang: str) -> None:
-    """``url`` renders at phone and desktop width without sideways scroll and without serious or
-    critical axe violations (axe at desktop width in English only: the markup is the same at
-    both widths, and each axe run costs the suite half a second); a screenshot of each."""
-    for size, width, set_size in (("phone", 360, phone), ("desktop", 1280, desktop)):
+    """``url`` renders at phone width (and in English also at desktop width) without sideways
+    scroll and without serious or critical axe violations; a screenshot of each. German and
+    Dutch words are longer, which matters at 360 px; at 1280 px the layout is the same in every
+    language, and each page load and axe run costs the suite, which must stay under 10 minutes."""
+    sizes = (("phone", 360, phone), ("desktop", 1280, desktop))
+    for size, width, set_size in sizes if lang == "en" else sizes[:1]:
         set_size(driver)
         driver.get(url)
         wait_at(driver, path)
@@ -439,9 +441,8 @@ def check_page(driver: webdriver.Chrome, url: str, path: str, name: str, lang: s
         assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == lang, what
         assert driver.find_element(By.TAG_NAME, "h1").is_displayed(), what
         assert_fits(driver, width, what)
-        if size == "phone" or lang == "en":
-            violations = axe_violations(driver)
-            assert not violations, f"{what}:\n{describe_violations(violations)}"
+        violations = axe_violations(driver)
+        assert not violations, f"{what}:\n{describe_violations(violations)}"
         screenshot(driver, f"{name}-{size}-{lang}")
 
 
