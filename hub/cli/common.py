@@ -1,4 +1,4 @@
-"""What the ``coopwatt-hub`` command modules share: opening the database read-only. Light to
+"""What the ``coopwatt-hub`` command modules share: opening the database, the clock. Light to
 import (the store is loaded when a database is opened), so the command group can import it on a
 machine without the hub's packages. The operator's error is ``protocol.cli.CliError``, the one
 every coopwatt CLI raises."""
@@ -8,10 +8,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import click
+
 from protocol.cli import CliError
+from protocol.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
     from hub.storage.store import Store
+
+
+def command_clock(ctx: click.Context) -> Clock:
+    """The clock stamping what a command records; tests put a ManualClock in ``ctx.obj``."""
+    obj = ctx.find_root().obj
+    clock = obj.get("clock") if isinstance(obj, dict) else None
+    return clock if clock is not None else SystemClock()
+
+
+def open_store(db_path: Path, *, write: bool) -> Store:
+    """An existing hub database; for writing, its schema brought up to date first."""
+    from hub.storage.store import Store, StoreError  # noqa: PLC0415 - see the module docstring
+
+    try:
+        return Store.open_to_write(db_path) if write else Store.open_existing(db_path)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
 
 
 def open_existing(db_path: Path) -> Store:

@@ -12,28 +12,14 @@ from pathlib import Path
 
 import click
 
+from hub.cli.common import command_clock, open_store
 from hub.settlement.price_store import import_prices, stored_currency, stored_prices
 from hub.settlement.prices import FORMATS, Format, PriceError, decode, parse_prices, utc_text
-from hub.storage.store import Store, StoreError
 from protocol.cli import CliError
-from protocol.clock import Clock, SystemClock
 from protocol.timeparse import parse_iso_ms
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 PROGRESS_FROM = 5_000  # intervals: a bar only for files that take a moment
-
-
-def _clock(ctx: click.Context) -> Clock:
-    obj = ctx.find_root().obj
-    clock = obj.get("clock") if isinstance(obj, dict) else None
-    return clock if clock is not None else SystemClock()
-
-
-def _open(db_path: Path, *, write: bool) -> Store:
-    try:
-        return Store.open_to_write(db_path) if write else Store.open_existing(db_path)
-    except StoreError as exc:
-        raise CliError(str(exc)) from None
 
 
 def _time(value: str, option: str) -> int:
@@ -95,16 +81,16 @@ def prices_import(ctx: click.Context, file: Path, db_path: Path, fmt: Format | N
         series = parse_prices(decode(raw), fmt)
     except PriceError as exc:
         raise CliError(f"{file}: {exc}") from None
-    with _open(db_path, write=True) as store:
+    with open_store(db_path, write=True) as store:
         total = len(series.intervals)
         try:
             if total >= PROGRESS_FROM:
                 with click.progressbar(length=total, label="storing", file=sys.stderr) as bar:
                     n = import_prices(
-                        store, series, file.name, _clock(ctx).now_ms(), progress=bar.update
+                        store, series, file.name, command_clock(ctx).now_ms(), progress=bar.update
                     )
             else:
-                n = import_prices(store, series, file.name, _clock(ctx).now_ms())
+                n = import_prices(store, series, file.name, command_clock(ctx).now_ms())
         except PriceError as exc:
             raise CliError(f"{file}: {exc}") from None
     click.echo(
@@ -126,7 +112,7 @@ def prices_show(db_path: Path, first: str, last: str) -> None:
     start_ms, end_ms = _time(first, "'--from'"), _time(last, "'--to'")
     if end_ms <= start_ms:
         raise click.BadParameter("must be after --from", param_hint="'--to'")
-    with _open(db_path, write=False) as store:
+    with open_store(db_path, write=False) as store:
         if (
             not store.reader()
             .execute("SELECT 1 FROM sqlite_master WHERE name = 'grid_prices'")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from hub.cli.common import command_clock, open_store
 from hub.config import ConfigError, load_config
 from hub.settlement.engine import (
     MissingPriceError,
@@ -38,9 +39,7 @@ from hub.settlement.statements import (
     build_statements,
 )
 from hub.settlement.statements import publish_statements as publish_all
-from hub.storage.store import Store, StoreError
 from protocol.cli import CliError
-from protocol.clock import Clock, SystemClock
 from protocol.payloads import Statement
 from protocol.session import BrokerSettings, MqttSession
 
@@ -48,23 +47,6 @@ SCHEME_HELP = (
     "The cooperative's settlement scheme (TOML): mechanism, tariffs, allocation key, time zone, "
     "currency."
 )
-
-
-def _clock(ctx: click.Context) -> Clock:
-    """The clock stamping ledger entries and statements; tests put a ManualClock in ctx.obj."""
-    obj = ctx.find_root().obj
-    clock = obj.get("clock") if isinstance(obj, dict) else None
-    return clock if clock is not None else SystemClock()
-
-
-def _open_store(db_path: Path, *, write: bool) -> Store:
-    """Open an existing hub database; for writing, bring its schema up to date first."""
-    try:
-        if write:
-            return Store.open_to_write(db_path)
-        return Store.open_existing(db_path)
-    except StoreError as exc:
-        raise CliError(str(exc)) from None
 
 
 def _scheme(path: Path) -> Scheme:
@@ -148,8 +130,8 @@ def settle_command(
     days = day_range(first_day, last_day)
     if len(days) > 366:
         raise click.BadParameter("settle at most a year at a time", param_hint="'--to'")
-    clock = _clock(ctx)
-    with _open_store(db_path, write=True) as store:
+    clock = command_clock(ctx)
+    with open_store(db_path, write=True) as store:
         try:
             check_scheme_change(Ledger(store), scheme, days, reprice)
             check_prices(store, scheme, days)
@@ -208,14 +190,14 @@ def close_command(ctx: click.Context, db_path: Path, month: str, allow_provision
     the next open month. Months close in order.
     """
     period = _period(month)
-    with _open_store(db_path, write=True) as store:
+    with open_store(db_path, write=True) as store:
         ledger = Ledger(store)
         scheme = ledger.scheme_for(period)
         if scheme is None:
             raise CliError(f"{period} has not been settled: run coopwatt-hub settle first")
         try:
             summary = ledger.close_period(
-                scheme, period, _clock(ctx).now_ms(), allow_provisional=allow_provisional
+                scheme, period, command_clock(ctx).now_ms(), allow_provisional=allow_provisional
             )
         except LedgerError as exc:
             raise CliError(str(exc)) from None
@@ -248,9 +230,9 @@ def statement_command(ctx: click.Context, home: str, db_path: Path, month: str, 
     is shown in every format (json: "pricing", as in the statement topic's payload).
     """
     period = _period(month)
-    with _open_store(db_path, write=False) as store:
+    with open_store(db_path, write=False) as store:
         try:
-            statement = build_statement(store, home, period, _clock(ctx).now_ms())
+            statement = build_statement(store, home, period, command_clock(ctx).now_ms())
         except StatementError as exc:
             raise CliError(str(exc)) from None
     click.echo(FORMATS[fmt](statement), nl=False)
@@ -273,7 +255,7 @@ def community_command(ctx: click.Context, db_path: Path, month: str, fmt: str) -
     peak-to-average ratio, each member's saving against a grid-only bill, and a fairness index.
     """
     period = _period(month)
-    with _open_store(db_path, write=False) as store:
+    with open_store(db_path, write=False) as store:
         ledger = Ledger(store)
         scheme = ledger.scheme_for(period)
         if scheme is None:
@@ -285,7 +267,9 @@ def community_command(ctx: click.Context, db_path: Path, month: str, fmt: str) -
                 v or 0.0 for v in series.wind_kwh
             )
             consumption = sum(v or 0.0 for v in series.consumption_kwh)
-        report = community_report(store, period, _clock(ctx).now_ms(), generation, consumption)
+        report = community_report(
+            store, period, command_clock(ctx).now_ms(), generation, consumption
+        )
     click.echo(
         (format_community_json if fmt == "json" else format_community_text)(report), nl=False
     )
@@ -311,9 +295,9 @@ def report_command(ctx: click.Context, db_path: Path, month: str, out_dir: Path)
     scheme's min_group homes; needs the plots extra (pip install 'coopwatt[plots]').
     """
     period = _period(month)
-    with _open_store(db_path, write=False) as store:
+    with open_store(db_path, write=False) as store:
         try:
-            files = write_report(store, period, out_dir, _clock(ctx).now_ms())
+            files = write_report(store, period, out_dir, command_clock(ctx).now_ms())
         except ReportError as exc:
             raise CliError(str(exc)) from None
         except OSError as exc:
@@ -345,9 +329,9 @@ def publish_command(ctx: click.Context, config_path: Path, month: str, timeout: 
         config = load_config(config_path)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    with _open_store(config.db_path, write=False) as store:
+    with open_store(config.db_path, write=False) as store:
         try:
-            statements = build_statements(store, period, _clock(ctx).now_ms())
+            statements = build_statements(store, period, command_clock(ctx).now_ms())
         except StatementError as exc:
             raise CliError(str(exc)) from None
     count = publish_over_mqtt(config.coop, statements, config.broker, timeout)
