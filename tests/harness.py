@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import os
 import signal
 import sqlite3
 import subprocess
@@ -237,16 +238,26 @@ class Home:
 
     def start(self) -> None:
         log = (self.config.parent / "agent.log").open("ab")
+        # faulthandler: an agent that hangs on stop is sent SIGABRT and prints every thread.
         self.proc = subprocess.Popen(
             [str(BIN / "coopwatt-agent"), "run", "--config", str(self.config)],
-            stdout=log, stderr=log,
+            stdout=log, stderr=log, env={**os.environ, "PYTHONFAULTHANDLER": "1"},
         )  # fmt: skip
         log.close()
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)
-        code = self.proc.wait(30)
+        try:
+            code = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler writes each thread's stack
+            self.proc.wait(10)
+            self.proc = None
+            raise AssertionError(
+                f"the agent did not stop within 30 s of {sig.name}; its log and threads:\n"
+                + self.log()[-8000:]
+            ) from None
         self.proc = None
         return code
 
