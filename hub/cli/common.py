@@ -5,6 +5,7 @@ every coopwatt CLI raises."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,23 @@ from protocol.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
     from hub.storage.store import Store
+
+
+db_option = click.option(
+    "--db",
+    "db_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The hub database.",
+)
+
+
+def parse_day(value: str, option: str) -> date:
+    """A ``--from``/``--to`` day, YYYY-MM-DD, or a usage error naming the option."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=option) from None
 
 
 def command_clock(ctx: click.Context) -> Clock:

@@ -7,13 +7,13 @@ well enough, 1 when any home is above the alert threshold (so a cron job or CI s
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import click
 
-from hub.cli.common import open_existing
+from hub.cli.common import db_option, open_existing, parse_day
 from hub.config import ConfigError
 from hub.settlement.reconcile import (
     FORMATS,
@@ -31,13 +31,6 @@ from protocol.cli import CliError
 ALERT_EXIT = 1
 
 
-def _day(value: str, option: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=option) from None
-
-
 def _amount(value: str, option: str) -> Decimal:
     try:
         number = Decimal(value)
@@ -49,13 +42,7 @@ def _amount(value: str, option: str) -> Decimal:
 
 
 @click.command("reconcile")
-@click.option(
-    "--db",
-    "db_path",
-    required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="The hub database.",
-)
+@db_option
 @click.option(
     "--scheme",
     "scheme_path",
@@ -135,7 +122,7 @@ def reconcile_command(
         coopwatt-hub reconcile --db hub.db --scheme settlement.toml \\
             --file operator-june.csv --map metering-points.toml --from 2026-06-01 --to 2026-06-30
     """
-    first_day, last_day = _day(first, "'--from'"), _day(last, "'--to'")
+    first_day, last_day = parse_day(first, "'--from'"), parse_day(last, "'--to'")
     if last_day < first_day:
         raise click.BadParameter("--to is before --from", param_hint="'--to'")
     if (last_day - first_day).days > 366:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from hub.cli.common import command_clock, open_store
+from hub.cli.common import command_clock, db_option, open_store, parse_day
 from hub.config import ConfigError, load_config
 from hub.settlement.engine import (
     MissingPriceError,
@@ -64,27 +64,13 @@ def _period(month: str) -> str:
     return month
 
 
-def _day(value: str, option: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=option) from None
-
-
-_db_option = click.option(
-    "--db",
-    "db_path",
-    required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="The hub database.",
-)
 _month_option = click.option(
     "--month", required=True, help="The month, YYYY-MM, in the cooperative's time zone."
 )
 
 
 @click.command("settle")
-@_db_option
+@db_option
 @click.option(
     "--scheme", "scheme_path", required=True, type=click.Path(path_type=Path), help=SCHEME_HELP
 )
@@ -124,7 +110,7 @@ def settle_command(
         coopwatt-hub settle --db hub.db --scheme settlement.toml --from 2026-06-01 --to 2026-06-30
     """
     scheme = _scheme(scheme_path)
-    first_day, last_day = _day(first, "'--from'"), _day(last, "'--to'")
+    first_day, last_day = parse_day(first, "'--from'"), parse_day(last, "'--to'")
     if last_day < first_day:
         raise click.BadParameter("--to is before --from", param_hint="'--to'")
     days = day_range(first_day, last_day)
@@ -175,7 +161,7 @@ def settle_command(
 
 
 @click.command("close")
-@_db_option
+@db_option
 @_month_option
 @click.option(
     "--allow-provisional",
@@ -210,7 +196,7 @@ def close_command(ctx: click.Context, db_path: Path, month: str, allow_provision
 
 @click.command("statement")
 @click.argument("home")
-@_db_option
+@db_option
 @_month_option
 @click.option(
     "--format",
@@ -239,7 +225,7 @@ def statement_command(ctx: click.Context, home: str, db_path: Path, month: str, 
 
 
 @click.command("community")
-@_db_option
+@db_option
 @_month_option
 @click.option(
     "--format",
@@ -276,7 +262,7 @@ def community_command(ctx: click.Context, db_path: Path, month: str, fmt: str) -
 
 
 @click.command("report")
-@_db_option
+@db_option
 @_month_option
 @click.option(
     "--out",
