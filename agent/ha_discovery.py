@@ -62,7 +62,12 @@ _SENSOR: Final[dict[str, tuple[str | None, str | None, str | None]]] = {
     "temperature_c": ("temperature", "°C", "measurement"),
     "wind_speed_m_s": ("wind_speed", "m/s", "measurement"),
     "state": (None, None, None),
-}
+    **{f"energy_{w}_t{t}_wh": ("energy", "Wh", "total_increasing") for w in ("import", "export")
+       for t in (1, 2)},
+    **{f"voltage_l{n}_v": ("voltage", "V", "measurement") for n in (1, 2, 3)},
+    **{f"current_l{n}_a": ("current", "A", "measurement") for n in (1, 2, 3)},
+    **{f"power_l{n}_w": ("power", "W", "measurement") for n in (1, 2, 3)},
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

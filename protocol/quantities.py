@@ -31,6 +31,7 @@ class Quantity:
     roles: frozenset[Role] | None = None  # None: any role
 
 
+_PHASES = (1, 2, 3)
 _ALL_BUT_GRID = frozenset({Role.PV, Role.WIND, Role.BATTERY, Role.LOAD})
 
 GLOSSARY: Final[dict[str, Quantity]] = {
@@ -68,6 +69,33 @@ GLOSSARY: Final[dict[str, Quantity]] = {
         Quantity("temperature_c", "°C", float, "device temperature"),
         Quantity("wind_speed_m_s", "m/s", float, "wind speed at the turbine's anemometer"),
         Quantity("state", "", str, "operating state, e.g. mppt, sleeping, fault"),
+        # Added for smart meters' P1 and SML ports (hub migration 11 adds their columns, at the
+        # end of the readings table, so they come last here too).
+        # Per-tariff counters, numbered as the meter numbers its tariffs (DSMR: tariff 1 is the
+        # low/night tariff in the Netherlands, the day tariff in Belgium); their sum is
+        # energy_import_wh / energy_export_wh, which every reader of energy uses.
+        *(
+            Quantity(
+                f"energy_{way}_t{t}_wh",
+                "Wh",
+                float,
+                f"energy {way}ed {'from' if way == 'import' else 'to'} the grid at tariff {t}, "
+                "lifetime counter",
+                counter=True,
+                roles=frozenset({Role.GRID}),
+            )
+            for way in ("import", "export")
+            for t in (1, 2)
+        ),
+        *(
+            Quantity(f"voltage_l{n}_v", "V", float, f"RMS voltage, phase L{n} to neutral")
+            for n in _PHASES
+        ),
+        *(Quantity(f"current_l{n}_a", "A", float, f"RMS current of phase L{n}") for n in _PHASES),
+        *(
+            Quantity(f"power_l{n}_w", "W", float, f"active power of phase L{n}, signed by role")
+            for n in _PHASES
+        ),
     )
 }
 

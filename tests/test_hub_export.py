@@ -76,7 +76,24 @@ def test_header_is_fixed_then_glossary_order() -> None:
         "temperature_c",
         "wind_speed_m_s",
         "state",
+        # Added with P1/SML smart meters (hub migration 11): existing columns keep their place.
+        "energy_import_t1_wh",
+        "energy_import_t2_wh",
+        "energy_export_t1_wh",
+        "energy_export_t2_wh",
+        "voltage_l1_v",
+        "voltage_l2_v",
+        "voltage_l3_v",
+        "current_l1_a",
+        "current_l2_a",
+        "current_l3_a",
+        "power_l1_w",
+        "power_l2_w",
+        "power_l3_w",
     )
+
+
+NEW = "," * 13  # the 13 quantities hub migration 11 added, empty on these readings
 
 
 def test_export_csv_content_and_order(tmp_path: Path) -> None:
@@ -87,11 +104,13 @@ def test_export_csv_content_and_order(tmp_path: Path) -> None:
     assert text.splitlines() == [
         "home,device,role,seq,ts_ms,power_w,energy_import_wh,energy_export_wh,energy_wh,"
         "voltage_v,current_a,frequency_hz,power_factor,temperature_c,wind_speed_m_s,state,"
-        "period_ms",
-        f"home-a,meter,grid,9,{T0 + 9},-200.0,,,,231.5,,50.01,,,,,",
-        f"home-a,pv,pv,1,{T0 + 1},1.5,,,3.0,,,,,,,,",
-        f"home-a,pv,pv,3,{T0 + 3},10.0,,,,,,,,,,mppt,900000",
-        f"home-b,meter,grid,2,{T0 + 2},,7.25,,,,,,,,,,",
+        "energy_import_t1_wh,energy_import_t2_wh,energy_export_t1_wh,energy_export_t2_wh,"
+        "voltage_l1_v,voltage_l2_v,voltage_l3_v,current_l1_a,current_l2_a,current_l3_a,"
+        "power_l1_w,power_l2_w,power_l3_w,period_ms",
+        f"home-a,meter,grid,9,{T0 + 9},-200.0,,,,231.5,,50.01,,,,,{NEW}",
+        f"home-a,pv,pv,1,{T0 + 1},1.5,,,3.0,,,,,,,{NEW},",
+        f"home-a,pv,pv,3,{T0 + 3},10.0,,,,,,,,,,mppt{NEW},900000",
+        f"home-b,meter,grid,2,{T0 + 2},,7.25,,,,,,,,,{NEW},",
     ]
     assert "\r" not in text
     # Every row has every column, whatever it carried.

@@ -485,6 +485,23 @@ def _v10_grid_prices(db: Database) -> None:
     )
 
 
+# The quantities migration 11 added: smart meters' per-tariff counters and per-phase values.
+V11_QUANTITIES: Final[tuple[tuple[str, str], ...]] = (
+    *((f"energy_{way}_t{t}_wh", "REAL") for way in ("import", "export") for t in (1, 2)),
+    *((f"voltage_l{n}_v", "REAL") for n in (1, 2, 3)),
+    *((f"current_l{n}_a", "REAL") for n in (1, 2, 3)),
+    *((f"power_l{n}_w", "REAL") for n in (1, 2, 3)),
+)
+
+
+def _v11_meter_quantities(db: Database) -> None:
+    """readings columns for the quantities a P1 (DSMR) or SML smart meter adds to the glossary:
+    per-tariff import and export counters (Wh; ``energy_import_wh`` stays their sum) and
+    per-phase voltage, current and power. NULL on every reading stored before."""
+    for name, sql_type in V11_QUANTITIES:
+        db.execute(f"ALTER TABLE readings ADD COLUMN {name} {sql_type}")
+
+
 MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
     (1, _v1_initial),
     (2, _v2_reading_period),
@@ -496,6 +513,7 @@ MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
     (8, _v8_readings_by_time),
     (9, _v9_repricing),
     (10, _v10_grid_prices),
+    (11, _v11_meter_quantities),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 
