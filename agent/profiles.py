@@ -11,6 +11,9 @@ Two kinds of profile:
   word order and the raw values the device uses for "not implemented".
 - ``kind = "s0"``: an S0 pulse output counted on a GPIO pin; ``impulses_per_kwh`` and
   ``debounce_ms`` say how to turn edges into energy (see :mod:`agent.pulse`).
+- ``kind = "p1"``: a smart meter's P1 port (DSMR), which pushes telegrams; ``[obis]`` maps each
+  OBIS code to the glossary quantities it feeds, ``baud``, ``framing`` and ``crc`` say how the
+  variant sends (see :mod:`agent.dsmr_decode`, :mod:`agent.push_meter`).
 
 Every shipped profile cites where its register map comes from in a ``# Source:`` comment.
 """
@@ -26,13 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from agent.dsmr_decode import ObisMap, ObisMapError
 from protocol.quantities import GLOSSARY, STATES, Role, allowed_for
 from protocol.topics import is_id
 
 Table = Literal["holding", "input"]
 WordOrder = Literal["big", "little"]
 Combine = Literal["sum", "mean"]
-Kind = Literal["modbus", "s0"]
+Kind = Literal["modbus", "s0", "p1"]
 MAX_READ: Final = 125  # Modbus limit for one read of holding/input registers
 
 # Register count and struct format (big-endian within a word, words in big order) per type.
@@ -109,6 +113,10 @@ class Profile:
     impulses_per_kwh: float = 0.0  # s0 only
     debounce_ms: float = 0.0  # s0 only
     source: str = "<profile>"
+    obis: ObisMap | None = None  # p1 only: OBIS code -> quantities
+    baud: int = 0  # p1 only: the port's default speed, bit/s
+    framing: str = ""  # p1 only: "8N1" or "7E1" (data bits, parity, stop bits)
+    crc: bool = True  # p1 only: every telegram must carry a CRC (DSMR 4 and later)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +310,10 @@ def parse_profile(name: str, data: dict[str, Any], source: str = "<profile>") ->
         "identify",
         "impulses_per_kwh",
         "debounce_ms",
+        "obis",
+        "baud",
+        "framing",
+        "crc",
     }
     extra = set(data) - known
     _expect(not extra, source, f"unknown key {sorted(extra)[0] if extra else ''!r}")
@@ -314,11 +326,15 @@ def parse_profile(name: str, data: dict[str, Any], source: str = "<profile>") ->
             f"{source}: role must be one of {', '.join(r.value for r in Role)}"
         ) from None
     kind = data.get("kind", "modbus")
-    _expect(kind in ("modbus", "s0"), source, "kind must be modbus or s0")
+    _expect(kind in ("modbus", "s0", "p1"), source, "kind must be modbus, s0 or p1")
     if kind == "s0":
         return _parse_s0(name, model, role, data, source)
+    if kind == "p1":
+        return _parse_p1(name, model, role, data, source)
     for key in ("impulses_per_kwh", "debounce_ms"):
         _expect(key not in data, source, f'{key} is only for kind = "s0"')
+    for key in ("obis", "baud", "framing", "crc"):
+        _expect(key not in data, source, f'{key} is only for kind = "p1"')
     order = data.get("word_order", "big")
     _expect(order in ("big", "little"), source, "word_order must be big or little")
     max_read = data.get("max_registers_per_read", MAX_READ)
@@ -388,6 +404,36 @@ def _parse_s0(name: str, model: str, role: Role, data: dict[str, Any], source: s
         debounce_ms=float(debounce),
         source=source,
     )
+
+
+FRAMINGS: Final = ("8N1", "7E1")
+BAUDS: Final = (9600, 19200, 38400, 57600, 115200)
+
+
+def _parse_p1(name: str, model: str, role: Role, data: dict[str, Any], source: str) -> Profile:
+    allowed = {"model", "role", "kind", "obis", "baud", "framing", "crc"}
+    extra = set(data) - allowed
+    _expect(not extra, source, f"{sorted(extra)[0] if extra else ''} is not for P1 profiles")
+    raw: Any = data.get("obis")
+    _expect(isinstance(raw, dict), source, "a P1 profile needs an [obis] table")
+    try:
+        obis = ObisMap.parse(raw, f"{source} obis")
+    except ObisMapError as exc:
+        raise ProfileError(str(exc)) from None
+    for quantity in obis.needs():
+        _expect(
+            allowed_for(role, quantity), source, f"quantity {quantity!r} is not for role {role}"
+        )
+    baud = data.get("baud", 115200)
+    _expect(baud in BAUDS and type(baud) is int, source, f"baud must be one of {BAUDS}")
+    framing = data.get("framing", "8N1")
+    _expect(framing in FRAMINGS, source, "framing must be 8N1 or 7E1")
+    crc = data.get("crc", True)
+    _expect(isinstance(crc, bool), source, "crc must be true or false")
+    return Profile(
+        name, model, role, (), kind="p1", source=source, obis=obis, baud=baud, framing=framing,
+        crc=crc,
+    )  # fmt: skip
 
 
 def plan_reads(profile: Profile) -> list[ReadBlock]:

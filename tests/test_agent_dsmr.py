@@ -1,0 +1,269 @@
+"""P1 (DSMR) telegram decoding: the published examples, worked by hand, and the bad input.
+
+Expected values are read off the fixture telegrams (tests/fixtures/p1/README.md says where each
+comes from) by hand: kWh x 1000 = Wh, kW x 1000 = W, tariffs summed, + import - export.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.dsmr_decode import (
+    MAX_TELEGRAM_BYTES,
+    DsmrDecoder,
+    ObisMap,
+    ObisMapError,
+    crc16,
+)
+from agent.profiles import ProfileError, load_profile, parse_profile
+from agent.push_frames import Frame, FrameFault
+
+FIXTURES = Path(__file__).parent / "fixtures" / "p1"
+DSMR5 = (FIXTURES / "dsmr-5.0.2-example.txt").read_bytes()
+DSMR22 = (FIXTURES / "dsmr-2.2-example.txt").read_bytes()
+EMUCS = (FIXTURES / "e-mucs-1.7.1-example.txt").read_bytes()
+SMARTY = (FIXTURES / "smarty-encrypted.bin").read_bytes()
+
+# DSMR 5.0.2 P1 Companion Standard, section 6.12's example, by hand.
+DSMR5_EXPECTED = {
+    "energy_import_t1_wh": 123_456_789.0,  # 1-0:1.8.1(123456.789*kWh)
+    "energy_import_t2_wh": 123_456_789.0,
+    "energy_import_wh": 246_913_578.0,
+    "energy_export_t1_wh": 123_456_789.0,
+    "energy_export_t2_wh": 123_456_789.0,
+    "energy_export_wh": 246_913_578.0,
+    "power_w": 1193.0,  # 1-0:1.7.0(01.193*kW) - 1-0:2.7.0(00.000*kW)
+    "voltage_l1_v": 220.1,
+    "voltage_l2_v": 220.2,
+    "voltage_l3_v": 220.3,
+    "current_l1_a": 1.0,
+    "current_l2_a": 2.0,
+    "current_l3_a": 3.0,
+    "power_l1_w": -3333.0,  # 1-0:21.7.0(01.111*kW) - 1-0:22.7.0(04.444*kW)
+    "power_l2_w": -3333.0,  # 2.222 - 5.555 kW
+    "power_l3_w": -3333.0,  # 3.333 - 6.666 kW
+}
+DSMR22_EXPECTED = {
+    "energy_import_t1_wh": 123_456.0,  # 00123.456 kWh
+    "energy_import_t2_wh": 654_321.0,
+    "energy_import_wh": 777_777.0,
+    "energy_export_t1_wh": 10_001.0,
+    "energy_export_t2_wh": 20_002.0,
+    "energy_export_wh": 30_003.0,
+    "power_w": 1250.0,  # 0001.25 kW
+}
+EMUCS_EXPECTED = {
+    "energy_import_t1_wh": 34.0,  # day tariff in Belgium: 000000.034 kWh
+    "energy_import_t2_wh": 15_758.0,  # night
+    "energy_import_wh": 15_792.0,
+    "energy_export_t1_wh": 0.0,
+    "energy_export_t2_wh": 11.0,
+    "energy_export_wh": 11.0,
+    "power_w": 0.0,
+    "voltage_l1_v": 234.7,
+    "voltage_l2_v": 234.7,
+    "voltage_l3_v": 234.7,
+    "current_l1_a": 0.0,
+    "current_l2_a": 0.0,
+    "current_l3_a": 0.0,
+    "power_l1_w": 0.0,
+    "power_l2_w": 0.0,
+    "power_l3_w": 0.0,
+}
+
+
+def decoder(profile: str = "dsmr-5") -> DsmrDecoder:
+    p = load_profile(profile)
+    assert p.obis is not None
+    return DsmrDecoder(p.obis, require_crc=p.crc)
+
+
+def frames(items: list[Frame | FrameFault]) -> list[Frame]:
+    return [i for i in items if isinstance(i, Frame)]
+
+
+def faults(items: list[Frame | FrameFault]) -> list[str]:
+    return [i.reason for i in items if isinstance(i, FrameFault)]
+
+
+def test_crc16_is_crc16_arc() -> None:
+    # The CRC catalogue's check value for CRC-16/ARC (poly 0x8005 reflected, init 0).
+    assert crc16(b"123456789") == 0xBB3D
+    # The fixtures' CRC lines were computed with it; the telegram text was composed by hand.
+    assert DSMR5.endswith(b"!E47C\r\n")
+
+
+def test_dsmr5_spec_example() -> None:
+    d = decoder()
+    [frame] = d.feed(DSMR5)
+    assert frame == Frame(
+        DSMR5_EXPECTED,
+        meter_id="K8EG004046395507",  # 0-0:96.1.1, hex-encoded ASCII
+        meter_ts_ms=1_291_890_620_000,  # 101209113020W: 2010-12-09 11:30:20 CET
+    )
+    assert d.last is not None and d.last.version == "DSMR 5.0"
+
+
+def test_dsmr22_without_crc() -> None:
+    d = decoder("dsmr-2")
+    [frame] = d.feed(DSMR22)
+    assert isinstance(frame, Frame)
+    assert frame.quantities == DSMR22_EXPECTED
+    assert frame.meter_ts_ms is None  # DSMR 2.2 telegrams carry no time
+    assert d.last is not None and d.last.version == "DSMR 2.2/3.0"
+
+
+def test_belgian_e_mucs() -> None:
+    d = decoder("e-mucs")
+    [frame] = d.feed(EMUCS)
+    assert isinstance(frame, Frame)
+    assert frame.quantities == EMUCS_EXPECTED
+    assert frame.meter_id == "1SAG3101021605"
+    assert frame.meter_ts_ms == 1_589_284_449_000  # 200512135409S: 13:54:09 CEST
+    assert d.last is not None and d.last.version == "e-MUCS (Belgium), version 50217"
+
+
+def test_luxembourg_smarty_encrypted_is_a_fault_naming_the_key() -> None:
+    items = decoder().feed(SMARTY)
+    assert not frames(items)
+    assert "encrypted telegram (Luxembourg Smarty): needs the meter's key" in faults(items)
+
+
+def test_a_dsmr5_profile_refuses_a_telegram_without_crc() -> None:
+    items = decoder("dsmr-5").feed(DSMR22)
+    assert faults(items) == ["telegram has no CRC, and this meter's profile requires one"]
+
+
+@pytest.mark.parametrize("at", [1, 7, 100, len(DSMR5) - 5, len(DSMR5) - 1])
+def test_byte_chunks_of_any_size(at: int) -> None:
+    d = decoder()
+    got = d.feed(DSMR5[:at]) + d.feed(DSMR5[at:] + DSMR5)
+    assert [f.quantities for f in frames(got)] == [DSMR5_EXPECTED, DSMR5_EXPECTED]
+    assert not faults(got)
+
+
+def test_bad_crc_gives_a_fault_and_no_reading() -> None:
+    bad = DSMR5.replace(b"1-0:1.7.0(01.193*kW)", b"1-0:1.7.0(01.198*kW)")
+    items = decoder().feed(bad)
+    assert not frames(items)
+    [reason] = faults(items)
+    assert reason.startswith("telegram failed its CRC (sent E47C, computed ")
+
+
+def test_partial_telegram_then_a_whole_one() -> None:
+    items = decoder().feed(DSMR5[:500] + DSMR5)
+    assert faults(items) == ["partial telegram: cut off before its end '!'"]
+    assert [f.quantities for f in frames(items)] == [DSMR5_EXPECTED]
+
+
+def test_7e1_bytes_read_as_8n1_are_noise() -> None:
+    # A DSMR 2.2 meter (7E1) read at 8N1: each byte's even-parity bit lands in bit 7.
+    def with_parity(b: int) -> int:
+        return b | 0x80 if bin(b).count("1") % 2 else b
+
+    wire = bytes(with_parity(b) for b in DSMR22)
+    items = decoder("dsmr-2").feed(wire)
+    assert not frames(items)
+    assert any("wrong baud rate or framing" in r or "not ASCII" in r for r in faults(items))
+
+
+def test_noise_gives_faults_and_no_reading() -> None:
+    rng = random.Random(7)
+    d = decoder()
+    got: list[Frame | FrameFault] = []
+    for _ in range(50):
+        got += d.feed(bytes(rng.randrange(256) for _ in range(512)))
+    assert not frames(got)
+    assert faults(got)
+    assert len(d._buffer) <= MAX_TELEGRAM_BYTES + 512
+
+
+def test_a_telegram_missing_a_tariff_gives_no_sum() -> None:
+    # Without 1-0:1.8.2 the import sum would be short by a whole tariff: leave it out.
+    text = DSMR22.replace(b"1-0:1.8.2(00654.321*kWh)\r\n", b"")
+    [frame] = decoder("dsmr-2").feed(text)
+    assert isinstance(frame, Frame)
+    assert "energy_import_wh" not in frame.quantities
+    assert frame.quantities["energy_import_t1_wh"] == 123_456.0
+
+
+def test_a_wrong_unit_is_a_fault() -> None:
+    text = DSMR22.replace(b"(00123.456*kWh)", b"(00123.456*m3)")
+    assert faults(decoder("dsmr-2").feed(text)) == ["1-0:1.8.1 is in 'm3', not Wh"]
+
+
+# --- hypothesis on the edges ------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=600), max_size=8))
+def test_arbitrary_bytes_never_crash_nor_read(chunks: list[bytes]) -> None:
+    d = decoder()
+    for chunk in chunks:
+        for item in d.feed(chunk):
+            assert isinstance(item, FrameFault)  # no CRC-valid telegram can come from this
+            assert item.reason
+        assert len(d._buffer) <= MAX_TELEGRAM_BYTES + 600
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    position=st.integers(0, len(DSMR5) - 1),
+    value=st.integers(0, 255),
+    cuts=st.lists(st.integers(0, 2 * len(DSMR5)), max_size=5),
+)
+def test_a_corrupted_byte_never_gives_a_wrong_reading(
+    position: int, value: int, cuts: list[int]
+) -> None:
+    stream = DSMR5[:position] + bytes([value]) + DSMR5[position + 1 :] + DSMR5
+    d = decoder()
+    got: list[Frame | FrameFault] = []
+    bounds = [0, *sorted(cuts), len(stream)]
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        got += d.feed(stream[a:b])
+    good = frames(got)
+    # The whole telegram after it always comes through; the corrupted one only if unchanged.
+    assert good and all(f.quantities == DSMR5_EXPECTED for f in good)
+    assert len(good) == (2 if value == DSMR5[position] else 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(max_size=14),
+        st.one_of(st.text(max_size=20), st.lists(st.text(max_size=20), max_size=3), st.integers()),
+        max_size=4,
+    )
+)
+def test_obis_map_refuses_bad_tables_in_one_sentence(raw: dict[str, object]) -> None:
+    try:
+        ObisMap.parse(raw)
+    except ObisMapError as exc:
+        assert str(exc).startswith("obis")
+        assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"baud": 1200}, "baud must be one of"),
+        ({"framing": "8E1"}, "framing must be 8N1 or 7E1"),
+        ({"crc": "yes"}, "crc must be true or false"),
+        ({"obis": {"1-0:1.8.1": "energy_wh"}}, "'energy_wh' is not for role grid"),
+        ({"obis": {"1.8.1": "power_w"}}, "is not an OBIS code"),
+        ({"obis": {"1-0:1.8.1": ["energy_import_wh", "power_w"]}}, "different units"),
+        ({"obis": {"1-0:1.8.1": "state"}}, "is not a glossary number"),
+        ({"points": []}, "points is not for P1 profiles"),
+    ],
+)
+def test_p1_profile_mistakes_are_named(change: dict[str, object], message: str) -> None:
+    data: dict[str, object] = {"model": "m", "role": "grid", "kind": "p1",
+                               "obis": {"1-0:1.7.0": "power_w"}}  # fmt: skip
+    data.update(change)
+    with pytest.raises(ProfileError, match=message):
+        parse_profile("x", data)
