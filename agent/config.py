@@ -25,6 +25,11 @@ name = "heat-pump"
 profile = "s0-pulse-1000"     # an S0 pulse meter: impulses/kWh come from the profile
 gpio = 17                     # BCM pin number; S0+ to the pin, S0- to ground
 role = "load"                 # optional: overrides the profile's role
+
+[[devices]]
+name = "smart-meter"
+p1 = "serial:///dev/ttyUSB0"  # a smart meter's P1 port, or a TCP dongle: tcp://192.168.1.60:23
+profile = "dsmr-5"            # optional, the default; dsmr-2 (DSMR 2.2/3.0), e-mucs (Belgium)
 ```
 
 Optional, for appliance-timing prompts: ``timezone``, ``[[appliances]]`` (see
@@ -40,6 +45,7 @@ from pathlib import Path
 from agent.appliances import parse_appliances
 from agent.indicator import IndicatorConfig, parse_indicator
 from agent.modbus_io import BusAddress, parse_bus_url
+from agent.push_meter import parse_port_url
 from protocol.config_tables import ConfigError, Table, broker_settings, load
 from protocol.payloads import Appliance
 from protocol.quantities import Role
@@ -48,6 +54,7 @@ from protocol.session import BrokerSettings
 __all__ = ["AgentConfig", "ConfigError", "DeviceConfig", "load_config", "parse_config"]
 
 SUNSPEC = "sunspec"
+P1_DEFAULT_PROFILE = "dsmr-5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,7 @@ class DeviceConfig:
     poll_interval_s: float
     gpio: int | None = None  # BCM pin of an S0 pulse meter
     role: Role | None = None  # overrides the profile's role (a meter used as a sub-meter)
+    p1: str = ""  # the P1 port of a smart meter: serial:///dev/ttyUSB0 or tcp://host:port
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +113,22 @@ def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfi
     buses: dict[str, BusAddress] = {}
     for t in root.tables("devices"):
         name = t.ident("name")
-        profile = t.ident("profile")
         bus = t.text("modbus") or ""
         gpio = t.integer("gpio", -1, lo=0, hi=53)
-        if bool(bus) == (gpio >= 0):
+        p1 = t.text("p1") or ""
+        if [bool(bus), gpio >= 0, bool(p1)].count(True) != 1:
             raise ConfigError(
-                f"{t.prefix[:-1]} needs modbus (a Modbus device) or gpio (an S0 pulse meter)"
+                f"{t.prefix[:-1]} needs modbus (a Modbus device) or gpio (an S0 pulse meter) "
+                "or p1 (a smart meter's P1 port), one of them"
             )
+        profile = t.ident("profile") if "profile" in t.data or not p1 else P1_DEFAULT_PROFILE
+        if p1:
+            try:
+                parse_port_url(p1)
+            except ValueError as exc:
+                raise ConfigError(f"{t.prefix}p1: {exc}") from None
+            if "unit" in t.data:
+                raise ConfigError(f"{t.prefix}unit is for Modbus devices, not a P1 port")
         if bus:
             try:
                 address = parse_bus_url(bus)
@@ -132,14 +149,26 @@ def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfi
                 interval,
                 gpio if gpio >= 0 else None,
                 Role(role_name) if role_name else None,
+                p1,
             )
         )
     names = [d.name for d in devices]
     if len(set(names)) != len(names):
         raise ConfigError("two [[devices]] share a name")
-    places = [(parse_bus_url(d.modbus).key, d.unit) if d.modbus else d.gpio for d in devices]
+    places = [
+        (parse_bus_url(d.modbus).key, d.unit)
+        if d.modbus
+        else (parse_port_url(d.p1).key if d.p1 else d.gpio)
+        for d in devices
+    ]
     if len(set(places)) != len(places):
-        raise ConfigError("two [[devices]] are at the same unit id on one bus, or one GPIO pin")
+        raise ConfigError(
+            "two [[devices]] are at the same unit id on one bus, one GPIO pin or one P1 port"
+        )
+    if {parse_port_url(d.p1).key.removeprefix("serial://") for d in devices if d.p1} & {
+        parse_bus_url(d.modbus).device for d in devices if d.modbus
+    }:
+        raise ConfigError("a P1 port is also configured as a Modbus RTU bus")
     if not devices:
         raise ConfigError("no [[devices]] configured")
     timezone, appliances = parse_appliances(root)

@@ -1,8 +1,9 @@
 """Configured devices and the supervisor that polls them.
 
-A device is a profile (or SunSpec discovery) bound to a bus and a unit id (:class:`Device`), or an
-S0 pulse meter on a GPIO pin (:class:`agent.pulse.PulseMeter`). Both read the same way: a dict of
-glossary quantities, or a :class:`~agent.modbus_io.DeviceError` saying whether to retry.
+A device is a profile (or SunSpec discovery) bound to a bus and a unit id (:class:`Device`), an
+S0 pulse meter on a GPIO pin (:class:`agent.pulse.PulseMeter`), or a smart meter's P1 port
+(:class:`agent.push_meter.PushMeter`). All read the same way: a dict of glossary quantities, or a
+:class:`~agent.modbus_io.DeviceError` saying whether to retry.
 
 The :class:`DeviceSupervisor` decides when each device is read: on multiples of its own poll
 interval while it answers; after a transient failure, again after a short backoff with jitter
@@ -33,7 +34,7 @@ from agent.profiles import (
 from agent.profiles import retarget as retarget_quantities
 from agent.retry import RetryPolicy
 from agent.sunspec import SunSpecError, SunSpecMap, decode_model, discover, read_model
-from protocol.clock import Clock
+from protocol.clock import Clock, SystemClock
 from protocol.payloads import DeviceHealth
 from protocol.quantities import Role
 
@@ -133,13 +134,22 @@ def open_devices(
     *,
     data_dir: Path | None = None,
     pin_factory: object | None = None,
+    clock: Clock | None = None,
 ) -> list[Readable]:
     """Devices sharing one bus (a TCP endpoint or a serial port) share one client, so requests
-    on that bus never overlap. Raises :class:`ProfileError` for a profile that cannot be used."""
+    on that bus never overlap. Raises :class:`ProfileError` for a profile that cannot be used.
+    ``clock`` stamps a push meter's frames (the system clock when not given)."""
     buses: dict[str, ModbusBus] = {}
     devices: list[Readable] = []
     for c in configs:
         profile = None if c.profile == SUNSPEC else load_profile(c.profile, profile_dirs)
+        if profile is not None and profile.kind == "p1":
+            if not c.p1:
+                raise ProfileError(f"{c.name}: {c.profile} is a P1 meter: give its p1 port URL")
+            devices.append(open_p1(c, profile, clock or SystemClock()))
+            continue
+        if c.p1:
+            raise ProfileError(f"{c.name}: {c.profile} is not a P1 profile (dsmr-5, dsmr-2 ...)")
         if profile is not None and profile.kind == "s0":
             if c.gpio is None:
                 raise ProfileError(f"{c.name}: {c.profile} is an S0 pulse meter: give its gpio")
@@ -153,6 +163,24 @@ def open_devices(
         bus = buses.setdefault(bus.key, bus)
         devices.append(Device(c, bus, profile))
     return devices
+
+
+def open_p1(config: DeviceConfig, profile: Profile, clock: Clock) -> Readable:
+    """A smart meter's P1 port as a device: a reader thread and the DSMR decoder."""
+    from agent.dsmr_decode import DsmrDecoder  # noqa: PLC0415
+    from agent.push_meter import PushMeter  # noqa: PLC0415
+
+    assert profile.obis is not None
+    return PushMeter(
+        config.name,
+        config.role or profile.role,
+        config.p1,
+        DsmrDecoder(profile.obis, require_crc=profile.crc),
+        clock,
+        poll_interval_s=config.poll_interval_s,
+        baud=profile.baud,
+        framing=profile.framing,
+    )
 
 
 def close_devices(devices: Iterable[Readable]) -> None:

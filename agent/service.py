@@ -87,7 +87,11 @@ class Agent:
         # Retries, backoff, offline marking and device health live in the supervisor.
         self._supervisor = DeviceSupervisor(
             open_devices(
-                config.devices, profile_dirs, data_dir=config.data_dir, pin_factory=pin_factory
+                config.devices,
+                profile_dirs,
+                data_dir=config.data_dir,
+                pin_factory=pin_factory,
+                clock=clock,
             ),
             clock,
         )

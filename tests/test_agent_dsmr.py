@@ -6,6 +6,7 @@ comes from) by hand: kWh x 1000 = Wh, kW x 1000 = W, tariffs summed, + import - 
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 
@@ -224,7 +225,7 @@ def test_a_corrupted_byte_never_gives_a_wrong_reading(
     d = decoder()
     got: list[Frame | FrameFault] = []
     bounds = [0, *sorted(cuts), len(stream)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         got += d.feed(stream[a:b])
     good = frames(got)
     # The whole telegram after it always comes through; the corrupted one only if unchanged.
