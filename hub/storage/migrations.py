@@ -485,6 +485,24 @@ def _v10_grid_prices(db: Database) -> None:
     )
 
 
+def _v11_meter_sources(db: Database) -> None:
+    """settlement_day_sources (hub.settlement.ledger): whose meter figures settled each local day
+    of an open month: ``hub`` (the hub's own readings) or the grid operator's figures, named by
+    their file and its SHA-256, so a statement can say what it was billed from and a later run
+    on the hub's readings does not replace the official figures unnoticed. Days settled before
+    this table existed were settled on the hub's readings; they have no row and read as ``hub``.
+    """
+    db.execute(
+        """
+        CREATE TABLE settlement_day_sources (
+            day TEXT PRIMARY KEY,
+            period TEXT NOT NULL,
+            source TEXT NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+
+
 MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
     (1, _v1_initial),
     (2, _v2_reading_period),
@@ -496,6 +514,7 @@ MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
     (8, _v8_readings_by_time),
     (9, _v9_repricing),
     (10, _v10_grid_prices),
+    (11, _v11_meter_sources),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 
