@@ -19,8 +19,10 @@ from hub.config import ConfigError, load_config
 from hub.settlement.engine import (
     MeterSourceError,
     MissingPriceError,
+    check_official,
     check_prices,
     check_scheme_change,
+    check_sources,
     day_range,
     settle,
 )
@@ -157,9 +159,7 @@ def settle_command(
     if (official_path is None) != (map_path is None):
         raise click.UsageError("--official and --map go together")
     if official_path is not None and replace_official:
-        raise click.UsageError(
-            "--replace-official goes back to the hub's readings: not with --official"
-        )
+        raise click.UsageError("--replace-official and --official exclude each other")
     tolerance = tolerance_of(tolerance_wh, tolerance_pct, alert_pct)
     official: OfficialFigures | None = None
     if official_path is not None and map_path is not None:
@@ -178,6 +178,9 @@ def settle_command(
         try:
             check_scheme_change(Ledger(store), scheme, days, reprice)
             check_prices(store, scheme, days)
+            check_sources(Ledger(store), days, official, replace_official)
+            if official is not None:
+                check_official(store, scheme, days, official)
             with click.progressbar(length=len(days), label="settling", file=sys.stderr) as bar:
 
                 def progress(day: date, outcome: str) -> None:
