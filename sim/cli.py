@@ -32,7 +32,8 @@ def _parse_start(value: str | None) -> int:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="coopwatt")
 def main() -> None:
-    """coopwatt: software for neighbourhood energy cooperatives. This command runs the demo."""
+    """coopwatt: software for neighbourhood energy cooperatives. This command runs the demo, and
+    a simulated home's devices to practise installing on."""
 
 
 @main.command()
@@ -157,7 +158,7 @@ def demo(
     sys.exit(code)
 
 
-@main.command()
+@main.command(short_help="Serve a simulated home's devices to practise scan, read and check.")
 @click.option(
     "--host",
     default="127.0.0.1",

@@ -173,6 +173,8 @@ class PracticeHome:
         self._servers = servers
         endpoints = servers.endpoints()[HOME]
         self._devices = [modbus_device(name, endpoints[name]) for name in self.home.devices]
+        # Another kind of device (a P1 stream) starts here and appends its ServedDevice (label,
+        # URL, [[devices]] table); the command prints whatever is in this list. stop() stops it.
 
     def _start_failure(self, exc: BaseException) -> str:
         for name, port in self._ports.items():

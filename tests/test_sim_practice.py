@@ -292,6 +292,13 @@ def test_a_port_base_too_high_for_three_devices_is_refused() -> None:
         PracticeHome(ManualClock(START_MS), port_base=65534)
 
 
+def test_a_served_log_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    where = tmp_path / "no-such-folder" / "served.jsonl"
+    result = CliRunner().invoke(sim_cli, ["devices", "--served-log", str(where)])
+    assert result.exit_code == 2
+    assert result.output == f"Error: cannot open {where}: No such file or directory\n"
+
+
 def _not_a_time(text: str) -> bool:
     try:
         parse_iso_ms(text, naive="utc")
