@@ -312,6 +312,9 @@ StatementItem = Literal[
     "rounding",
 ]
 Mechanism = Literal["sdr", "mmr", "bill-sharing"]
+GridPrices = Literal["imported"]  # per-interval grid prices from a file (day-ahead, dynamic)
+MeteredBy = Literal["grid-operator"]  # the grid operator's official figures
+_KEY_LABEL_RE: Final = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
 _DAY_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SCHEME_ID_RE: Final = re.compile(r"[0-9a-f]{8,64}")
 
@@ -330,12 +333,22 @@ class StatementLine:
 class StatementPricing:
     """Consecutive days of the month (local dates, both included) priced under one scheme:
     its mechanism, and the scheme's id (the first hex digits of its fingerprint), which tells
-    two tariffs under one mechanism apart."""
+    two tariffs under one mechanism apart.
+
+    Optional, each left out when it does not apply (so a statement under a scheme without
+    them keeps its bytes): ``key``, the name of the allocation key that split the shared
+    energy; ``grid_prices``, ``"imported"`` when grid import was priced per interval from an
+    imported price file rather than the scheme's tariff; ``metered_by``, ``"grid-operator"``
+    when the days were settled on the grid operator's figures rather than the hub's readings.
+    """
 
     first: str  # YYYY-MM-DD
     last: str  # YYYY-MM-DD
     mechanism: Mechanism
     scheme: str
+    key: str | None = None
+    grid_prices: GridPrices | None = None
+    metered_by: MeteredBy | None = None
 
     def __post_init__(self) -> None:
         for name in ("first", "last"):
@@ -350,6 +363,8 @@ class StatementPricing:
             raise ValueError(f"pricing ends ({self.last}) before it begins ({self.first})")
         if not _SCHEME_ID_RE.fullmatch(self.scheme):
             raise ValueError(f"scheme {self.scheme!r} is not a scheme id (8+ hex digits)")
+        if self.key is not None and not _KEY_LABEL_RE.fullmatch(self.key):
+            raise ValueError("key is not 1 to 64 printable characters")
 
 
 @dataclass(frozen=True, slots=True)

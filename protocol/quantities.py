@@ -69,7 +69,7 @@ GLOSSARY: Final[dict[str, Quantity]] = {
         Quantity("temperature_c", "°C", float, "device temperature"),
         Quantity("wind_speed_m_s", "m/s", float, "wind speed at the turbine's anemometer"),
         Quantity("state", "", str, "operating state, e.g. mppt, sleeping, fault"),
-        # Added for smart meters' P1 and SML ports (hub migration 11 adds their columns, at the
+        # Added for smart meters' P1 and SML ports (hub migration 12 adds their columns, at the
         # end of the readings table, so they come last here too).
         # Per-tariff counters, numbered as the meter numbers its tariffs (DSMR: tariff 1 is the
         # low/night tariff in the Netherlands, the day tariff in Belgium); their sum is

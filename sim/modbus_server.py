@@ -7,7 +7,9 @@ encodes the home's values at ``clock.now_ms()`` into the register block before p
 
 Like a real device, a server answers only its own table: reads outside the image, reads with the
 other register function (holding vs input) and writes get an "illegal data address" exception;
-requests for a unit id other than 1 do too.
+requests for a unit id other than 1 do too, or, with ``gateway=True``, "gateway target did not
+respond", as a Modbus TCP gateway answers for a unit that is not on its bus (so a scan of every
+unit id finds only unit 1). ``ports`` puts a device on a port of its own choosing.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncio
 import contextlib
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, cast
@@ -156,9 +158,17 @@ def _sim_device(
     return SimDevice(id=UNIT_ID, simdata=[block], action=refresh)
 
 
-def _catch_all_device() -> SimDevice:
-    """Device id 0 catches every other unit id; it has no valid registers."""
-    return SimDevice(id=0, simdata=[SimData(0, datatype=DataType.INVALID)])
+def _catch_all_device(gateway: bool = False) -> SimDevice:
+    """Device id 0 catches every other unit id: it has no valid registers ("illegal data
+    address"), or with ``gateway`` it says "gateway target did not respond" to everything."""
+    if not gateway:
+        return SimDevice(id=0, simdata=[SimData(0, datatype=DataType.INVALID)])
+
+    async def nobody_there(*args: object) -> ExcCodes:
+        return ExcCodes.GATEWAY_NO_RESPONSE
+
+    block = SimData(0, count=65536, values=0, datatype=DataType.REGISTERS)
+    return SimDevice(id=0, simdata=[block], action=nobody_there)
 
 
 class SimModbusServers:
@@ -167,7 +177,9 @@ class SimModbusServers:
     Use as a context manager; :meth:`endpoints` maps home → device → :class:`Endpoint`.
     ``sunspec_common_length`` 65 serves inverters whose common model leaves out Pad, as some
     real ones do, so the agent's SunSpec discovery can be tested against both. With ``served``,
-    every request answered is recorded there (see :class:`ServedLog`).
+    every request answered is recorded there (see :class:`ServedLog`). ``ports`` maps home →
+    device → TCP port (a device not in it, or at 0, gets a free port); with ``gateway``, unit
+    ids other than 1 get "gateway target did not respond" rather than "illegal data address".
     """
 
     def __init__(
@@ -177,6 +189,8 @@ class SimModbusServers:
         host: str = HOST,
         sunspec_common_length: int = 66,
         served: ServedLog | None = None,
+        ports: Mapping[str, Mapping[str, int]] | None = None,
+        gateway: bool = False,
     ) -> None:
         if sunspec_common_length not in (65, 66):
             raise ValueError("sunspec_common_length must be 65 or 66")
@@ -184,6 +198,8 @@ class SimModbusServers:
         self.host = host
         self.sunspec_common_length = sunspec_common_length
         self.served = served
+        self.ports = {home: dict(devices) for home, devices in (ports or {}).items()}
+        self.gateway = gateway
         self._endpoints: dict[str, dict[str, Endpoint]] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -250,16 +266,19 @@ class SimModbusServers:
         try:
             for home in self.homes:
                 for device in home.devices:
+                    wanted = self.ports.get(home.home, {}).get(device, 0)
                     server = ModbusTcpServer(
                         [
                             _sim_device(home, device, self.sunspec_common_length, self.served),
-                            _catch_all_device(),
+                            _catch_all_device(self.gateway),
                         ],
-                        address=(self.host, 0),
+                        address=(self.host, wanted),
                     )
                     servers.append(server)
                     if not await server.listen():
-                        raise OSError(f"could not listen for {home.home}/{device}")
+                        raise OSError(
+                            f"could not listen on {self.host}:{wanted} for {home.home}/{device}"
+                        )
                     listener = cast(asyncio.Server, server.transport)
                     port = listener.sockets[0].getsockname()[1]
                     self._endpoints.setdefault(home.home, {})[device] = Endpoint(

@@ -76,7 +76,7 @@ def test_header_is_fixed_then_glossary_order() -> None:
         "temperature_c",
         "wind_speed_m_s",
         "state",
-        # Added with P1/SML smart meters (hub migration 11): existing columns keep their place.
+        # Added with P1/SML smart meters (hub migration 12): existing columns keep their place.
         "energy_import_t1_wh",
         "energy_import_t2_wh",
         "energy_export_t1_wh",
@@ -93,7 +93,7 @@ def test_header_is_fixed_then_glossary_order() -> None:
     )
 
 
-NEW = "," * 13  # the 13 quantities hub migration 11 added, empty on these readings
+NEW = "," * 13  # the 13 quantities hub migration 12 added, empty on these readings
 
 
 def test_export_csv_content_and_order(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from hub.storage.migrations import (
     LATEST_VERSION,
     MIGRATIONS,
     V1_QUANTITIES,
-    V11_QUANTITIES,
+    V12_QUANTITIES,
     applied_versions,
     migrate,
 )
@@ -76,7 +76,7 @@ def test_fresh_database_has_schema_wal_and_coop(store: Store) -> None:
 
 def test_migrated_columns_cover_the_glossary() -> None:
     # If this fails the glossary grew: add a migration that adds the new quantity's column.
-    migrated = [n for n, _ in (*V1_QUANTITIES, *V11_QUANTITIES)]
+    migrated = [n for n, _ in (*V1_QUANTITIES, *V12_QUANTITIES)]
     assert migrated == list(GLOSSARY) == list(QUANTITY_NAMES)
 
 

@@ -134,6 +134,11 @@ def test_decoder_rejects_malformed_json(raw: bytes, message: str) -> None:
         ({"scheme": "XYZ"}, "not a scheme id"),
         ({"mechanism": "fifo"}, "expected one of"),
         ({"first": "2026-06-14", "last": "2026-06-20"}, "overlap"),  # into the second span
+        ({"key": ""}, "key is not 1 to 64 printable"),
+        ({"key": "k" * 65}, "key is not 1 to 64 printable"),
+        ({"key": "dynamic\nkey"}, "key is not 1 to 64 printable"),
+        ({"grid_prices": "flat"}, "expected one of"),
+        ({"metered_by": "hub"}, "expected one of"),
     ],
 )
 def test_a_statement_s_pricing_is_checked(span: dict[str, str], message: str) -> None:

@@ -7,6 +7,7 @@ well enough, 1 when any home is above the alert threshold (so a cron job or CI s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -41,6 +42,47 @@ def _amount(value: str, option: str) -> Decimal:
     return number
 
 
+def tolerance_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--tolerance-wh``, ``--tolerance-pct`` and ``--alert-pct``: when an interval agrees."""
+    for option in reversed(
+        (
+            click.option(
+                "--tolerance-wh",
+                default="1",
+                metavar="WH",
+                show_default=True,
+                help="An interval agrees when hub and operator differ by at most this many Wh ...",
+            ),
+            click.option(
+                "--tolerance-pct",
+                default="1",
+                metavar="PCT",
+                show_default=True,
+                help="... or by at most this percentage of the operator's figure (either is "
+                "enough).",
+            ),
+            click.option(
+                "--alert-pct",
+                default="5",
+                metavar="PCT",
+                show_default=True,
+                help="Flag a home (and exit 1) when more than this percentage of its intervals "
+                "disagree.",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def tolerance_of(tolerance_wh: str, tolerance_pct: str, alert_pct: str) -> Tolerance:
+    return Tolerance(
+        _amount(tolerance_wh, "'--tolerance-wh'"),
+        _amount(tolerance_pct, "'--tolerance-pct'"),
+        _amount(alert_pct, "'--alert-pct'"),
+    )
+
+
 @click.command("reconcile")
 @db_option
 @click.option(
@@ -68,27 +110,7 @@ def _amount(value: str, option: str) -> Decimal:
 )
 @click.option("--from", "first", required=True, metavar="DATE", help="First local day, YYYY-MM-DD.")
 @click.option("--to", "last", required=True, metavar="DATE", help="Last local day (included).")
-@click.option(
-    "--tolerance-wh",
-    default="1",
-    metavar="WH",
-    show_default=True,
-    help="An interval agrees when hub and operator differ by at most this many Wh ...",
-)
-@click.option(
-    "--tolerance-pct",
-    default="1",
-    metavar="PCT",
-    show_default=True,
-    help="... or by at most this percentage of the operator's figure (either is enough).",
-)
-@click.option(
-    "--alert-pct",
-    default="5",
-    metavar="PCT",
-    show_default=True,
-    help="Flag a home (and exit 1) when more than this percentage of its intervals disagree.",
-)
+@tolerance_options
 @click.option(
     "--format",
     "fmt",
@@ -127,11 +149,7 @@ def reconcile_command(
         raise click.BadParameter("--to is before --from", param_hint="'--to'")
     if (last_day - first_day).days > 366:
         raise click.BadParameter("reconcile at most a year at a time", param_hint="'--to'")
-    tolerance = Tolerance(
-        _amount(tolerance_wh, "'--tolerance-wh'"),
-        _amount(tolerance_pct, "'--tolerance-pct'"),
-        _amount(alert_pct, "'--alert-pct'"),
-    )
+    tolerance = tolerance_of(tolerance_wh, tolerance_pct, alert_pct)
     try:
         scheme = load_scheme(scheme_path)
     except ConfigError as exc:

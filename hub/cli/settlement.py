@@ -14,16 +14,21 @@ from pathlib import Path
 import click
 
 from hub.cli.common import command_clock, db_option, open_store, parse_day
+from hub.cli.reconcile import ALERT_EXIT, tolerance_of, tolerance_options
 from hub.config import ConfigError, load_config
 from hub.settlement.engine import (
+    MeterSourceError,
     MissingPriceError,
+    check_official,
     check_prices,
     check_scheme_change,
+    check_sources,
     day_range,
     settle,
 )
 from hub.settlement.ledger import Ledger, LedgerError
 from hub.settlement.metrics import community_report
+from hub.settlement.reconcile import OfficialFigures, ReconcileError, Reconciliation, load_official
 from hub.settlement.report import (
     ReportError,
     format_community_json,
@@ -82,9 +87,41 @@ _month_option = click.option(
     help="Days of closed months settled under another scheme: price them under this one and "
     "post the difference in the next open month, labelled as a repricing (refused without it).",
 )
+@click.option(
+    "--official",
+    "official_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Settle on the grid operator's 15-minute figures in this CSV (the reconcile format) "
+    "instead of the hub's readings, which are then the check. Needs --map.",
+)
+@click.option(
+    "--map",
+    "map_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --official: TOML mapping each metering point to its home, [metering_points] "
+    'ID = "home".',
+)
+@click.option(
+    "--replace-official",
+    is_flag=True,
+    help="Days settled on the operator's figures: settle them on the hub's readings after all "
+    "(refused without it).",
+)
+@tolerance_options
 @click.pass_context
 def settle_command(
-    ctx: click.Context, db_path: Path, scheme_path: Path, first: str, last: str, reprice: bool
+    ctx: click.Context,
+    db_path: Path,
+    scheme_path: Path,
+    first: str,
+    last: str,
+    reprice: bool,
+    official_path: Path | None,
+    map_path: Path | None,
+    replace_official: bool,
+    tolerance_wh: str,
+    tolerance_pct: str,
+    alert_pct: str,
 ) -> None:
     """Settle the energy members shared, per 15-minute interval, from --from to --to.
 
@@ -105,11 +142,31 @@ def settle_command(
     scheme file is refused, unless --reprice asks to post the difference (as a repricing, apart
     from any late data) in the next open month.
 
+    With --official FILE --map MAP the members' energy comes from the grid operator's
+    15-minute figures, and the hub's own readings are the check: the run ends with how well
+    they agree per home (exit 1 when a home is above --alert-pct, after settling). The file
+    must cover every mapped metering point in every quarter-hour of the days, and name every
+    home the hub has readings for. Statements say which days were settled on which figures;
+    a later run on the hub's readings leaves those days alone unless --replace-official.
+
     \b
-    Example:
+    Examples:
         coopwatt-hub settle --db hub.db --scheme settlement.toml --from 2026-06-01 --to 2026-06-30
+        coopwatt-hub settle --db hub.db --scheme settlement.toml --from 2026-06-01 \\
+            --to 2026-06-30 --official operator-june.csv --map metering-points.toml
     """
     scheme = _scheme(scheme_path)
+    if (official_path is None) != (map_path is None):
+        raise click.UsageError("--official and --map go together")
+    if official_path is not None and replace_official:
+        raise click.UsageError("--replace-official and --official exclude each other")
+    tolerance = tolerance_of(tolerance_wh, tolerance_pct, alert_pct)
+    official: OfficialFigures | None = None
+    if official_path is not None and map_path is not None:
+        try:
+            official = load_official(official_path, map_path)
+        except ReconcileError as exc:
+            raise CliError(str(exc)) from None
     first_day, last_day = parse_day(first, "'--from'"), parse_day(last, "'--to'")
     if last_day < first_day:
         raise click.BadParameter("--to is before --from", param_hint="'--to'")
@@ -121,13 +178,26 @@ def settle_command(
         try:
             check_scheme_change(Ledger(store), scheme, days, reprice)
             check_prices(store, scheme, days)
+            check_sources(Ledger(store), days, official, replace_official)
+            if official is not None:
+                check_official(store, scheme, days, official)
             with click.progressbar(length=len(days), label="settling", file=sys.stderr) as bar:
 
                 def progress(day: date, outcome: str) -> None:
                     bar.update(1)
 
-                result = settle(store, scheme, days, clock.now_ms(), progress, reprice=reprice)
-        except (LedgerError, MissingPriceError) as exc:
+                result = settle(
+                    store,
+                    scheme,
+                    days,
+                    clock.now_ms(),
+                    progress,
+                    reprice=reprice,
+                    official=official,
+                    replace_official=replace_official,
+                    tolerance=tolerance,
+                )
+        except (LedgerError, MissingPriceError, MeterSourceError) as exc:
             raise CliError(str(exc)) from None
     outcomes = ("settled", "resettled", "unchanged", "adjusted", "repriced")
     parts = [f"{result.count(o)} {o}" for o in outcomes]
@@ -157,6 +227,32 @@ def settle_command(
         click.echo(
             f"{result.estimated_member_intervals} member quarter-hours were estimated across "
             "gaps in readings"
+        )
+    if official is not None and result.check is not None:
+        _echo_check(official, result.check)
+        if result.check.alert:
+            raise SystemExit(ALERT_EXIT)
+
+
+def _echo_check(official: OfficialFigures, check: Reconciliation) -> None:
+    """The hub's readings against the figures just settled on: one line per home."""
+    tol = check.tolerance
+    click.echo(
+        f"settled on the grid operator's figures ({official.source}); the hub's readings as "
+        f"the check, agreeing within {tol.wh} Wh or {tol.pct} %:"
+    )
+    for h in check.homes:
+        state = "ALERT" if h.alert else "ok"
+        missing = f", {h.hub_missing} without hub readings" if h.hub_missing else ""
+        click.echo(
+            f"  {h.home}: {state}: {h.agreeing} of {h.intervals} quarter-hours agree "
+            f"({100 * h.agree_share:.1f} %){missing}"
+        )
+    if check.alert:
+        click.echo(
+            f"more than {tol.alert_pct} % of some home's quarter-hours disagree: see "
+            "coopwatt-hub reconcile for the largest differences",
+            err=True,
         )
 
 

@@ -311,6 +311,10 @@ def parse_key(table: Table) -> AllocationKey:
     apply to the whole key, and so does ``interval_minutes`` (15, the default, or 60).
     """
     name = table.text("name", "") or ""
+    if len(name) > 64 or not name.isprintable():
+        raise ConfigError(
+            f"{table.prefix}name must be at most 64 printable characters: statements carry it"
+        )
     minutes = table.choice("interval_minutes", 15, INTERVAL_MINUTES)
     caps: list[tuple[str, int]] = []
     caps_raw = table._value("caps_wh", False)

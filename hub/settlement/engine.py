@@ -8,12 +8,20 @@ adjustments for days of closed periods).
 
 A closed day is never priced again under another scheme unless asked (``reprice``): without it
 :func:`settle` refuses the whole range before writing anything (:func:`check_scheme_change`).
+
+Settling on the grid operator's figures (``official``, :class:`.reconcile.OfficialFigures`)
+takes each member's interval energy from the operator's file instead of the hub's counters,
+records the file as the days' source, and compares the hub's own readings with it (the
+check, :func:`.reconcile.reconcile`). Every problem is found before anything is written: a
+day the file does not cover, a home the hub has readings for but the map leaves out (it would
+silently drop out of the community), and a day settled on official figures that a run on the
+hub's readings would replace (refused unless asked, ``replace_official``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -22,10 +30,10 @@ from hub.settlement.intervals import (
     MISSING,
     RESET,
     MemberInterval,
-    home_intervals,
     interval_boundaries,
 )
 from hub.settlement.ledger import (
+    HUB_READINGS,
     DaySettlement,
     IntervalRow,
     Ledger,
@@ -36,8 +44,15 @@ from hub.settlement.ledger import (
 from hub.settlement.price_store import prices_at, stored_currency, stored_prices
 from hub.settlement.prices import PriceError, utc_text
 from hub.settlement.pricing import IntervalSettlement, MemberFlow, allocate, settle_interval
+from hub.settlement.reconcile import (
+    OfficialFigures,
+    ReconcileError,
+    Reconciliation,
+    Tolerance,
+    hub_intervals,
+    reconcile,
+)
 from hub.settlement.scheme import INTERVAL_MS, Scheme, period_of
-from hub.settlement.source import read_settlement_counters
 from hub.storage.store import Store
 
 
@@ -50,6 +65,7 @@ class SettleResult:
     provisional_intervals: int = 0
     missing_member_intervals: int = 0
     estimated_member_intervals: int = 0
+    check: Reconciliation | None = None  # on official figures: the hub's readings against them
 
     def count(self, outcome: str) -> int:
         return len(self.days.get(outcome, []))
@@ -57,6 +73,10 @@ class SettleResult:
 
 class MissingPriceError(ValueError):
     """Imported grid prices do not cover what is to be settled; one sentence for the operator."""
+
+
+class MeterSourceError(ValueError):
+    """The official figures cannot settle these days, or a run would replace them unasked."""
 
 
 def _span_ms(scheme: Scheme) -> int:
@@ -109,21 +129,98 @@ def day_range(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def settle_day(store: Store, scheme: Scheme, day: date) -> tuple[DaySettlement, int, int]:
-    """Settle one local day from the store's readings; pure apart from the one read.
+def _hub_per_home(
+    store: Store, scheme: Scheme, start_ms: int, end_ms: int
+) -> dict[str, list[MemberInterval | None]]:
+    return hub_intervals(store, start_ms, end_ms, INTERVAL_MS, scheme.max_gap_ms)
+
+
+def settle_day(
+    store: Store, scheme: Scheme, day: date, official: OfficialFigures | None = None
+) -> tuple[DaySettlement, int, int]:
+    """Settle one local day from the store's readings, or from the grid operator's figures.
 
     Returns the day and its counts of missing and estimated member intervals.
     """
     start_ms = scheme.day_start_ms(day)
     end_ms = scheme.day_start_ms(day + timedelta(days=1))
     boundaries = interval_boundaries(start_ms, end_ms, INTERVAL_MS)
-    homes = read_settlement_counters(store, start_ms, end_ms)
-    per_home = {
-        home: home_intervals(home, counters.grid, boundaries, scheme.max_gap_ms)
-        for home, counters in homes.items()
-        if counters.grid
-    }
-    return settle_intervals(scheme, day, boundaries, per_home, import_prices(store, scheme, day))
+    per_home: dict[str, list[MemberInterval | None]]
+    if official is None:
+        per_home = _hub_per_home(store, scheme, start_ms, end_ms)
+    else:
+        per_home = {h: list(v) for h, v in official.intervals(start_ms, end_ms).items()}
+    settled, missing, estimated = settle_intervals(
+        scheme, day, boundaries, per_home, import_prices(store, scheme, day)
+    )
+    if official is not None:
+        settled = replace(settled, source=official.source)
+    return settled, missing, estimated
+
+
+def check_official(
+    store: Store, scheme: Scheme, days: Iterable[date], official: OfficialFigures
+) -> None:
+    """Raise :class:`MeterSourceError` unless ``official`` can settle every day of ``days``.
+
+    The file must be in 15-minute intervals (the ledger keeps quarter-hours), cover every
+    mapped metering point in every interval of each day, and name every home the hub would
+    settle from its own readings on that day.
+    """
+    if official.file.step_ms != INTERVAL_MS:
+        raise MeterSourceError(
+            f"{official.source} has {official.file.step_ms // 60_000}-minute figures; settling "
+            "needs the operator's 15-minute figures (reconcile can compare hourly ones)"
+        )
+    for day in days:
+        start_ms = scheme.day_start_ms(day)
+        end_ms = scheme.day_start_ms(day + timedelta(days=1))
+        try:
+            theirs = official.intervals(start_ms, end_ms)
+        except ReconcileError as exc:
+            raise MeterSourceError(f"cannot settle {day} on {official.source}: {exc}") from None
+        ours = _hub_per_home(store, scheme, start_ms, end_ms)
+        left_out = sorted(h for h, v in ours.items() if h not in theirs and any(v))
+        if left_out:
+            raise MeterSourceError(
+                f"{left_out[0]} has readings at the hub on {day} but no metering point in the "
+                "map: on the official figures it would drop out of the community; add its "
+                "metering point to the map"
+            )
+
+
+def check_sources(
+    ledger: Ledger, days: Iterable[date], official: OfficialFigures | None, replace_official: bool
+) -> None:
+    """Refuse to settle on the hub's readings a day held on the operator's figures, unless
+    ``replace_official``: billing would move off the official figures without anyone asking."""
+    if official is not None or replace_official:
+        return
+    held = {d: s for d, s in ledger.day_sources(days).items() if s != HUB_READINGS}
+    if held:
+        first = min(held)
+        raise MeterSourceError(
+            f"{first} was settled on the grid operator's figures ({held[first]}): settle it "
+            "with --official again, or with --replace-official to go back to the hub's readings"
+        )
+
+
+def check_against_hub(
+    store: Store,
+    scheme: Scheme,
+    days: Sequence[date],
+    official: OfficialFigures,
+    tolerance: Tolerance,
+) -> Reconciliation:
+    """The hub's own readings against the official figures over ``days``, per home."""
+    start_ms = scheme.day_start_ms(days[0])
+    end_ms = scheme.day_start_ms(days[-1] + timedelta(days=1))
+    return reconcile(
+        official.intervals(start_ms, end_ms),
+        _hub_per_home(store, scheme, start_ms, end_ms),
+        tolerance,
+        INTERVAL_MS,
+    )
 
 
 def settle_intervals(
@@ -285,6 +382,9 @@ def settle(
     progress: Callable[[date, str], None] | None = None,
     *,
     reprice: bool = False,
+    official: OfficialFigures | None = None,
+    replace_official: bool = False,
+    tolerance: Tolerance | None = None,
 ) -> SettleResult:
     """Settle each local day in ``days`` and record it in the ledger (one transaction a day).
 
@@ -292,20 +392,28 @@ def settle(
     (:meth:`Ledger.reprice_day`); otherwise nothing is settled and :class:`SchemeChangeError`
     says why. Under imported prices, a day without a stored price for every interval stops
     the run before anything is written (:class:`MissingPriceError`).
+
+    With ``official`` each day is settled on the grid operator's figures and the result's
+    ``check`` compares the hub's readings with them (``tolerance``, default 1 Wh or 1 %).
+    Days held on official figures are not settled on the hub's readings unless
+    ``replace_official`` (:class:`MeterSourceError`, before anything is written).
     """
     ledger = Ledger(store)
     days = list(days)
     changes = check_scheme_change(ledger, scheme, days, reprice)
     check_prices(store, scheme, days)
+    check_sources(ledger, days, official, replace_official)
+    if official is not None:
+        check_official(store, scheme, days, official)
     scheme_id = ledger.scheme_id(scheme, now_ms)
     result = SettleResult()
     for day in days:
-        settled, missing, estimated = settle_day(store, scheme, day)
+        settled, missing, estimated = settle_day(store, scheme, day, official)
         old = changes.get(day)
         if old is None:
             outcome = ledger.record_day(settled, scheme_id, now_ms)
         else:
-            at_old, _, _ = settle_day(store, old, day)
+            at_old, _, _ = settle_day(store, old, day, official)
             outcome = ledger.reprice_day(settled, at_old, scheme_id, old, scheme, now_ms)
         result.days.setdefault(outcome, []).append(day)
         result.intervals += len(settled.intervals)
@@ -314,4 +422,6 @@ def settle(
         result.estimated_member_intervals += estimated
         if progress is not None:
             progress(day, outcome)
+    if official is not None and days:
+        result.check = check_against_hub(store, scheme, days, official, tolerance or Tolerance())
     return result

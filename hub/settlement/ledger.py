@@ -27,6 +27,11 @@ for: :meth:`Ledger.reprice_day` then posts two adjustments, each labelled for wh
 late or corrected data priced under the day's own scheme, and the repricing (the same data under
 the new scheme against the old), which records the new scheme (``reprice_scheme_id``) so the day
 is held under it from then on.
+
+Each day also records whose meter figures it was settled on (``settlement_day_sources``,
+migration 11): :data:`HUB_READINGS`, or the grid operator's figures named by their file and its
+SHA-256 (``coopwatt-hub settle --official``). The row follows the day's latest settlement or
+adjustment, so it always names the figures the day's effective postings rest on.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ ROUNDING_LEG: Final = "rounding"
 ENERGY_LEGS: Final = (IMPORT_NEIGHBOURS, IMPORT_GRID, EXPORT_NEIGHBOURS, EXPORT_GRID)
 
 MICRO_PER_UNIT: Final = 1_000_000
+
+HUB_READINGS: Final = "hub"  # a day settled on the hub's own readings (the default)
 
 
 def member_account(home: str) -> str:
@@ -138,8 +145,9 @@ def _difference(held: dict[tuple[str, str], Posting], postings: Iterable[Posting
     return delta
 
 
-def _data_memo(iso: str, period: str) -> str:
-    return f"correction of {iso} (closed period {period}) after late or corrected data"
+def _data_memo(iso: str, period: str, source: str = HUB_READINGS) -> str:
+    basis = "" if source == HUB_READINGS else f", on the grid operator's figures ({source})"
+    return f"correction of {iso} (closed period {period}) after late or corrected data{basis}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +183,7 @@ class DaySettlement:
     intervals: tuple[IntervalRow, ...]
     members: tuple[MemberIntervalRow, ...]
     postings: tuple[Posting, ...]
+    source: str = HUB_READINGS  # whose meter figures: the hub's readings, or the operator's file
 
     @property
     def period(self) -> str:
@@ -396,6 +405,7 @@ class Ledger:
                 if (
                     bool(old[1]) == day.provisional
                     and held_ids == {scheme_id}
+                    and self._source(conn, iso) == day.source
                     and self._txn_postings(conn, old[0]) == sorted(day.postings)
                     and self._day_rows(conn, iso) == (day.intervals, day.members)
                 ):
@@ -404,6 +414,7 @@ class Ledger:
                 conn.execute("DELETE FROM ledger_transactions WHERE id = ?", (old[0],))
             conn.execute("DELETE FROM settlement_intervals WHERE day = ?", (iso,))
             conn.execute("DELETE FROM settlement_member_intervals WHERE day = ?", (iso,))
+            self._set_source(conn, day)
             memo = f"settlement of {iso}" + (
                 " (provisional: data missing)" if day.provisional else ""
             )
@@ -500,15 +511,34 @@ class Ledger:
 
     def _adjust(self, conn: sqlite3.Connection, day: DaySettlement, now_ms: int) -> str:
         delta = _difference(self._day_effective(conn, day.day), day.postings)
+        self._set_source(conn, day)  # the same money on other figures is still "unchanged"
         if not delta:
             return "unchanged"
         target = self._first_open_after(conn, day.period)
         conn.execute("INSERT OR IGNORE INTO ledger_periods (period) VALUES (?)", (target,))
         iso = day.day.isoformat()
-        memo = _data_memo(iso, day.period)
+        memo = _data_memo(iso, day.period, day.source)
         txn = self._insert_txn(conn, target, "adjustment", iso, day.provisional, now_ms, memo)
         self._insert_postings(conn, txn, delta)
         return "adjusted"
+
+    @staticmethod
+    def _source(conn: sqlite3.Connection, iso: str) -> str:
+        row = conn.execute("SELECT source FROM settlement_day_sources WHERE day = ?", (iso,))
+        found = row.fetchone()
+        return HUB_READINGS if found is None else str(found[0])
+
+    @staticmethod
+    def _set_source(conn: sqlite3.Connection, day: DaySettlement) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO settlement_day_sources (day, period, source) VALUES (?, ?, ?)",
+            (day.day.isoformat(), day.period, day.source),
+        )
+
+    def day_sources(self, days: Iterable[date]) -> dict[date, str]:
+        """Whose meter figures each of ``days`` rests on (:data:`HUB_READINGS` if never said)."""
+        conn = self.store.reader()
+        return {d: self._source(conn, d.isoformat()) for d in days}
 
     def _first_open_after(self, conn: sqlite3.Connection, period: str) -> str:
         first = parse_period(period)

@@ -30,6 +30,7 @@ from decimal import Decimal
 
 from hub.settlement.ledger import Ledger
 from hub.settlement.statements import StatementError, build_statements
+from hub.settlement.terms import PeriodTerms, period_terms
 from hub.storage.store import Store
 
 
@@ -97,6 +98,7 @@ class CommunityReport:
     savings: list[MemberSaving] = field(default_factory=list)
     fairness_index: float | None = None
     members_worse_off: int = 0
+    terms: PeriodTerms | None = None  # the keys, prices and figures the month was settled on
 
     @property
     def total_saving_minor(self) -> int:
@@ -178,6 +180,7 @@ def community_report(
         savings=savings,
         fairness_index=jain_index([max(x, 0.0) for x in per_kwh]),
         members_worse_off=sum(1 for s in savings if s.saving_minor < 0),
+        terms=period_terms(store, period, scheme.month_bounds_ms(period)),
     )
     return report
 

@@ -65,6 +65,7 @@ settle from it in place of the counters.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -118,6 +119,7 @@ class OperatorFile:
 
     rows: tuple[OperatorRow, ...]
     step_ms: int
+    name: str = ""  # the file's name and the first 16 hex digits of its SHA-256, for records
 
 
 # -- parsing -------------------------------------------------------------------------------------
@@ -288,9 +290,11 @@ def read_operator_file(path: Path) -> OperatorFile:
     except UnicodeDecodeError:
         raise ReconcileError(f"{path} is not UTF-8 text") from None
     try:
-        return parse_operator_csv(text)
+        parsed = parse_operator_csv(text)
     except ReconcileError as exc:
         raise ReconcileError(f"{path}: {exc}") from None
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    return OperatorFile(parsed.rows, parsed.step_ms, f"{path.name} sha256:{digest}")
 
 
 # -- the map -------------------------------------------------------------------------------------
@@ -375,6 +379,32 @@ def official_intervals(
         ]
         for home, v in sorted(totals.items())
     }
+
+
+@dataclass(frozen=True, slots=True)
+class OfficialFigures:
+    """The grid operator's file and the metering-point map, for settling on them.
+
+    ``source`` is what the ledger records for each day settled on them: the file's name and
+    the start of its SHA-256, so a statement can say what it was billed from and a later file
+    with other figures is told apart from the one used.
+    """
+
+    file: OperatorFile
+    points: Mapping[str, str]
+
+    @property
+    def source(self) -> str:
+        return self.file.name or "the grid operator's file"
+
+    def intervals(self, start_ms: int, end_ms: int) -> dict[str, list[MemberInterval]]:
+        """Per home and interval of ``[start_ms, end_ms)``; see :func:`official_intervals`."""
+        return official_intervals(self.file, self.points, start_ms, end_ms)
+
+
+def load_official(file_path: Path, map_path: Path) -> OfficialFigures:
+    """Read the operator's file and the map; :class:`ReconcileError` names what is wrong."""
+    return OfficialFigures(read_operator_file(file_path), load_map(map_path))
 
 
 # -- reconciliation ------------------------------------------------------------------------------

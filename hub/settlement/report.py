@@ -33,6 +33,7 @@ from hub.settlement.metrics import CommunityReport, community_report
 from hub.settlement.scheme import INTERVAL_MS, Scheme
 from hub.settlement.source import HomeCounters, read_community_counters
 from hub.settlement.statements import StatementError, money
+from hub.settlement.terms import terms_lines
 from hub.storage.store import Store
 from protocol.quantities import Role
 
@@ -471,6 +472,7 @@ img {{ max-width: 100%; }} figure {{ margin: 1.5em 0; }} .note {{ color: #555; }
 </style></head><body>
 <h1>{e(report.period)} in our neighbourhood</h1>
 <p>{e(state)}. Pricing of shared energy: {e(report.mechanism.upper())}.
+{"".join(f"{e(line[0].upper() + line[1:])}. " for line in _terms(report))}
 Charts show only quarter-hours with data from at least {scheme.min_group} homes
 ({len(shown_days)} of {days} days have some).</p>
 <table>
@@ -483,6 +485,10 @@ Charts show only quarter-hours with data from at least {scheme.min_group} homes
 """
 
 
+def _terms(report: CommunityReport) -> list[str]:
+    return [] if report.terms is None else terms_lines(report.terms, report.currency)
+
+
 # -- text and JSON of the community report ----------------------------------------------------
 
 
@@ -491,6 +497,7 @@ def format_community_text(report: CommunityReport) -> str:
     lines = [
         f"community report {report.period} ({'final' if report.final else 'provisional'}), "
         f"{report.members} members, pricing {report.mechanism.upper()}",
+        *(f"  {line}" for line in _terms(report)),
         f"  demand through members' meters   {report.demand_kwh:12.3f} kWh",
         f"  supply through members' meters   {report.supply_kwh:12.3f} kWh",
         f"  shared between neighbours        {report.shared_kwh:12.3f} kWh",
@@ -520,4 +527,4 @@ def format_community_text(report: CommunityReport) -> str:
 
 
 def format_community_json(report: CommunityReport) -> str:
-    return json.dumps(asdict(report), indent=2) + "\n"
+    return json.dumps(asdict(report), indent=2, default=str) + "\n"  # Decimal prices as text

@@ -24,6 +24,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import date
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Final, cast
@@ -31,6 +32,7 @@ from typing import Final, cast
 from hub.settlement.intervals import ESTIMATED, MISSING, RESET
 from hub.settlement.ledger import (
     ENERGY_LEGS,
+    HUB_READINGS,
     MICRO_PER_UNIT,
     Ledger,
     LedgerError,
@@ -39,7 +41,7 @@ from hub.settlement.ledger import (
 from hub.settlement.scheme import Scheme, parse_period
 from hub.storage.store import Store
 from protocol.codec import encode
-from protocol.payloads import Mechanism, Statement, StatementItem, StatementLine, StatementPricing
+from protocol.payloads import Statement, StatementItem, StatementLine, StatementPricing
 from protocol.topics import HomeTopic, home_topic
 
 LABELS: Final[dict[str, str]] = {
@@ -60,20 +62,39 @@ class StatementError(Exception):
 def statement_pricing(store: Store, home: str, period: str) -> list[StatementPricing]:
     """Which scheme priced which of ``home``'s settled days in ``period``, in day order.
 
-    Runs of days under one scheme (by :attr:`Scheme.fingerprint`) make one span; days the
-    member was not settled on are skipped over, not split on. A closed month shows the schemes
-    it was closed under: a later repricing is posted, and shown, in the month it was made in.
+    Runs of days under one scheme (by :attr:`Scheme.fingerprint`) and on one kind of meter
+    figures (the hub's readings or the grid operator's) make one span; days the member was
+    not settled on are skipped over, not split on. A closed month shows the schemes it was
+    closed under: a later repricing is posted, and shown, in the month it was made in. Each
+    span names its allocation key and says when grid prices were imported or the figures were
+    the grid operator's; otherwise those fields are left out.
     """
+    return pricing_spans(store, period, home)
+
+
+def pricing_spans(store: Store, period: str, home: str | None = None) -> list[StatementPricing]:
+    """:func:`statement_pricing` for one member, or (``home`` None) for the whole community."""
     schemes: dict[int, Scheme] = {}
     spans: list[StatementPricing] = []
-    fingerprint = ""
+    held = ("", False)
     conn = store.reader()
-    for day_text, scheme_id in conn.execute(
-        "SELECT DISTINCT m.day, i.scheme_id FROM settlement_member_intervals m "
-        "JOIN settlement_intervals i ON i.start_ms = m.start_ms "
-        "WHERE m.home = ? AND m.period = ? ORDER BY m.day, i.scheme_id",
-        (home, period),
-    ):
+    if home is None:
+        rows = conn.execute(
+            "SELECT DISTINCT i.day, i.scheme_id, coalesce(s.source, ?) "
+            "FROM settlement_intervals i LEFT JOIN settlement_day_sources s ON s.day = i.day "
+            "WHERE i.period = ? ORDER BY i.day, i.scheme_id",
+            (HUB_READINGS, period),
+        )
+    else:
+        rows = conn.execute(
+            "SELECT DISTINCT m.day, i.scheme_id, coalesce(s.source, ?) "
+            "FROM settlement_member_intervals m "
+            "JOIN settlement_intervals i ON i.start_ms = m.start_ms "
+            "LEFT JOIN settlement_day_sources s ON s.day = m.day "
+            "WHERE m.home = ? AND m.period = ? ORDER BY m.day, i.scheme_id",
+            (HUB_READINGS, home, period),
+        )
+    for day_text, scheme_id, source in rows:
         if scheme_id not in schemes:
             (text,) = conn.execute(
                 "SELECT scheme FROM settlement_schemes WHERE id = ?", (scheme_id,)
@@ -81,23 +102,52 @@ def statement_pricing(store: Store, home: str, period: str) -> list[StatementPri
             schemes[scheme_id] = Scheme.from_json(text)
         scheme = schemes[scheme_id]
         day = date.fromisoformat(day_text).isoformat()
-        mechanism: Mechanism = scheme.mechanism.value
-        if spans and scheme.fingerprint == fingerprint:
-            spans[-1] = StatementPricing(spans[-1].first, day, mechanism, spans[-1].scheme)
+        official = source != HUB_READINGS
+        if spans and (scheme.fingerprint, official) == held:
+            spans[-1] = replace(spans[-1], last=day)
         else:
-            spans.append(StatementPricing(day, day, mechanism, scheme.short_id))
-            fingerprint = scheme.fingerprint
+            spans.append(
+                StatementPricing(
+                    day,
+                    day,
+                    scheme.mechanism.value,
+                    scheme.short_id,
+                    key=key_text(scheme),
+                    grid_prices="imported" if scheme.imported_prices else None,
+                    metered_by="grid-operator" if official else None,
+                )
+            )
+            held = (scheme.fingerprint, official)
     return spans
+
+
+def key_text(scheme: Scheme) -> str | None:
+    """The allocation key's name for statements (at most 64 characters), if there is a key."""
+    if scheme.allocation is None:
+        return None
+    label = scheme.allocation.label
+    return label if len(label) <= 64 else label[:63] + "…"
 
 
 def pricing_text(pricing: Sequence[StatementPricing]) -> str:
     """``SDR 2026-06-01 to 2026-06-15, MMR 2026-06-16 to 2026-06-30``; each span names its
-    scheme too when one mechanism appears under two schemes (a tariff changed)."""
+    scheme too when one mechanism appears under two schemes (a tariff changed), and adds its
+    allocation key, imported grid prices and the grid operator's figures where they apply:
+    ``SDR 2026-06-01 to 2026-06-30 (key 'dynamic', grid prices imported per interval, on the
+    grid operator's figures)``."""
     named = len({p.scheme for p in pricing}) > len({p.mechanism for p in pricing})
-    return ", ".join(
-        f"{p.mechanism.upper()} {p.first} to {p.last}" + (f" (scheme {p.scheme})" if named else "")
-        for p in pricing
-    )
+    out = []
+    for p in pricing:
+        notes = [f"scheme {p.scheme}"] if named else []
+        if p.key is not None:
+            notes.append(f"key {p.key!r}")
+        if p.grid_prices == "imported":
+            notes.append("grid prices imported per interval")
+        if p.metered_by == "grid-operator":
+            notes.append("on the grid operator's figures")
+        note = f" ({', '.join(notes)})" if notes else ""
+        out.append(f"{p.mechanism.upper()} {p.first} to {p.last}{note}")
+    return ", ".join(out)
 
 
 def _round(value: Decimal, rounding: str) -> int:
@@ -235,6 +285,14 @@ def format_text(s: Statement) -> str:
         "",
         f"{'':32} {'kWh':>12} {s.currency:>12}",
     ]
+    grid = next((line for line in s.lines if line.item == "import-grid"), None)
+    if any(p.grid_prices == "imported" for p in s.pricing or []) and grid and grid.energy_wh > 0:
+        per_kwh = Decimal(grid.amount_minor) / 10**m / (Decimal(grid.energy_wh) / 1000)
+        out.insert(
+            2,
+            f"grid import at the imported prices per interval: {per_kwh:.4f} {s.currency}/kWh "
+            "on average",
+        )
     for line in s.lines:
         energy = kwh(line.energy_wh) if line.item in ENERGY_LEGS or line.energy_wh else ""
         out.append(f"{LABELS[line.item]:32} {energy:>12} {money(line.amount_minor, m):>12}")
@@ -279,6 +337,12 @@ def format_csv(s: Statement) -> str:
         w.writerow([s.home, s.period, item, energy, money(amount, s.minor_unit), final])
     for p in s.pricing or []:
         item = f"pricing {p.mechanism} {p.first}..{p.last} scheme {p.scheme}"
+        if p.key is not None:
+            item += f" key {p.key}"
+        if p.grid_prices is not None:
+            item += f" grid-prices {p.grid_prices}"
+        if p.metered_by is not None:
+            item += f" metered-by {p.metered_by}"
         w.writerow([s.home, s.period, item, "", "", final])
     return buf.getvalue()
 

@@ -485,8 +485,26 @@ def _v10_grid_prices(db: Database) -> None:
     )
 
 
-# The quantities migration 11 added: smart meters' per-tariff counters and per-phase values.
-V11_QUANTITIES: Final[tuple[tuple[str, str], ...]] = (
+def _v11_meter_sources(db: Database) -> None:
+    """settlement_day_sources (hub.settlement.ledger): whose meter figures settled each local day
+    of an open month: ``hub`` (the hub's own readings) or the grid operator's figures, named by
+    their file and its SHA-256, so a statement can say what it was billed from and a later run
+    on the hub's readings does not replace the official figures unnoticed. Days settled before
+    this table existed were settled on the hub's readings; they have no row and read as ``hub``.
+    """
+    db.execute(
+        """
+        CREATE TABLE settlement_day_sources (
+            day TEXT PRIMARY KEY,
+            period TEXT NOT NULL,
+            source TEXT NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+
+
+# The quantities migration 12 added: smart meters' per-tariff counters and per-phase values.
+V12_QUANTITIES: Final[tuple[tuple[str, str], ...]] = (
     *((f"energy_{way}_t{t}_wh", "REAL") for way in ("import", "export") for t in (1, 2)),
     *((f"voltage_l{n}_v", "REAL") for n in (1, 2, 3)),
     *((f"current_l{n}_a", "REAL") for n in (1, 2, 3)),
@@ -494,11 +512,11 @@ V11_QUANTITIES: Final[tuple[tuple[str, str], ...]] = (
 )
 
 
-def _v11_meter_quantities(db: Database) -> None:
+def _v12_meter_quantities(db: Database) -> None:
     """readings columns for the quantities a P1 (DSMR) or SML smart meter adds to the glossary:
     per-tariff import and export counters (Wh; ``energy_import_wh`` stays their sum) and
     per-phase voltage, current and power. NULL on every reading stored before."""
-    for name, sql_type in V11_QUANTITIES:
+    for name, sql_type in V12_QUANTITIES:
         db.execute(f"ALTER TABLE readings ADD COLUMN {name} {sql_type}")
 
 
@@ -513,7 +531,8 @@ MIGRATIONS: Final[tuple[tuple[int, Migration], ...]] = (
     (8, _v8_readings_by_time),
     (9, _v9_repricing),
     (10, _v10_grid_prices),
-    (11, _v11_meter_quantities),
+    (11, _v11_meter_sources),
+    (12, _v12_meter_quantities),
 )
 LATEST_VERSION: Final = MIGRATIONS[-1][0]
 
