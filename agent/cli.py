@@ -156,8 +156,20 @@ def _echo_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
+_P1_HELP = (
+    "Instead of a Modbus bus: a smart meter's P1 port, serial:///dev/ttyUSB0 (add ?baud=9600&"
+    "framing=7E1 for DSMR 2.2) or a P1 dongle, tcp://HOST:PORT."
+)
+
+
+def _one_of(modbus: str | None, p1: str | None) -> None:
+    if (modbus is None) == (p1 is None):
+        raise CliError("give --modbus URL or --p1 URL (one of them)")
+
+
 @main.command()
-@click.option("--modbus", "url", required=True, help=_BUS_HELP)
+@click.option("--modbus", "url", default=None, help=_BUS_HELP)
+@click.option("--p1", "p1_url", default=None, help=_P1_HELP)
 @click.option(
     "--units", default="1-247", show_default=True, help="Unit ids to ask: 1-247, or 1,2,10-20."
 )
@@ -165,14 +177,22 @@ def _echo_json(data: object) -> None:
     "--timeout",
     "timeout_s",
     type=click.FloatRange(0.05, 30),
-    default=0.5,
-    show_default=True,
-    help="Seconds to wait for each unit to answer.",
+    default=None,
+    help="Seconds to wait for each unit to answer [0.5]; with --p1, to listen [12].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def scan(url: str, units: str, timeout_s: float, as_json: bool) -> None:
+def scan(
+    url: str | None, p1_url: str | None, units: str, timeout_s: float | None, as_json: bool
+) -> None:
     """List what answers on a Modbus bus and what it is: a SunSpec device's maker, model and
-    serial, or the device profiles that fit it."""
+    serial, or the device profiles that fit it. With --p1, listen to a smart meter's P1 port and
+    say which meter and DSMR version sends there (--timeout is then how long to listen)."""
+    _one_of(url, p1_url)
+    if p1_url is not None:
+        _scan_p1(p1_url, timeout_s or 12.0, as_json)
+        return
+    assert url is not None
+    timeout_s = timeout_s or 0.5
     from agent import installer  # noqa: PLC0415
     from agent.modbus_io import parse_bus_url  # noqa: PLC0415
 
@@ -207,9 +227,27 @@ def scan(url: str, units: str, timeout_s: float, as_json: bool) -> None:
         click.echo(f"nothing answered on {url} (units {units})")
 
 
+def _scan_p1(url: str, timeout_s: float, as_json: bool) -> None:
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from agent.modbus_io import DeviceError  # noqa: PLC0415
+    from agent.p1_commission import scan_p1, with_baud  # noqa: PLC0415
+
+    try:
+        found = scan_p1(url, timeout_s=timeout_s)
+    except (ValueError, ProfileError, DeviceError) as exc:
+        raise CliError(str(exc)) from None
+    if as_json:
+        _echo_json({"bus": url, "found": [asdict(found)]})
+        return
+    click.echo(found.describe())
+    click.echo(f'  [[devices]] p1 = "{with_baud(found)}"  profile = "{found.profile}"')
+
+
 @main.command()
-@click.option("--modbus", "url", required=True, help=_BUS_HELP)
-@click.option("--unit", type=click.IntRange(0, 247), required=True, help="The device's unit id.")
+@click.option("--modbus", "url", default=None, help=_BUS_HELP)
+@click.option("--p1", "p1_url", default=None, help=_P1_HELP)
+@click.option("--unit", type=click.IntRange(0, 247), default=None, help="The device's unit id.")
 @click.option("--profile", default=None, help="Device profile name; without it, SunSpec discovery.")
 @click.option(
     "--role",
@@ -221,9 +259,8 @@ def scan(url: str, units: str, timeout_s: float, as_json: bool) -> None:
     "--timeout",
     "timeout_s",
     type=click.FloatRange(0.05, 30),
-    default=1.5,
-    show_default=True,
-    help="Seconds to wait for each answer.",
+    default=None,
+    help="Seconds to wait for each answer [1.5]; with --p1, for a good telegram [12].",
 )
 @click.option(
     "--record",
@@ -233,28 +270,43 @@ def scan(url: str, units: str, timeout_s: float, as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def read(
-    url: str,
-    unit: int,
+    url: str | None,
+    p1_url: str | None,
+    unit: int | None,
     profile: str | None,
     role: str | None,
-    timeout_s: float,
+    timeout_s: float | None,
     record: Path | None,
     as_json: bool,
 ) -> None:
-    """Read one device once and print its values in glossary units."""
+    """Read one device once and print its values in glossary units. With --p1, wait for one good
+    telegram from a smart meter's P1 port (--profile dsmr-5, the default, dsmr-2 or e-mucs)."""
     from agent import installer  # noqa: PLC0415
     from agent.modbus_io import DeviceError  # noqa: PLC0415
     from protocol.quantities import Role  # noqa: PLC0415
 
+    _one_of(url, p1_url)
     try:
-        result = installer.read_device(
-            url,
-            unit,
-            profile,
-            role=Role(role) if role else None,
-            timeout_s=timeout_s,
-            record=record,
-        )
+        if p1_url is not None:
+            if unit is not None or record is not None:
+                raise CliError("--unit and --record are for Modbus devices, not --p1")
+            from agent.p1_commission import read_p1  # noqa: PLC0415
+
+            result = read_p1(
+                p1_url, profile, role=Role(role) if role else None, timeout_s=timeout_s or 12.0
+            )
+        else:
+            if unit is None:
+                raise CliError("give the device's --unit")
+            assert url is not None
+            result = installer.read_device(
+                url,
+                unit,
+                profile,
+                role=Role(role) if role else None,
+                timeout_s=timeout_s or 1.5,
+                record=record,
+            )
     except (ValueError, ProfileError, DeviceError, OSError) as exc:
         raise CliError(str(exc)) from None
     if as_json:

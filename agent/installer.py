@@ -37,11 +37,13 @@ from agent.profiles import (
     matches_identity,
     plan_reads,
 )
+from agent.push_meter import PushMeter
 from agent.sunspec import SunSpecError, discover
 from protocol.quantities import GLOSSARY, Role
 from protocol.session import BrokerSettings, make_client
 
 Progress = Callable[[int, int, int], None]  # (unit, index, total)
+P1_CHECK_WAIT_S = 12.0  # wall seconds to listen for a P1 meter's telegram (DSMR 4: every 10 s)
 
 
 def parse_units(text: str) -> list[int]:
@@ -325,6 +327,8 @@ def _check_device(
     devices: list[Readable] = []
     try:
         devices = open_devices([config], profile_dirs, data_dir=data_dir)
+        if isinstance(devices[0], PushMeter):  # a P1 meter sends every 1 to 10 s: listen first
+            devices[0].wait(P1_CHECK_WAIT_S)
         quantities = devices[0].read()
         summary = ", ".join(_short(name, value) for name, value in quantities.items())
         return CheckRow(config.name, True, f"{devices[0].role.value}: {summary or 'no values'}")
