@@ -135,6 +135,22 @@ def test_luxembourg_smarty_encrypted_is_a_fault_naming_the_key() -> None:
     assert "encrypted telegram (Luxembourg Smarty): needs the meter's key" in faults(items)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
+def test_a_smarty_stream_gives_only_the_key_fault_and_then_a_telegram_reads(chunk: int) -> None:
+    d = decoder()
+    stream = SMARTY * 3 + DSMR5
+    got: list[Frame | FrameFault] = []
+    for at in range(0, len(stream), chunk):
+        got += d.feed(stream[at : at + chunk])
+    assert set(faults(got)) == {"encrypted telegram (Luxembourg Smarty): needs the meter's key"}
+    assert [f.quantities for f in frames(got)] == [DSMR5_EXPECTED]
+
+
+def test_many_encrypted_frame_starts_in_one_chunk_do_not_crash() -> None:
+    items = decoder().feed(b"\xdb\x08" * 3_000 + DSMR5)
+    assert [f.quantities for f in frames(items)] == [DSMR5_EXPECTED]
+
+
 def test_a_dsmr5_profile_refuses_a_telegram_without_crc() -> None:
     items = decoder("dsmr-5").feed(DSMR22)
     assert faults(items) == ["telegram has no CRC, and this meter's profile requires one"]
