@@ -13,7 +13,11 @@ turbine) is served by the simulator's pymodbus servers on loopback. Two measurem
 
 Targets (issue 3): at most 35 MiB resident, at most 0.1 CPU-s per minute per device at 1 s.
 
-    .venv/bin/python bench/agent_poll.py [--seconds 60] [--cycles 300]
+3. One P1 (DSMR 5) smart meter (issue 22): the simulator's P1 stream on loopback TCP, a
+   telegram every second as a DSMR 5 meter sends them, read by an agent (numpy hidden) polling
+   every 10 s; CPU-s per minute and resident memory, same targets (0.1 CPU-s/min, 35 MiB).
+
+    .venv/bin/python bench/agent_poll.py [--seconds 60] [--cycles 300] [--only-p1]
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from protocol.topics import HomeTopic, home_topic  # noqa: E402
 from sim.broker import run_mosquitto  # noqa: E402
 from sim.household import SimHome  # noqa: E402
 from sim.modbus_server import SimModbusServers  # noqa: E402
+from sim.p1_stream import P1Stream  # noqa: E402
 
 COOP, HOME = "bench", "home-1"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -158,11 +163,59 @@ def run_agent(
     }
 
 
+def run_p1_agent(workdir: Path, broker_url: str, seconds: float) -> dict[str, float]:
+    """An agent with one P1 meter (a DSMR 5 telegram a second over TCP), numpy hidden."""
+    home = SimHome(HOME, 3, SystemClock())
+    state = workdir / "state-p1"
+    with P1Stream(lambda t: home.values("grid-meter", t), SystemClock()) as stream:
+        stream.start()
+        config = workdir / "agent-p1.toml"
+        config.write_text(
+            f'coop = "{COOP}"\nhome = "{HOME}"\npoll_interval_s = 10\ndata_dir = "{state}"\n\n'
+            f'[broker]\nurl = "{broker_url}"\n\n'
+            f'[[devices]]\nname = "grid-meter"\np1 = "{stream.url}"\nprofile = "dsmr-5"\n'
+        )
+        ConsentLedger(state / "consent.jsonl", HOME).share_everything(int(time.time() * 1000))
+        command = [sys.executable, "-c", WITHOUT_NUMPY, "run", "--config", str(config)]
+        log = (workdir / "agent-p1.log").open("ab")
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            time.sleep(8.0)  # start-up, imports, the first connection
+            if proc.poll() is not None:
+                raise RuntimeError(f"agent exited: see {workdir / 'agent-p1.log'}")
+            sent0 = len(stream.log.delivered())
+            cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
+            time.sleep(seconds)
+            cpu1, wall1 = cpu_seconds(proc.pid), time.monotonic()
+            rss, peak = rss_kib(proc.pid)
+            sent = len(stream.log.delivered()) - sent0
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            log.close()
+    return {
+        "cpu_s_per_min": (cpu1 - cpu0) / (wall1 - wall0) * 60.0,
+        "rss_mib": rss / 1024,
+        "peak_rss_mib": peak / 1024,
+        "telegrams": sent,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="agent measuring window")
     parser.add_argument("--cycles", type=int, default=300, help="in-process poll cycles")
+    parser.add_argument("--only-p1", action="store_true", help="measure only the P1 meter")
     args = parser.parse_args()
+    if args.only_p1:
+        with tempfile.TemporaryDirectory() as tmp, run_mosquitto(Path(tmp) / "broker") as broker:
+            acker = Acker(broker.host, broker.port)
+            try:
+                print_p1(run_p1_agent(Path(tmp), broker.url, args.seconds), args.seconds)
+            finally:
+                print(f"  readings acked by the stand-in hub: {acker.readings}")
+                acker.close()
+        return
 
     home = SimHome(HOME, 3, SystemClock())  # grid meter, SunSpec inverter, wind turbine
     with tempfile.TemporaryDirectory() as tmp, SimModbusServers([home]) as servers:
@@ -191,9 +244,21 @@ def main() -> None:
                         f"  resident memory {r['rss_mib']:.1f} MiB (peak {r['peak_rss_mib']:.1f}"
                         " MiB, target <= 35)"
                     )
+                print_p1(run_p1_agent(Path(tmp), broker.url, args.seconds), args.seconds)
             finally:
                 print(f"  readings acked by the stand-in hub: {acker.readings}")
                 acker.close()
+
+
+def print_p1(r: dict[str, float], seconds: float) -> None:
+    print(f"running agent, one P1 meter (DSMR 5, a telegram a second), {seconds:.0f} s window:")
+    print(
+        f"  CPU {r['cpu_s_per_min']:.3f} CPU-s/min (target <= 0.1), "
+        f"{r['telegrams']:.0f} telegrams streamed"
+    )
+    print(
+        f"  resident memory {r['rss_mib']:.1f} MiB (peak {r['peak_rss_mib']:.1f} MiB, target <= 35)"
+    )
 
 
 if __name__ == "__main__":
