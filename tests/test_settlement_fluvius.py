@@ -46,8 +46,8 @@ HEADER_NL = (
 )
 
 
-def utc_ms(*fields: int) -> int:
-    return int(datetime(*fields, tzinfo=UTC).timestamp() * 1000)
+def utc_ms(year: int, month: int, day: int, hour: int, minute: int) -> int:
+    return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp() * 1000)
 
 
 def rows_of(path: Path) -> list[tuple[str, int, int, int, int]]:
