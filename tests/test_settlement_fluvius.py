@@ -139,11 +139,11 @@ def row(start: str, end: str, register: str, volume: str, status: str = "Gevalid
         ),
         (
             [row("02-06-2026 00:00:00", "02-06-2026 00:15:00", "Afname Dag", "-1,0")],
-            "volume '-1,0' is not a number of 0 or more",
+            "volume '-1.0' is negative",
         ),
         (
             [row("02-06-2026 00:00:00", "02-06-2026 00:15:00", "Afname Dag", "1,0000001")],
-            "below 1 mWh",
+            "volume '1.0000001' is finer than 1 mWh",
         ),
         ([], "the file has a header but no rows"),
     ],

@@ -40,7 +40,6 @@ import csv
 import io
 import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -50,6 +49,7 @@ from hub.settlement.reconcile import (
     OperatorFile,
     OperatorRow,
     ReconcileError,
+    energy_mwh,
     finish,
 )
 
@@ -128,16 +128,8 @@ def _volume(text: str, status: str, per_unit: int, line: int) -> int:
             f"line {line}: no volume (status {status.strip()[:40]!r}): the operator's figure is "
             "missing for this quarter-hour"
         )
-    try:
-        number = Decimal(value.replace(".", "").replace(",", ".") if "," in value else value)
-    except InvalidOperation:
-        raise ReconcileError(f"line {line}: volume {value[:40]!r} is not a number") from None
-    if not number.is_finite() or number < 0:
-        raise ReconcileError(f"line {line}: volume {value[:40]!r} is not a number of 0 or more")
-    mwh = number * per_unit
-    if mwh > 10**15 or mwh != mwh.to_integral_value():
-        raise ReconcileError(f"line {line}: volume {value[:40]!r} is out of range or below 1 mWh")
-    return int(mwh)
+    plain = value.replace(".", "").replace(",", ".") if "," in value else value  # 1.234,5
+    return energy_mwh(plain, per_unit, line, "volume")
 
 
 def parse_fluvius_csv(text: str) -> OperatorFile:

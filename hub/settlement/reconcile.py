@@ -176,7 +176,8 @@ def _time(text: str, line: int, column: str) -> int:
         raise ReconcileError(f"line {line}: {column} {value[:40]!r} is out of range") from None
 
 
-def _energy(text: str, per_unit: int, line: int, column: str) -> int:
+def energy_mwh(text: str, per_unit: int, line: int, column: str) -> int:
+    """A figure in the file's unit (``per_unit`` mWh each) as whole mWh; one line if it is not."""
     value = text.strip()
     try:
         number = Decimal(value)
@@ -244,7 +245,7 @@ def parse_operator_csv(text: str) -> OperatorFile:
                 elif not raw.strip():
                     raise ReconcileError(f"line {line}: {name} is empty")
                 else:
-                    values[quantity] = _energy(raw, per_unit, line, name)
+                    values[quantity] = energy_mwh(raw, per_unit, line, name)
             imp, exp = values["import"], values["export"]
             assert imp is not None and exp is not None
             rows.append(
