@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import ssl
+import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
@@ -293,13 +294,32 @@ def read_device(
     return result
 
 
+def number_text(value: float) -> str:
+    """``231.8`` for a value a device sent as a 32-bit float (231.8000031 as a Python float):
+    the shortest text that gives back the same float32, so an installer reads what the device
+    holds, not the conversion's noise. Whole numbers (counters) are shown exactly, other values
+    with up to 10 significant digits."""
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    try:
+        as_float32 = struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:
+        as_float32 = None
+    if as_float32 == value and math.isfinite(value):
+        for digits in range(1, 10):
+            text = f"{value:.{digits}g}"
+            if struct.unpack("<f", struct.pack("<f", float(text)))[0] == value:
+                return f"{float(text):.10g}"  # 2410, not 2.41e+03
+    return f"{value:.10g}"
+
+
 def format_quantities(quantities: dict[str, float | str]) -> list[str]:
     """``power_w       2410 W`` lines, in glossary order."""
     lines = []
     for name in GLOSSARY:
         if name in quantities:
             value, unit = quantities[name], GLOSSARY[name].unit.strip("1")
-            shown = value if isinstance(value, str) else f"{value:.10g}"
+            shown = value if isinstance(value, str) else number_text(value)
             lines.append(f"{name:<18} {shown} {unit}".rstrip())
     return lines
 
@@ -315,7 +335,7 @@ class CheckRow:
 
 
 def _short(name: str, value: float | str) -> str:
-    unit = GLOSSARY[name].unit if name in GLOSSARY else ""
+    unit = GLOSSARY[name].unit.strip("1") if name in GLOSSARY else ""  # power factor: no unit
     return (
         f"{name}={value}" if isinstance(value, str) else f"{name}={value:.6g}{unit and ' ' + unit}"
     )

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent import installer
 from agent.cli import main as agent_cli
@@ -223,3 +225,48 @@ def test_help_names_the_installer_commands() -> None:
     out = _run("--help").output
     for command in ("scan", "read", "check", "run"):
         assert command in out
+
+
+def _float32(value: float) -> float:
+    import struct
+
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+def test_read_shows_a_float32_register_as_the_device_holds_it() -> None:
+    """A voltage of 231.8 V sent as IEEE 754 single precision is 231.8000030517578 as a Python
+    float; the installer reads 231.8, and a power factor has no unit "1" after it."""
+    from agent.installer import _short, format_quantities
+
+    lines = format_quantities({"voltage_v": _float32(231.8), "power_factor": _float32(0.96)})
+    assert lines == ["voltage_v          231.8 V", "power_factor       0.96"]
+    assert _short("power_factor", _float32(0.96)) == "power_factor=0.96"
+    assert format_quantities({"power_w": 2410.0}) == ["power_w            2410 W"]
+
+
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False))
+def test_number_text_gives_back_the_same_float32(value: float) -> None:
+    from agent.installer import number_text
+
+    assert _float32(float(number_text(value))) == value
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12))
+def test_number_text_is_exact_for_whole_numbers_and_close_for_the_rest(value: float) -> None:
+    """Within float32's precision (2^-24 relative) of any value; exact for a whole number, so a
+    counter of 16777217 Wh is never shown as float32's 16777216."""
+    from agent.installer import number_text
+
+    shown = float(number_text(value))
+    if value.is_integer():
+        assert shown == value
+    else:
+        assert shown == pytest.approx(value, rel=2**-24, abs=1e-300)
+
+
+def test_a_counter_beyond_float32_is_shown_exactly() -> None:
+    from agent.installer import number_text
+
+    assert number_text(16777216.0) == "16777216"
+    assert number_text(16777217.0) == "16777217"
+    assert number_text(123456789.5) == "123456789.5"

@@ -340,6 +340,44 @@ def test_report_writes_charts_and_a_page_that_links_them(db: Path, tmp_path: Pat
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
         assert f'src="{name}"' in page
     assert "not available" in page and "home-0" not in page  # no household is named
+    assert "Settled as" not in page  # a month without a key, imported prices or official figures
+
+
+def test_report_and_community_name_the_allocation_key(db: Path, tmp_path: Path) -> None:
+    keyed = tmp_path / "keyed.toml"
+    keyed.write_text(
+        SCHEME_FILE.read_text()
+        + '\n[allocation]\nname = "dynamic (E-Control)"\nrule = "pro-rata"\n'
+    )
+    settled = run(
+        "settle",
+        "--db",
+        str(db),
+        "--scheme",
+        str(keyed),
+        "--from",
+        "2026-06-02",
+        "--to",
+        "2026-06-03",
+    )
+    assert settled.exit_code == 0, settled.output
+    assert "shared energy allocated by key 'dynamic (E-Control)'" in settled.stdout
+    out = tmp_path / "report"
+    assert run("report", "--db", str(db), "--month", "2026-06", "--out", str(out)).exit_code == 0
+    page = (out / "index.html").read_text()
+    # The fixture settled all of June under the plain scheme; 2 and 3 June now have the key.
+    keyed_id, plain_id = load_scheme(keyed).short_id, load_scheme(SCHEME_FILE).short_id
+    spans = (
+        f"SDR 2026-06-01 to 2026-06-01 (scheme {plain_id}), SDR 2026-06-02 to 2026-06-03 (scheme "
+        f"{keyed_id}, key 'dynamic (E-Control)'), SDR 2026-06-04 to 2026-06-30 (scheme {plain_id})"
+    )
+    assert "Settled as: " + spans.replace("'", "&#x27;") in page
+    text = run("community", "--db", str(db), "--month", "2026-06").stdout
+    assert "settled as: " + spans in text
+    data = json.loads(
+        run("community", "--db", str(db), "--month", "2026-06", "--format", "json").stdout
+    )
+    assert [p["key"] for p in data["terms"]["pricing"]] == [None, "dynamic (E-Control)", None]
     figures = json.loads((out / "figures.json").read_text())
     assert "savings" not in figures and len(figures["savings_minor_sorted"]) == 6
 

@@ -16,6 +16,7 @@ import click
 
 from hub.cli.common import db_option, open_existing, parse_day
 from hub.config import ConfigError
+from hub.settlement.operator_files import read_operator_file
 from hub.settlement.reconcile import (
     FORMATS,
     ReconcileError,
@@ -23,7 +24,6 @@ from hub.settlement.reconcile import (
     hub_intervals,
     load_map,
     official_intervals,
-    read_operator_file,
     reconcile,
 )
 from hub.settlement.scheme import load_scheme

@@ -28,7 +28,8 @@ from hub.settlement.engine import (
 )
 from hub.settlement.ledger import Ledger, LedgerError
 from hub.settlement.metrics import community_report
-from hub.settlement.reconcile import OfficialFigures, ReconcileError, Reconciliation, load_official
+from hub.settlement.operator_files import load_official
+from hub.settlement.reconcile import OfficialFigures, ReconcileError, Reconciliation
 from hub.settlement.report import (
     ReportError,
     format_community_json,

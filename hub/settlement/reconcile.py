@@ -3,9 +3,10 @@
 Where the grid operator meters (or allocates) each member's energy per interval and delivers the
 figures, the cooperative bills from those and checks them against its own readings. This module
 reads the operator's file, maps its metering points to the cooperative's homes, and compares the
-two per member and interval. Pure apart from :func:`read_operator_file` and :func:`load_map`,
-which read one file each, and :func:`hub_intervals`, THE read of the hub's side (through
-:func:`hub.settlement.source.read_settlement_counters`, purpose ``settlement``).
+two per member and interval. Pure apart from :func:`load_map`, which reads the map (the
+operator's file is read by :mod:`.operator_files`), and :func:`hub_intervals`, THE read of the
+hub's side (through :func:`hub.settlement.source.read_settlement_counters`, purpose
+``settlement``).
 
 The operator's file: generic CSV
 --------------------------------
@@ -39,12 +40,13 @@ The map file (TOML, kept by the operator of the hub)::
 
 Several metering points may map to one home (their figures are added up per interval).
 
-No national format
-------------------
-Austria's energy communities get 15-minute values per metering point from EDA; what the EDA
-portal and community tools hand out is an Excel report whose layout is not published as a
-specification (the ebUtilities messages behind it are XML), so no national CSV layout is read
-here: export to the generic CSV above.
+National formats
+----------------
+Flanders: Fluvius's consumption-history export (15-minute totals per EAN and register), read by
+:mod:`.fluvius`. Austria's energy communities get 15-minute values per metering point from EDA;
+what the EDA portal and community tools hand out is an Excel report whose layout is not
+published as a specification (the ebUtilities messages behind it are XML), so it is not read
+here: export it to the generic CSV above.
 
 Reconciliation
 --------------
@@ -65,7 +67,6 @@ settle from it in place of the counters.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import itertools
 import json
@@ -175,7 +176,8 @@ def _time(text: str, line: int, column: str) -> int:
         raise ReconcileError(f"line {line}: {column} {value[:40]!r} is out of range") from None
 
 
-def _energy(text: str, per_unit: int, line: int, column: str) -> int:
+def energy_mwh(text: str, per_unit: int, line: int, column: str) -> int:
+    """A figure in the file's unit (``per_unit`` mWh each) as whole mWh; one line if it is not."""
     value = text.strip()
     try:
         number = Decimal(value)
@@ -243,7 +245,7 @@ def parse_operator_csv(text: str) -> OperatorFile:
                 elif not raw.strip():
                     raise ReconcileError(f"line {line}: {name} is empty")
                 else:
-                    values[quantity] = _energy(raw, per_unit, line, name)
+                    values[quantity] = energy_mwh(raw, per_unit, line, name)
             imp, exp = values["import"], values["export"]
             assert imp is not None and exp is not None
             rows.append(
@@ -251,8 +253,23 @@ def parse_operator_csv(text: str) -> OperatorFile:
             )
     except csv.Error as exc:
         raise ReconcileError(f"line {reader.line_num}: not valid CSV ({exc})") from None
+    return finish(rows)
+
+
+def finish(rows: Sequence[OperatorRow]) -> OperatorFile:
+    """The checks every layout's rows must pass, in file order: some rows, 15- or 60-minute
+    intervals on their grid, one length per file, no interval twice for a metering point."""
     if not rows:
         raise ReconcileError("the file has a header but no rows")
+    for r in rows:
+        if r.end_ms - r.start_ms not in STEPS_MS:
+            raise ReconcileError(
+                f"line {r.line}: the interval from {_iso(r.start_ms)} lasts "
+                f"{(r.end_ms - r.start_ms) / 60_000:g} minutes; this reads 15- or 60-minute "
+                "intervals"
+            )
+        if r.start_ms % (r.end_ms - r.start_ms):
+            raise ReconcileError(f"line {r.line}: {_iso(r.start_ms)} is not on the interval grid")
     steps = {r.end_ms - r.start_ms for r in rows}
     if len(steps) > 1:
         odd = next(r for r in rows if r.end_ms - r.start_ms != rows[0].end_ms - rows[0].start_ms)
@@ -278,23 +295,6 @@ def _check_overlaps(rows: Sequence[OperatorRow]) -> None:
                     f"line {second}: metering point {point} has this interval already "
                     f"(line {first})"
                 )
-
-
-def read_operator_file(path: Path) -> OperatorFile:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ReconcileError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ReconcileError(f"{path} is not UTF-8 text") from None
-    try:
-        parsed = parse_operator_csv(text)
-    except ReconcileError as exc:
-        raise ReconcileError(f"{path}: {exc}") from None
-    digest = hashlib.sha256(raw).hexdigest()[:16]
-    return OperatorFile(parsed.rows, parsed.step_ms, f"{path.name} sha256:{digest}")
 
 
 # -- the map -------------------------------------------------------------------------------------
@@ -400,11 +400,6 @@ class OfficialFigures:
     def intervals(self, start_ms: int, end_ms: int) -> dict[str, list[MemberInterval]]:
         """Per home and interval of ``[start_ms, end_ms)``; see :func:`official_intervals`."""
         return official_intervals(self.file, self.points, start_ms, end_ms)
-
-
-def load_official(file_path: Path, map_path: Path) -> OfficialFigures:
-    """Read the operator's file and the map; :class:`ReconcileError` names what is wrong."""
-    return OfficialFigures(read_operator_file(file_path), load_map(map_path))
 
 
 # -- reconciliation ------------------------------------------------------------------------------
