@@ -23,6 +23,7 @@ from agent.dsmr_decode import (
 )
 from agent.profiles import ProfileError, load_profile, parse_profile
 from agent.push_frames import Frame, FrameFault
+from sim.p1_stream import crc16_arc
 
 FIXTURES = Path(__file__).parent / "fixtures" / "p1"
 DSMR5 = (FIXTURES / "dsmr-5.0.2-example.txt").read_bytes()
@@ -108,6 +109,16 @@ def test_dsmr5_spec_example() -> None:
         meter_ts_ms=1_291_890_620_000,  # 101209113020W: 2010-12-09 11:30:20 CET
     )
     assert d.last is not None and d.last.version == "DSMR 5.0"
+
+
+def test_dsmr42_reads_like_dsmr5() -> None:
+    # DSMR 4.2's telegram differs from 5.0's example here only in its version line (and in its
+    # rate, every 10 s); its CRC is recomputed by the simulator's own CRC-16/ARC.
+    body = DSMR5[: DSMR5.rindex(b"!") + 1].replace(b"1-3:0.2.8(50)", b"1-3:0.2.8(42)")
+    d = decoder()
+    [frame] = d.feed(body + f"{crc16_arc(body):04X}\r\n".encode())
+    assert isinstance(frame, Frame) and frame.quantities == DSMR5_EXPECTED
+    assert d.last is not None and d.last.version == "DSMR 4.2"
 
 
 def test_dsmr22_without_crc() -> None:
