@@ -106,4 +106,18 @@ QUANTITIES: Final = {
     "temperature_c": N_("Temperature"),
     "wind_speed_m_s": N_("Wind speed"),
     "state": N_("State"),
+    # A P1 smart meter's tariffs (numbered as the meter numbers them) and phases.
+    "energy_import_t1_wh": N_("Taken from the grid at tariff 1, meter total"),
+    "energy_import_t2_wh": N_("Taken from the grid at tariff 2, meter total"),
+    "energy_export_t1_wh": N_("Given to the grid at tariff 1, meter total"),
+    "energy_export_t2_wh": N_("Given to the grid at tariff 2, meter total"),
+    "voltage_l1_v": N_("Voltage L1"),
+    "voltage_l2_v": N_("Voltage L2"),
+    "voltage_l3_v": N_("Voltage L3"),
+    "current_l1_a": N_("Current L1"),
+    "current_l2_a": N_("Current L2"),
+    "current_l3_a": N_("Current L3"),
+    "power_l1_w": N_("Power L1"),
+    "power_l2_w": N_("Power L2"),
+    "power_l3_w": N_("Power L3"),
 }
