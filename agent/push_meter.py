@@ -233,13 +233,21 @@ class PushMeter:
                     data = port.read()
                     if data:
                         failures = 0
-                        for item in self.decoder.feed(data):
+                        for item in self._decode(data):
                             self._take(item)
             except (OSError, EOFError) as exc:
                 self._set_port_error(str(exc) or type(exc).__name__)
                 self._stop.wait(BACKOFF_S[0])
             finally:
                 port.close()
+
+    def _decode(self, data: bytes) -> list[Frame | FrameFault]:
+        try:
+            return self.decoder.feed(data)
+        except Exception as exc:  # a decoder bug must not end the reader thread for good
+            if self._last_fault is None or not self._last_fault.startswith("internal error"):
+                log.exception("%s: decoding failed unexpectedly", self.name)
+            return [FrameFault(f"internal error decoding: {exc!r}")]
 
     def _set_port_error(self, message: str | None) -> None:
         with self._lock:

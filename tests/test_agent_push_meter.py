@@ -21,6 +21,7 @@ from agent.devices import DeviceSupervisor, open_devices
 from agent.dsmr_decode import DsmrDecoder
 from agent.modbus_io import DeviceError
 from agent.profiles import load_profile
+from agent.push_frames import Frame, FrameFault
 from agent.push_meter import PushMeter, parse_port_url
 from protocol.clock import ManualClock
 from protocol.quantities import Role
@@ -184,6 +185,26 @@ def test_the_stream_stopping_then_coming_back_over_tcp(clock: ManualClock) -> No
             s.send()
             assert m.wait(WAIT_S, frames=2)
             assert m.read()["energy_import_wh"] == 10_000.0
+        finally:
+            m.close()
+
+
+class _Broken:
+    def feed(self, data: bytes) -> list[Frame | FrameFault]:
+        raise RuntimeError("a decoder bug")
+
+
+def test_a_decoder_bug_is_a_fault_not_a_dead_reader(clock: ManualClock) -> None:
+    with P1Stream(lambda t: {}, clock).start(autosend=False) as s:
+        m = PushMeter("p1", Role.GRID, s.url, _Broken(), clock)
+        try:
+            connected(s, m)
+            s.send_raw(b"/x\r\n!\r\n")
+            wait_until(lambda: m.faults >= 1, "a fault")
+            s.send_raw(b"/x\r\n!\r\n")
+            wait_until(lambda: m.faults >= 2, "a second fault")  # the thread went on
+            with pytest.raises(DeviceError, match="internal error decoding: RuntimeError"):
+                m.read()
         finally:
             m.close()
 
