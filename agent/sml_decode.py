@@ -4,9 +4,9 @@ The meter (eHZ, ISKRA MT175/MT631, EasyMeter Q3A/Q3B, DZG, Holley, ...) pushes a
 second or few: an OpenResponse, a GetListResponse with one entry per OBIS code (value, unit code,
 decimal scaler) and a CloseResponse, each message with its own CRC, wrapped by the transport layer
 (:mod:`agent.sml_transport`). This module is a small strict decoder of the SML 1.04 TLV encoding
-rather than smllib: smllib 1.7 parses leniently into objects, raises on bad input instead of
-reporting it, silently drops noise and does not check message CRCs, and costs 0.7-2.9 MiB of
-resident memory on import (see the commit message); what the agent needs is about 200 lines.
+rather than smllib 1.7: smllib does not check the per-message CRCs, raises on bad input instead
+of reporting it, trims its buffer silently and has no encoder (the simulator needs one). Memory
+did not decide it: both retain about 0.1-0.25 MiB once imported (bench/sml_decode.py).
 
 Every value is ``integer * 10 ** scaler`` in the unit its unit code names; the OBIS table
 (:mod:`agent.sml_obis`) says which unit each quantity must come in. A value in another unit, or
@@ -67,8 +67,8 @@ def parse_value(body: bytes, pos: int, depth: int = 0) -> tuple[Value, int]:
     if pos >= len(body):
         raise SmlError("SML element cut short")
     first = body[pos]
-    if first == 0x00:
-        return END, pos + 1
+    if first <= 0x01:  # most often: an optional field left out (0x01), or the message's end
+        return (None if first else END), pos + 1
     kind = (first >> 4) & 0x07
     length = first & 0x0F
     tl_bytes = 1

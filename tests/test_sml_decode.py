@@ -21,6 +21,7 @@ from agent.sml_obis import default_table_path, load_table, parse_table
 from agent.sml_transport import BEGIN, ESCAPE, MAX_FRAME_BYTES, SmlTransportReader, crc16_x25
 from protocol.config_tables import ConfigError
 from sim.sml_frames import QUANTITY_OBIS, Entry, compose_file, quantity_entries, wrap
+from sim.sml_frames import crc16_x25 as sim_crc16_x25
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sml"
 TABLE = load_table()
@@ -105,6 +106,12 @@ def test_iskra_frame_decodes_to_the_hand_worked_values() -> None:
 def test_crc_is_x25_with_the_catalogue_check_value() -> None:
     """CRC-16/X-25's check value in the CRC RevEng catalogue: "123456789" -> 0x906e."""
     assert crc16_x25(b"123456789") == 0x906E
+
+
+@settings(max_examples=200)
+@given(data=st.binary(max_size=600))
+def test_crc_agrees_with_the_simulator_s_bit_by_bit_crc(data: bytes) -> None:
+    assert crc16_x25(data) == sim_crc16_x25(data)
 
 
 @pytest.mark.parametrize(
