@@ -150,12 +150,19 @@ def compose_file(
     server_id: bytes = b"\x0a\x01SIM\x00\x00\x00\x00\x01",
     transaction: int = 1,
     seconds_index: int = 0,
+    utc_seconds: int | None = None,
 ) -> bytes:
-    """A whole transport frame carrying one SML file with ``entries`` in its GetListResponse."""
+    """A whole transport frame carrying one SML file with ``entries`` in its GetListResponse.
+
+    Its sensor time is ``utc_seconds`` (UTC epoch seconds, SML_Time choice 2) when given, else
+    ``seconds_index`` (seconds since the meter started, choice 1, what most meters send)."""
     file_id = transaction.to_bytes(4, "big")
     ids = [(transaction * 3 + i).to_bytes(4, "big") for i in range(3)]
     open_res = sml_list(b"\x01", b"\x01", octets(file_id), octets(server_id), b"\x01", b"\x01")
-    sensor_time = sml_list(unsigned(1, 1), unsigned(seconds_index, 4))
+    if utc_seconds is None:
+        sensor_time = sml_list(unsigned(1, 1), unsigned(seconds_index, 4))
+    else:
+        sensor_time = sml_list(unsigned(2, 1), unsigned(utc_seconds, 4))
     get_list = sml_list(
         b"\x01",
         octets(server_id),

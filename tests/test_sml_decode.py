@@ -33,6 +33,7 @@ def fixture(name: str) -> bytes:
 
 EASYMETER = fixture("easymeter-q3ba1022.hex")
 ISKRA = fixture("iskra-isk00047a5544.hex")
+ISKRA_EXPORT = fixture("iskra-mt691-export.hex")
 ISKRA_BAD_CRC = fixture("iskra-bad-crc.hex")
 ISKRA_CUT = fixture("iskra-cut-short.hex")
 
@@ -103,6 +104,23 @@ def test_iskra_frame_decodes_to_the_hand_worked_values() -> None:
     ]
 
 
+def test_iskra_mt691_exporting_decodes_to_negative_power() -> None:
+    """ISKRA MT691 feeding in (atc1441/OBI_Energy_Tracker_Local_Cloud issue #12), from the hex:
+
+    ``77 07 0100010800ff 65 001c2904 01 62 1e 52 ff 65 00eff8ad 01``: 1.8.0, Wh, scaler -1,
+    0xeff8ad = 15 726 765 -> 1 572 676.5 Wh. ``0100020800ff 01 01 62 1e 52 ff 65 00571811``:
+    2.8.0, 0x571811 = 5 707 793 -> 570 779.3 Wh. ``0100100700ff 01 01 62 1b 52 00 53 fe5f``:
+    16.7.0, W, int16 0xfe5f = -417 -> -417 W (exporting). The 96.1.0 id ``0a0149534b0000000000``
+    has its serial zeroed by the poster.
+    """
+    assert decode(ISKRA_EXPORT) == [
+        Frame(
+            {"energy_import_wh": 1572676.5, "energy_export_wh": 570779.3, "power_w": -417.0},
+            meter_id="0a0149534b0000000000",
+        )
+    ]
+
+
 def test_crc_is_x25_with_the_catalogue_check_value() -> None:
     """CRC-16/X-25's check value in the CRC RevEng catalogue: "123456789" -> 0x906e."""
     assert crc16_x25(b"123456789") == 0x906E
@@ -130,7 +148,9 @@ def test_transport_unwraps_published_vectors_and_the_composer_rebuilds_them(
     assert wrap(body) == frame
 
 
-@pytest.mark.parametrize("frame", [EASYMETER, ISKRA], ids=["easymeter", "iskra"])
+@pytest.mark.parametrize(
+    "frame", [EASYMETER, ISKRA, ISKRA_EXPORT], ids=["easymeter", "iskra", "iskra-export"]
+)
 def test_composer_wraps_published_bodies_byte_for_byte(frame: bytes) -> None:
     """The composer's transport layer gives the meters' own frames back from their bodies."""
     padding = frame[-3]
@@ -317,6 +337,22 @@ def test_a_pin_locked_meter_sends_empty_power_and_decodes_to_counters_only() -> 
         Entry(POWER, None, unit=27, scaler=0),  # value left out until the PIN is entered
     ]
     assert decode(compose_file(entries)) == [Frame({"energy_import_wh": 5123.4}, SIM_ID)]
+
+
+def test_a_utc_sensor_time_is_the_meter_timestamp_and_a_seconds_index_is_not() -> None:
+    """SML_Time choice 2 is UTC seconds (SML 1.04 section 6.3.2); choice 1 counts from power-up."""
+    entries = quantity_entries({"power_w": 100.0})
+    (utc,) = decode(compose_file(entries, utc_seconds=1_764_633_600))  # 2025-12-02 00:00 UTC
+    (index,) = decode(compose_file(entries, seconds_index=1_764_633_600))
+    assert isinstance(utc, Frame) and utc.meter_ts_ms == 1_764_633_600_000
+    assert isinstance(index, Frame) and index.meter_ts_ms is None
+
+
+@pytest.mark.parametrize("size", [14, 15, 16, 300])  # one-, two- and three-byte length fields
+def test_long_octet_strings_decode(size: int) -> None:
+    meter_id = "".join(chr(65 + i % 26) for i in range(size))
+    (frame,) = decode(compose_file(quantity_entries({}, meter_id.encode())))
+    assert isinstance(frame, Frame) and frame.meter_id == meter_id
 
 
 def test_export_is_negative_power() -> None:
