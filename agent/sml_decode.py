@@ -27,7 +27,7 @@ from agent.sml_transport import MAX_FRAME_BYTES, SmlTransportReader, crc16_x25
 OPEN_RESPONSE: Final = 0x0101
 CLOSE_RESPONSE: Final = 0x0201
 GET_LIST_RESPONSE: Final = 0x0701
-_MAX_DEPTH: Final = 8  # a GetListResponse nests 5 deep (message, body, list, entry, time)
+_MAX_DEPTH: Final = 8  # a GetListResponse nests 6 deep (message ... entry, time, local time)
 _INT_TYPES: Final = {5: True, 6: False}  # TL type nibble -> signed
 
 
