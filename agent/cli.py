@@ -247,6 +247,12 @@ def _scan_p1(url: str, timeout_s: float, as_json: bool) -> None:
 @main.command()
 @click.option("--modbus", "url", default=None, help=_BUS_HELP)
 @click.option("--p1", "p1_url", default=None, help=_P1_HELP)
+@click.option(
+    "--sml",
+    "sml_url",
+    default=None,
+    help="Instead: a German meter's optical SML port through an IR head, serial:///dev/ttyUSB0.",
+)
 @click.option("--unit", type=click.IntRange(0, 247), default=None, help="The device's unit id.")
 @click.option("--profile", default=None, help="Device profile name; without it, SunSpec discovery.")
 @click.option(
@@ -272,6 +278,7 @@ def _scan_p1(url: str, timeout_s: float, as_json: bool) -> None:
 def read(
     url: str | None,
     p1_url: str | None,
+    sml_url: str | None,
     unit: int | None,
     profile: str | None,
     role: str | None,
@@ -280,14 +287,22 @@ def read(
     as_json: bool,
 ) -> None:
     """Read one device once and print its values in glossary units. With --p1, wait for one good
-    telegram from a smart meter's P1 port (--profile dsmr-5, the default, dsmr-2 or e-mucs)."""
+    telegram from a smart meter's P1 port (--profile dsmr-5, the default, dsmr-2 or e-mucs); with
+    --sml, for one SML frame from its optical port."""
     from agent import installer  # noqa: PLC0415
     from agent.modbus_io import DeviceError  # noqa: PLC0415
     from protocol.quantities import Role  # noqa: PLC0415
 
-    _one_of(url, p1_url)
+    if [url, p1_url, sml_url].count(None) != 2:
+        raise CliError("give --modbus URL, --p1 URL or --sml URL (one of them)")
     try:
-        if p1_url is not None:
+        if sml_url is not None:
+            if unit is not None or record is not None or profile is not None:
+                raise CliError("--unit, --record and --profile are for Modbus devices, not --sml")
+            from agent.p1_commission import read_sml  # noqa: PLC0415
+
+            result = read_sml(sml_url, role=Role(role) if role else None, timeout_s=timeout_s or 12)
+        elif p1_url is not None:
             if unit is not None or record is not None:
                 raise CliError("--unit and --record are for Modbus devices, not --p1")
             from agent.p1_commission import read_p1  # noqa: PLC0415

@@ -30,6 +30,10 @@ role = "load"                 # optional: overrides the profile's role
 name = "smart-meter"
 p1 = "serial:///dev/ttyUSB0"  # a smart meter's P1 port, or a TCP dongle: tcp://192.168.1.60:23
 profile = "dsmr-5"            # optional, the default; dsmr-2 (DSMR 2.2/3.0), e-mucs (Belgium)
+
+[[devices]]
+name = "zaehler"
+sml = "serial:///dev/ttyUSB1"  # a German meter's optical SML port through an IR head (9600 8N1)
 ```
 
 Optional, for appliance-timing prompts: ``timezone``, ``[[appliances]]`` (see
@@ -54,6 +58,7 @@ from protocol.session import BrokerSettings
 __all__ = ["AgentConfig", "ConfigError", "DeviceConfig", "load_config", "parse_config"]
 
 SUNSPEC = "sunspec"
+SML = "sml"  # the profile of an SML meter: its OBIS table is sml-obis/default.toml
 P1_DEFAULT_PROFILE = "dsmr-5"
 
 
@@ -67,6 +72,12 @@ class DeviceConfig:
     gpio: int | None = None  # BCM pin of an S0 pulse meter
     role: Role | None = None  # overrides the profile's role (a meter used as a sub-meter)
     p1: str = ""  # the P1 port of a smart meter: serial:///dev/ttyUSB0 or tcp://host:port
+    sml: str = ""  # a smart meter's optical SML port (an IR head): serial:///dev/ttyUSB0
+
+    @property
+    def push_url(self) -> str:
+        """The port of a meter that pushes its readings (P1 or SML); empty for others."""
+        return self.p1 or self.sml
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,19 +127,29 @@ def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfi
         bus = t.text("modbus") or ""
         gpio = t.integer("gpio", -1, lo=0, hi=53)
         p1 = t.text("p1") or ""
-        if [bool(bus), gpio >= 0, bool(p1)].count(True) != 1:
+        sml = t.text("sml") or ""
+        if [bool(bus), gpio >= 0, bool(p1), bool(sml)].count(True) != 1:
             raise ConfigError(
                 f"{t.prefix[:-1]} needs modbus (a Modbus device) or gpio (an S0 pulse meter) "
-                "or p1 (a smart meter's P1 port), one of them"
+                "or p1 (a smart meter's P1 port) or sml (its optical SML port), one of them"
             )
-        profile = t.ident("profile") if "profile" in t.data or not p1 else P1_DEFAULT_PROFILE
-        if p1:
+        if sml and "profile" in t.data:
+            raise ConfigError(
+                f"{t.prefix}profile is not for an SML meter: its OBIS codes are in "
+                "firmware-configs/devices/sml-obis/default.toml"
+            )
+        if p1 or sml:
+            profile = t.ident("profile") if "profile" in t.data else P1_DEFAULT_PROFILE
+            profile = SML if sml else profile
+            key = "sml" if sml else "p1"
             try:
-                parse_port_url(p1)
+                parse_port_url(p1 or sml, "SML" if sml else "P1")
             except ValueError as exc:
-                raise ConfigError(f"{t.prefix}p1: {exc}") from None
+                raise ConfigError(f"{t.prefix}{key}: {exc}") from None
             if "unit" in t.data:
-                raise ConfigError(f"{t.prefix}unit is for Modbus devices, not a P1 port")
+                raise ConfigError(f"{t.prefix}unit is for Modbus devices, not a {key} port")
+        else:
+            profile = t.ident("profile")
         if bus:
             try:
                 address = parse_bus_url(bus)
@@ -150,6 +171,7 @@ def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfi
                 gpio if gpio >= 0 else None,
                 Role(role_name) if role_name else None,
                 p1,
+                sml,
             )
         )
     names = [d.name for d in devices]
@@ -158,17 +180,17 @@ def parse_config(data: dict[str, object], base_dir: Path = Path()) -> AgentConfi
     places = [
         (parse_bus_url(d.modbus).key, d.unit)
         if d.modbus
-        else (parse_port_url(d.p1).key if d.p1 else d.gpio)
+        else (parse_port_url(d.push_url).key if d.push_url else d.gpio)
         for d in devices
     ]
     if len(set(places)) != len(places):
         raise ConfigError(
-            "two [[devices]] are at the same unit id on one bus, one GPIO pin or one P1 port"
+            "two [[devices]] are at the same unit id on one bus, one GPIO pin or one meter port"
         )
-    if {parse_port_url(d.p1).key.removeprefix("serial://") for d in devices if d.p1} & {
+    if {parse_port_url(d.push_url).key.removeprefix("serial://") for d in devices if d.push_url} & {
         parse_bus_url(d.modbus).device for d in devices if d.modbus
     }:
-        raise ConfigError("a P1 port is also configured as a Modbus RTU bus")
+        raise ConfigError("a P1 or SML port is also configured as a Modbus RTU bus")
     if not devices:
         raise ConfigError("no [[devices]] configured")
     timezone, appliances = parse_appliances(root)

@@ -142,6 +142,9 @@ def open_devices(
     buses: dict[str, ModbusBus] = {}
     devices: list[Readable] = []
     for c in configs:
+        if c.sml:
+            devices.append(open_sml(c, clock or SystemClock()))
+            continue
         profile = None if c.profile == SUNSPEC else load_profile(c.profile, profile_dirs)
         if profile is not None and profile.kind == "p1":
             if not c.p1:
@@ -181,6 +184,18 @@ def open_p1(config: DeviceConfig, profile: Profile, clock: Clock) -> Readable:
         baud=profile.baud,
         framing=profile.framing,
     )
+
+
+def open_sml(config: DeviceConfig, clock: Clock) -> Readable:
+    """A smart meter's optical SML port as a device: SML's decoder behind the same reader (an IR
+    head: 9600 8N1, the rate eHZ meters send at)."""
+    from agent.push_meter import PushMeter  # noqa: PLC0415
+    from agent.sml_decode import SmlDecoder  # noqa: PLC0415
+
+    return PushMeter(
+        config.name, config.role or Role.GRID, config.sml, SmlDecoder(), clock,
+        poll_interval_s=config.poll_interval_s, baud=9600, framing="8N1", what="SML frame",
+    )  # fmt: skip
 
 
 def close_devices(devices: Iterable[Readable]) -> None:

@@ -1,10 +1,11 @@
-"""Commissioning a P1 meter: listen to the port, say what meter it is, read it once.
+"""Commissioning a P1 or SML meter: listen to the port, say what meter it is, read it once.
 
 ``coopwatt-agent scan --p1 URL`` listens for a telegram and names the meter ("P1 meter, DSMR
 5.0, id ...") and the profile that fits; on a serial port without a ``baud`` it tries DSMR 4/5's
 115200 8N1, then DSMR 2.2's 9600 7E1. ``read --p1 URL`` waits for one good telegram and prints its
-quantities. A meter sends every 1 s (DSMR 5) or 10 s (older), so both wait up to ``timeout_s``
-of wall time for it.
+quantities; ``read --sml URL`` does the same for a German meter's optical SML port (an IR head,
+9600 8N1). A meter sends every 1 s (DSMR 5, SML) or 10 s (older DSMR), so these wait up to
+``timeout_s`` of wall time for it.
 """
 
 from __future__ import annotations
@@ -144,3 +145,30 @@ def with_baud(found: P1Found) -> str:
     if found.baud is None or "?" in found.url:
         return found.url
     return f"{found.url}?baud={found.baud}&framing={found.framing}"
+
+
+def read_sml(url: str, *, role: Role | None = None, timeout_s: float = 12.0) -> dict[str, Any]:
+    """One good SML frame's quantities, as :func:`read_p1` gives a telegram's."""
+    from agent.sml_decode import SmlDecoder  # noqa: PLC0415
+
+    parse_port_url(url)
+    meter = PushMeter(
+        "sml", role or Role.GRID, url, SmlDecoder(), SystemClock(), baud=9600, framing="8N1",
+        what="SML frame",
+    )  # fmt: skip
+    try:
+        if not meter.wait(timeout_s):
+            reason = meter.port_error or meter.last_fault or "nothing arrived"
+            raise DeviceError(f"no good SML frame within {timeout_s:g} s: {reason}", transient=True)
+        quantities = meter.read()
+        frame = meter.latest
+    finally:
+        meter.close()
+    ident = f", id {frame.meter_id}" if frame is not None and frame.meter_id else ""
+    return {
+        "device": f"SML meter{ident}",
+        "profile": "sml",
+        "bus": url,
+        "role": meter.role.value,
+        "quantities": quantities,
+    }

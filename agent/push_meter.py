@@ -64,7 +64,7 @@ class PortAddress:
         return f"tcp://{self.host}:{self.port}" if self.kind == "tcp" else f"serial://{self.device}"
 
 
-def parse_port_url(url: str) -> PortAddress:
+def parse_port_url(url: str, what: str = "P1") -> PortAddress:
     """``serial:///dev/ttyUSB0?baud=115200&framing=8N1`` or ``tcp://host:port``; raises
     ValueError with a message an installer can act on."""
     parts = urlsplit(url)
@@ -74,25 +74,25 @@ def parse_port_url(url: str) -> PortAddress:
         except ValueError:
             port = None
         if not parts.hostname or port is None or parts.path not in ("", "/") or parts.query:
-            raise ValueError(f"P1 URL {url!r}: a TCP dongle is tcp://host:port")
+            raise ValueError(f"{what} URL {url!r}: a TCP dongle is tcp://host:port")
         return PortAddress("tcp", host=parts.hostname, port=port)
     if parts.scheme == "serial":
         if not parts.path.startswith("/dev/") or parts.netloc:
-            raise ValueError(f"P1 URL {url!r}: a serial port is serial:///dev/ttyUSB0")
+            raise ValueError(f"{what} URL {url!r}: a serial port is serial:///dev/ttyUSB0")
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         unknown = set(query) - {"baud", "framing"}
         if unknown:
-            raise ValueError(f"P1 URL {url!r}: unknown option {sorted(unknown)[0]!r}")
+            raise ValueError(f"{what} URL {url!r}: unknown option {sorted(unknown)[0]!r}")
         baud = None
         if "baud" in query:
             if not query["baud"].isdigit() or not 300 <= int(query["baud"]) <= 921600:
-                raise ValueError(f"P1 URL {url!r}: baud is a number from 300 to 921600")
+                raise ValueError(f"{what} URL {url!r}: baud is a number from 300 to 921600")
             baud = int(query["baud"])
         framing = query.get("framing", "").upper() or None
         if framing is not None and framing not in FRAMINGS:
-            raise ValueError(f"P1 URL {url!r}: framing is 8N1 or 7E1")
+            raise ValueError(f"{what} URL {url!r}: framing is 8N1 or 7E1")
         return PortAddress("serial", device=parts.path, baud=baud, framing=framing)
-    raise ValueError(f"P1 URL {url!r} must start with serial:// or tcp://")
+    raise ValueError(f"{what} URL {url!r} must start with serial:// or tcp://")
 
 
 class Port(Protocol):
@@ -322,6 +322,12 @@ class PushMeter:
                     return False
                 self.got_frame.wait(min(left, 0.5))
             return True
+
+    @property
+    def latest(self) -> Frame | None:
+        """The latest good frame, however old (for the installer's commands)."""
+        with self._lock:
+            return None if self._latest is None else self._latest[1]
 
     @property
     def last_fault(self) -> str | None:

@@ -18,6 +18,7 @@ from agent.cli import main
 from protocol.clock import ManualClock
 from sim.broker import RunningBroker
 from sim.p1_stream import METER_ID, P1Stream
+from sim.sml_frames import compose_file, quantity_entries
 
 T0 = 1_782_900_000_000
 VALUES = {"power_w": -850.0, "energy_import_wh": 4_321_987.0, "energy_export_wh": 1_234_567.0,
@@ -100,8 +101,10 @@ def test_read_on_a_noisy_port_is_one_error_line() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["read", "--p1", "tcp://127.0.0.1:9", "--modbus", "tcp://h"], "give --modbus URL or --p1"),
-        (["read"], "give --modbus URL or --p1 URL"),
+        (["read", "--p1", "tcp://127.0.0.1:9", "--modbus", "tcp://h"], "give --modbus URL, --p1"),
+        (["read"], "give --modbus URL, --p1 URL or --sml URL"),
+        (["read", "--sml", "tcp://127.0.0.1:9", "--profile", "x"], "are for Modbus devices"),
+        (["scan"], "give --modbus URL or --p1 URL"),
         (["read", "--p1", "usb://x"], "must start with serial:// or tcp://"),
         (["read", "--p1", "tcp://127.0.0.1:9", "--unit", "1"], "--unit and --record are for"),
         (["read", "--p1", "tcp://127.0.0.1:9", "--profile", "eastron-sdm120"], "not a P1 profile"),
@@ -129,3 +132,28 @@ def test_check_reads_a_p1_meter(
     assert rows["smart-meter"]["ok"] is True, rows["smart-meter"]
     assert rows["smart-meter"]["detail"].startswith("grid: ")
     assert "energy_import_wh=4.32199e+06 Wh" in rows["smart-meter"]["detail"]
+
+
+def test_read_sml_prints_what_the_simulated_meter_sent() -> None:
+    # The SML simulator's own encoder (sim.sml_frames), values at its usual scalers: 0.1 Wh, 1 W.
+    sent = {"energy_import_wh": 12_345_678.9, "energy_export_wh": 42.0, "power_w": -1234.0}
+    frame = compose_file(quantity_entries(sent, meter_id=b"\x0aISK0001"))
+    with P1Stream(lambda t: {}, ManualClock(T0)).start(autosend=False) as s:
+        stop = threading.Event()
+
+        def meter() -> None:
+            while not stop.wait(0.1):
+                s.send_raw(frame)
+
+        t = threading.Thread(target=meter)
+        t.start()
+        try:
+            result = _run("read", "--sml", s.url, "--json", "--timeout", "20")
+        finally:
+            stop.set()
+            t.join()
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["quantities"] == sent
+    assert (out["profile"], out["role"]) == ("sml", "grid")
+    assert out["device"].startswith("SML meter")

@@ -27,6 +27,7 @@ from protocol.clock import ManualClock
 from protocol.quantities import Role
 from sim.household import GRID_METER, SimHome
 from sim.p1_stream import P1Stream, compose_telegram, telegram_quantities
+from sim.sml_frames import compose_file, quantity_entries
 
 T0 = 1_782_900_000_000  # 2026-07-01 10:00 UTC
 WAIT_S = 20.0  # a deadline for real I/O on a slow, shared machine; never a fixed sleep
@@ -297,3 +298,37 @@ def test_any_p1_value_loads_or_is_a_config_error(url: str, extra: str) -> None:
     with contextlib.suppress(ConfigError):
         config = parse_config(data)
         parse_port_url(config.devices[0].p1)  # what loaded is a URL the meter can open
+
+
+def test_sml_config_and_device(clock: ManualClock) -> None:
+    """An SML meter is a push meter with SML's decoder: its frames read through the same path."""
+    sent = {"energy_import_wh": 5_000_000.0, "energy_export_wh": 10.5, "power_w": 321.0}
+    with P1Stream(lambda t: {}, clock).start(autosend=False) as s:
+        config = parse_config(_config(f'sml = "{s.url}"'))
+        [d] = config.devices
+        assert (d.sml, d.push_url, d.profile) == (s.url, s.url, "sml")
+        [device] = open_devices(config.devices, clock=clock)
+        assert isinstance(device, PushMeter)
+        try:
+            connected(s, device)
+            s.send_raw(compose_file(quantity_entries(sent)))
+            assert device.wait(WAIT_S)
+            assert device.read() == sent
+            clock.advance(31_000)
+            with pytest.raises(DeviceError, match="no SML frame for 31 s"):
+                device.read()
+        finally:
+            device.close()
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ('sml = "serial:///dev/ttyUSB0"\nprofile = "dsmr-5"', "profile is not for an SML meter"),
+        ('sml = "serial:///dev/ttyUSB0"\np1 = "tcp://h:1"', "or sml .*, one of them"),
+        ('sml = "tcp://h"', "sml: SML URL 'tcp://h': a TCP dongle is tcp://host:port"),
+    ],
+)
+def test_sml_config_mistakes_are_one_sentence(device: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_config(device))
