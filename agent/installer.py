@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from agent.clocksync import clock_synced
 from agent.config import SUNSPEC, AgentConfig, DeviceConfig
@@ -301,16 +301,23 @@ def number_text(value: float) -> str:
     with up to 10 significant digits."""
     if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
-    try:
-        as_float32 = struct.unpack("<f", struct.pack("<f", value))[0]
-    except OverflowError:
-        as_float32 = None
-    if as_float32 == value and math.isfinite(value):
+    if math.isfinite(value) and abs(value) >= _FLOAT32_TINY and _float32(value) == value:
         for digits in range(1, 10):
             text = f"{value:.{digits}g}"
-            if struct.unpack("<f", struct.pack("<f", float(text)))[0] == value:
+            if _float32(float(text)) == value:
                 return f"{float(text):.10g}"  # 2410, not 2.41e+03
     return f"{value:.10g}"
+
+
+_FLOAT32_TINY: Final = 2.0**-126  # below it float32 is subnormal, with fewer digits to go by
+
+
+def _float32(value: float) -> float | None:
+    """``value`` rounded to IEEE 754 single precision; None beyond its range."""
+    try:
+        return float(struct.unpack("<f", struct.pack("<f", value))[0])
+    except OverflowError:
+        return None
 
 
 def format_quantities(quantities: dict[str, float | str]) -> list[str]:
