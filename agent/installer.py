@@ -323,11 +323,12 @@ def _float32(value: float) -> float | None:
 def format_quantities(quantities: dict[str, float | str]) -> list[str]:
     """``power_w       2410 W`` lines, in glossary order."""
     lines = []
+    width = max([18, *(len(name) for name in quantities)])  # a P1 meter's per-tariff names
     for name in GLOSSARY:
         if name in quantities:
             value, unit = quantities[name], GLOSSARY[name].unit.strip("1")
             shown = value if isinstance(value, str) else number_text(value)
-            lines.append(f"{name:<18} {shown} {unit}".rstrip())
+            lines.append(f"{name:<{width}} {shown} {unit}".rstrip())
     return lines
 
 

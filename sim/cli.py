@@ -199,9 +199,10 @@ def devices(
 
     A grid meter (Eastron SDM630), a SunSpec PV inverter and a small wind turbine answer Modbus
     TCP at unit 1, each on its own port, like the devices in a real home: their values move
-    (the sun, the wind and the household's load follow the clock). Practise `coopwatt-agent
-    scan`, `read` and `check` on the printed URLs, and paste the printed [[devices]] tables
-    into an agent.toml. Ctrl-C stops.
+    (the sun, the wind and the household's load follow the clock). The same grid connection's
+    smart meter streams DSMR 5.0 telegrams on a P1 port (TCP, as a P1 dongle does). Practise
+    `coopwatt-agent scan`, `read` and `check` on the printed URLs, and paste the printed
+    [[devices]] tables into an agent.toml. Ctrl-C stops.
     """
     import signal  # noqa: PLC0415
     import threading  # noqa: PLC0415
@@ -246,6 +247,7 @@ def devices(
         click.echo("\nTry:")
         click.echo(f"  coopwatt-agent scan --modbus {first.url} --units 1-10")
         click.echo(f"  coopwatt-agent read --modbus {first.url} --unit 1 --profile eastron-sdm630")
+        click.echo(f"  coopwatt-agent read --p1 {home.devices[-1].url}")
         click.echo(
             "\nThe devices part of agent.toml (with coop, home and [broker] as for a real home):\n"
         )

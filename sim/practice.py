@@ -8,7 +8,11 @@ a chosen time so an installer sees PV by day), so ``coopwatt-agent scan``, ``rea
 ``check`` see a home that lives.
 
 Each device is a :class:`ServedDevice`: what it is, where, and its ``[[devices]]`` table for
-``agent.toml``. Other kinds of device (a P1 stream) join by adding entries to that list.
+``agent.toml``. Beside the Modbus devices, the same grid connection's smart meter streams DSMR
+5.0 telegrams on a P1 port (a TCP port, like a P1-to-Wi-Fi dongle; :mod:`sim.p1_stream`), so
+an installer can practise a home whose grid meter is already there. Its table is printed
+commented out: a home has the Modbus grid meter or the P1 meter, never both (two grid meters
+would count the connection's energy twice).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Final, TextIO
 from protocol.clock import Clock
 from sim.household import GRID_METER, PV_INVERTER, WIND_TURBINE, SimHome
 from sim.modbus_server import Endpoint, Served, ServedLog, SimModbusServers
+from sim.p1_stream import P1Stream, TelegramLog
 
 HOST: Final = "127.0.0.1"
 HOME: Final = "practice-home"
@@ -67,6 +72,21 @@ def modbus_device(name: str, endpoint: Endpoint) -> ServedDevice:
         f"unit = {endpoint.unit}\n"
     )
     return ServedDevice(name, DEVICE_LABELS.get(name, name), url, f"unit {endpoint.unit}", toml)
+
+
+P1_NAME: Final = "p1-meter"
+P1_LABEL: Final = "P1 smart meter (DSMR 5.0), the same grid connection"
+
+
+def p1_device(url: str) -> ServedDevice:
+    """The P1 stream's entry; its table is commented out (see the module doc)."""
+    toml = (
+        "# Or the same connection's P1 smart meter instead of the Modbus grid meter (not both):\n"
+        "# [[devices]]\n"
+        f'# name = "{P1_NAME}"\n'
+        f'# p1 = "{url}"\n'
+    )
+    return ServedDevice(P1_NAME, P1_LABEL, url, "", toml)
 
 
 def agent_toml(devices: list[ServedDevice]) -> str:
@@ -124,7 +144,8 @@ class PracticeHome:
     """One simulated home's Modbus devices on ``host``, until :meth:`stop`.
 
     ``port_base`` N puts the devices on ports N, N+1, ... in the order of :attr:`devices`
-    (grid meter, PV inverter, wind turbine); without it each gets a free port. ``seed`` picks
+    (grid meter, PV inverter, wind turbine, then the P1 port); without it each gets a free
+    port. ``seed`` picks
     the household (its load and its lifetime counters). With ``served_log``, every request the
     devices answer is appended there as a JSON line (see :class:`FileServedLog`).
     """
@@ -140,9 +161,9 @@ class PracticeHome:
     ) -> None:
         self.home = SimHome(HOME, seed, clock)
         names = list(self.home.devices)
-        if port_base is not None and not 1 <= port_base <= 65536 - len(names):
+        if port_base is not None and not 1 <= port_base <= 65536 - len(names) - 1:
             raise ValueError(
-                f"port base {port_base} leaves no room for {len(names)} ports below 65536"
+                f"port base {port_base} leaves no room for {len(names) + 1} ports below 65536"
             )
         self.host = host
         self.port_base = port_base
@@ -152,6 +173,9 @@ class PracticeHome:
             {name: port_base + i for i, name in enumerate(names)} if port_base is not None else {}
         )
         self._servers: SimModbusServers | None = None
+        self._p1: P1Stream | None = None
+        self._p1_port = 0 if port_base is None else port_base + len(names)
+        self._clock = clock
         self._devices: list[ServedDevice] = []
 
     def start(self) -> None:
@@ -173,8 +197,19 @@ class PracticeHome:
         self._servers = servers
         endpoints = servers.endpoints()[HOME]
         self._devices = [modbus_device(name, endpoints[name]) for name in self.home.devices]
-        # Another kind of device (a P1 stream) starts here and appends its ServedDevice (label,
-        # URL, [[devices]] table); the command prints whatever is in this list. stop() stops it.
+        try:
+            self._p1 = P1Stream(
+                lambda t_ms: self.home.values(GRID_METER, t_ms),
+                self._clock,
+                host=self.host,
+                port=self._p1_port,
+            ).start()
+        except OSError as exc:
+            self.stop()
+            raise PracticeError(
+                f"cannot serve the P1 meter on {self.host}:{self._p1_port}: {exc.strerror or exc}"
+            ) from None
+        self._devices.append(p1_device(self._p1.url))
 
     def _start_failure(self, exc: BaseException) -> str:
         for name, port in self._ports.items():
@@ -186,6 +221,9 @@ class PracticeHome:
 
     def stop(self) -> None:
         """Close every server (and the served log)."""
+        if self._p1 is not None:
+            self._p1.stop()
+            self._p1 = None
         if self._servers is not None:
             self._servers.stop()
             self._servers = None
@@ -207,6 +245,11 @@ class PracticeHome:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    @property
+    def p1_log(self) -> TelegramLog | None:
+        """What the P1 port sent (None until :meth:`start`)."""
+        return None if self._p1 is None else self._p1.log
 
     @property
     def devices(self) -> list[ServedDevice]:

@@ -149,6 +149,10 @@ def test_prints_each_device_with_its_url_and_unit(practice: tuple[Running, Path]
     assert {unit for _, unit in urls.values()} == {1}
     assert all(url.startswith("tcp://127.0.0.1:") for url, _ in urls.values())
     assert len({url for url, _ in urls.values()}) == 3
+    p1 = [line for line in running.printed if "P1 smart meter (DSMR 5.0)" in line]
+    assert len(p1) == 1 and p1[0].strip().startswith("tcp://127.0.0.1:")
+    # Its table is there to paste, commented out: one grid meter per home.
+    assert f'# p1 = "{p1[0].split()[0]}"' in running.printed
     assert (
         running.printed[0] == "A simulated home's devices, from 2026-06-21 09:00 UTC in real time:"
     )
@@ -276,7 +280,7 @@ def test_port_base_puts_the_devices_on_consecutive_ports() -> None:
             continue
         try:
             assert [d.url for d in home.devices] == [
-                f"tcp://127.0.0.1:{base + i}" for i in range(3)
+                f"tcp://127.0.0.1:{base + i}" for i in range(4)
             ]
             assert home.devices[0].line() == (
                 f"tcp://127.0.0.1:{base} unit 1  grid meter (Eastron SDM630)"
@@ -284,12 +288,12 @@ def test_port_base_puts_the_devices_on_consecutive_ports() -> None:
         finally:
             home.stop()
         return
-    pytest.fail("no three consecutive free ports at any of the bases tried")
+    pytest.fail("no four consecutive free ports at any of the bases tried")
 
 
-def test_a_port_base_too_high_for_three_devices_is_refused() -> None:
-    with pytest.raises(ValueError, match="port base 65534 leaves no room for 3 ports"):
-        PracticeHome(ManualClock(START_MS), port_base=65534)
+def test_a_port_base_too_high_for_four_ports_is_refused() -> None:
+    with pytest.raises(ValueError, match="port base 65533 leaves no room for 4 ports"):
+        PracticeHome(ManualClock(START_MS), port_base=65533)
 
 
 def test_a_served_log_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
@@ -314,3 +318,21 @@ def test_a_bad_start_is_one_line_and_exit_2(text: str) -> None:
     assert result.exit_code == 2
     assert result.output.startswith("Error: --start ")
     assert result.output.count("\n") == 1
+
+
+def test_the_p1_port_streams_the_grid_meters_telegrams() -> None:
+    """``read --p1`` on the practice home's P1 port gives what the stream's own log says it
+    sent: the simulated grid meter's counters, split over two tariffs."""
+    home = PracticeHome(ManualClock(START_MS))
+    home.start()
+    try:
+        url = home.devices[-1].url
+        assert home.devices[-1].label == "P1 smart meter (DSMR 5.0), the same grid connection"
+        result = CliRunner().invoke(agent_cli, ["read", "--p1", url, "--json", "--timeout", "20"])
+        assert result.exit_code == 0, result.output
+        got = json.loads(result.output)["quantities"]
+        assert home.p1_log is not None
+        assert got in [s.quantities for s in home.p1_log.sent()]
+        assert got["energy_import_wh"] == got["energy_import_t1_wh"] + got["energy_import_t2_wh"]
+    finally:
+        home.stop()
