@@ -74,7 +74,7 @@ def test_read_prints_what_the_meter_sent(stream: P1Stream) -> None:
     }
     text = _run("read", "--p1", stream.url, "--timeout", "20").output.splitlines()
     assert text[0] == f"P1 meter, DSMR 5.0, id {METER_ID} (dsmr-5, role grid)"
-    assert "  energy_import_wh   4321987 Wh" in text
+    assert "  energy_import_wh    4321987 Wh" in text  # aligned with energy_import_t1_wh
 
 
 def test_read_on_a_noisy_port_is_one_error_line() -> None:
