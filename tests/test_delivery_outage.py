@@ -358,12 +358,19 @@ class DeliveryMachine(RuleBasedStateMachine):
             self._tmp.cleanup()
 
 
-DeliveryMachine.TestCase.settings = settings(
-    max_examples=10,
-    stateful_step_count=8,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    # Each step restarts real processes: a failure is reported as found, not shrunk for minutes.
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-)
+def machine_settings(max_examples: int) -> settings:
+    """Eight steps a run; a failure is reported as found, not shrunk for minutes (each step
+    restarts real processes)."""
+    return settings(
+        max_examples=max_examples,
+        stateful_step_count=8,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    )
+
+
+# Five runs in the suite (about 2 s each: the agent and hub reconnect after a restart with a 1 s
+# minimum backoff); bench/delivery_machine.py runs the same machine for as many as it is asked.
+DeliveryMachine.TestCase.settings = machine_settings(5)
 test_delivery_state_machine = DeliveryMachine.TestCase
