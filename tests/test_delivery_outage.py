@@ -7,6 +7,7 @@ broker is a real Mosquitto process that is stopped and started again.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from paho.mqtt.enums import CallbackAPIVersion
 
+import agent.service as agent_service
 from agent.config import AgentConfig, DeviceConfig
 from agent.consent_ledger import ConsentLedger
 from agent.service import Agent
@@ -133,16 +135,41 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     b.stop()
 
 
-def test_a_day_without_the_broker_then_recovery(tmp_path: Path, broker: Mosquitto) -> None:
+# The suite's outages are two simulated hours; bench/outage_day.py runs the same two scenarios
+# (these functions, with their checks) over a whole day and prints how long each step took.
+SUITE_OUTAGE_HOURS = 2
+# 300 kB holds a day of quarter-hour aggregates many times over; 48 kB holds two hours' of them
+# (24 rows) many times over, yet not two hours of raw polls (360 readings, about 115 kB).
+SUITE_BUDGET_BYTES = 48 * 1024
+
+
+@dataclass
+class OutageFigures:
+    """Wall seconds of each step of an outage scenario, and what the outbox counted."""
+
+    queued: int  # readings in the agent's outbox when the broker came back
+    compacted: int
+    queue_s: float  # polling through the outage
+    drain_s: float  # from the broker's restart until the outbox was empty
+
+
+def outage_then_recovery(tmp_path: Path, broker: Mosquitto, hours: int) -> OutageFigures:
+    """The broker is down for ``hours`` of one poll a minute; then every poll the devices
+    answered, with the values they served, reaches the hub exactly once."""
     rig = InProcess(tmp_path, broker)
     try:
         rig.drained()
         broker.stop()
-        rig.poll(24 * 60)  # a simulated day at one poll a minute: 4,320 readings queue up
+        started = time.perf_counter()
+        rig.poll(hours * 60)  # three devices a minute: 180 readings an hour queue up
+        queue_s = time.perf_counter() - started
         assert rig.agent is not None
-        assert rig.agent.backlog >= 3 * 24 * 60
+        queued = rig.agent.backlog
+        assert queued >= 3 * hours * 60
         broker.start()
+        started = time.perf_counter()
         rig.drained()
+        drain_s = time.perf_counter() - started
         assert rig.agent.outbox.counter("lost") == 0
         # Every poll the devices answered, with the values they served, is in the hub's database.
         missing = served_not_stored(
@@ -162,32 +189,41 @@ def test_a_day_without_the_broker_then_recovery(tmp_path: Path, broker: Mosquitt
         rig.close()
     with Store.open_existing(tmp_path / "hub.db") as s:
         assert s.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    return OutageFigures(queued, 0, queue_s, drain_s)
 
 
-def test_an_outage_longer_than_the_budget_compacts_and_keeps_energy_exact(
-    tmp_path: Path, broker: Mosquitto
-) -> None:
-    rig = InProcess(tmp_path, broker, budget_bytes=300_000)
+def outage_past_the_budget(
+    tmp_path: Path, broker: Mosquitto, hours: int, budget_bytes: int
+) -> OutageFigures:
+    """An outage of ``hours`` fills more than ``budget_bytes`` of raw polls: the outbox merges
+    them into quarter-hour aggregates, drops nothing, and the energy over the outage is still the
+    simulator's to the Wh."""
+    rig = InProcess(tmp_path, broker, budget_bytes=budget_bytes)
     try:
         rig.drained()
         first = next(r for r in rig.store.iter_readings() if r.device == "grid-meter")
         broker.stop()
-        rig.poll(24 * 60)
+        started = time.perf_counter()
+        rig.poll(hours * 60)
+        queue_s = time.perf_counter() - started
         assert rig.agent is not None
+        queued = rig.agent.backlog
         compacted = rig.agent.outbox.counter("compacted")
         assert compacted > 0
         broker.start()
+        started = time.perf_counter()
         rig.drained()
+        drain_s = time.perf_counter() - started
         produced = {d: rig.agent.outbox.last_seq(d) for d in rig.seqs()}
         stored = sum(len(s) for s in rig.seqs().values())
         lost = rig.agent.outbox.counter("lost")
-        # 300 kB holds a day of quarter-hour aggregates many times over: merging alone keeps
-        # the day, nothing is dropped, and every reading is accounted for.
+        # The budget holds the outage's quarter-hour aggregates many times over: merging alone
+        # keeps it, nothing is dropped, and every reading is accounted for.
         assert lost == 0
         assert stored + compacted == sum(produced.values())
         grid = [r for r in rig.store.iter_readings() if r.device == "grid-meter"]
         assert any(r.period_ms for r in grid), "aggregates reached the hub"
-        # Energy over the day, from the stored counters, is the simulator's to the Wh.
+        # Energy over the outage, from the stored counters, is the simulator's to the Wh.
         last = grid[-1]
         truth = rig.sim.counters_at(last.ts_ms)
         assert float(last.quantities["energy_import_wh"]) - float(
@@ -198,13 +234,33 @@ def test_an_outage_longer_than_the_budget_compacts_and_keeps_energy_exact(
         )
     finally:
         rig.close()
+    return OutageFigures(queued, compacted, queue_s, drain_s)
+
+
+def test_hours_without_the_broker_then_recovery(tmp_path: Path, broker: Mosquitto) -> None:
+    """Two simulated hours without a broker, then every served poll arrives once. The code path
+    is the same for a day (bench/outage_day.py runs this scenario over 24 hours: 4,320 readings)."""
+    outage_then_recovery(tmp_path, broker, SUITE_OUTAGE_HOURS)
+
+
+def test_an_outage_longer_than_the_budget_compacts_and_keeps_energy_exact(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """Two simulated hours against a 48 kB budget: compaction runs, as it does for a day against
+    300 kB (bench/outage_day.py runs that), and nothing is lost."""
+    outage_past_the_budget(tmp_path, broker, SUITE_OUTAGE_HOURS, SUITE_BUDGET_BYTES)
 
 
 def test_the_status_says_how_long_the_oldest_reading_has_waited_for_its_ack(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A hub that is down leaves the agent connected and unacked: its status says so within a
-    few seconds of the oldest reading passing a minute, not at the next five-minute status."""
+    few seconds of the oldest reading passing a minute, not at the next five-minute status.
+
+    The agent looks for a late reading every ``DRAIN_STATUS_EVERY_S`` wall seconds (5 s); here
+    every 0.5 s, as the rig's other wall-clock timers are shortened, which saves the test up to
+    9 s of waiting for the two checks it needs and leaves what it checks as it was."""
+    monkeypatch.setattr(agent_service, "DRAIN_STATUS_EVERY_S", 0.5)
     rig = InProcess(tmp_path, broker)
     statuses: list[HomeStatus] = []
     watch = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{rig.coop}")
@@ -308,12 +364,19 @@ class DeliveryMachine(RuleBasedStateMachine):
             self._tmp.cleanup()
 
 
-DeliveryMachine.TestCase.settings = settings(
-    max_examples=10,
-    stateful_step_count=8,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-    # Each step restarts real processes: a failure is reported as found, not shrunk for minutes.
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-)
+def machine_settings(max_examples: int) -> settings:
+    """Eight steps a run; a failure is reported as found, not shrunk for minutes (each step
+    restarts real processes)."""
+    return settings(
+        max_examples=max_examples,
+        stateful_step_count=8,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    )
+
+
+# Five runs in the suite (about 2 s each: the agent and hub reconnect after a restart with a 1 s
+# minimum backoff); bench/delivery_machine.py runs the same machine for as many as it is asked.
+DeliveryMachine.TestCase.settings = machine_settings(5)
 test_delivery_state_machine = DeliveryMachine.TestCase

@@ -3,6 +3,7 @@ model only when it wins the backtest. Skipped without the train extra."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 pytest.importorskip("sklearn")
 pytest.importorskip("onnx")
 pytest.importorskip("tqdm")
+
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from hub.forecast.features import FEATURES, TARGETS
 from hub.forecast.model import ForecastModel, scale_band
@@ -28,6 +31,18 @@ from models.train import (
     retrain_from_history,
 )
 from tests.test_forecast_features import LAT, LON, sim_community
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_openmp_thread() -> Iterator[None]:
+    """scikit-learn's gradient boosting on one OpenMP thread. These fits are tiny (600 rows, 10
+    iterations), and its threads spin while they wait for each other: with other processes on
+    the 2 cores, the file took 82 s on two threads and 20 s on one. Nothing here checks a
+    figure that depends on the thread count: each comparison is between models fitted in this
+    file. (threadpoolctl comes with scikit-learn.)"""
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
 
 TINY = Settings(every_hours=12.0, step_fraction=0.3, max_iter=10, learning_rate=0.3)
 BLENDED = replace(TINY, demand_blend=0.7, demand_max_leaf_nodes=15, demand_l2_regularization=1.0)
