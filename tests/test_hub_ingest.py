@@ -7,6 +7,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -104,14 +105,14 @@ def coop() -> str:
 
 @contextlib.contextmanager
 def running_hub(
-    broker: Broker, db_path: Path, coop: str, protocol: int = 5
+    broker: Broker, db_path: Path, coop: str, protocol: int = 5, **options: Any
 ) -> Iterator[tuple[Ingest, Probe]]:
     store = Store.open(db_path, coop)
     probe = Probe(broker, coop, protocol)
     settings = BrokerSettings(
         url=broker.url, client_id=f"hub-{coop}", protocol=5 if protocol == 5 else 311
     )
-    ingest = Ingest(store, settings, coop, ManualClock(T0))
+    ingest = Ingest(store, settings, coop, ManualClock(T0), **options)
     try:
         ingest.start()
         # The hub subscribes before it publishes "online", so once the probe sees "online" the
@@ -129,6 +130,23 @@ def stored(db_path: Path) -> list[tuple[str, str, int]]:
     """Rows as another connection sees them: what is committed."""
     with Store.open_existing(db_path) as s:
         return [(r.home, r.device, r.seq) for r in s.iter_readings()]
+
+
+def test_a_full_queue_does_not_wait_out_the_linger(
+    mosquitto: Broker, tmp_path: Path, coop: str
+) -> None:
+    """With the queue full (here: one byte, so every message fills it), no further message can
+    join the group until the worker has taken it, so lingering for one only stalls the hub: the
+    old worker waited ``linger_s`` (an hour here) before storing each message."""
+    db_path = tmp_path / "hub.db"
+    with running_hub(mosquitto, db_path, coop, max_queue_bytes=1, linger_s=3600.0) as (
+        ingest,
+        probe,
+    ):
+        for seq in (1, 2, 3):
+            probe.publish(readings_topic(coop, "home-1"), batch_bytes("home-1", reading("m", seq)))
+        assert ingest.wait_idle(WAIT_S * 4), "the worker lingered for a message that could not come"
+        assert stored(db_path) == [("home-1", "m", 1), ("home-1", "m", 2), ("home-1", "m", 3)]
 
 
 @pytest.mark.parametrize("protocol", [5, 311])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +38,8 @@ def hub(
     mosquitto: RunningBroker, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[str, Path, Ingest]]:
     """A hub (ingest with consent, as `coopwatt-hub run` wires it) for a coop of its own; also
-    with a 1-byte queue, so paho's thread waits for the worker before every message.
-
-    With the 1-byte queue every group is one message whatever ``linger_s`` is (paho's thread
-    cannot queue a second until the worker has closed the group), so the 50 ms the worker would
-    linger for more is dead time: 50 ms a message, 25 s of this file. It lingers 0 s there."""
+    with a 1-byte queue, so paho's thread waits for the worker before every message (the
+    worker does not linger for a second message while the queue is full: it cannot come)."""
     max_queue_bytes: int = request.param
     coop = f"scale-{uuid.uuid4().hex[:8]}"
     clock = ManualClock(T0)
@@ -51,10 +47,7 @@ def hub(
     settings = BrokerSettings(mosquitto.url, f"hub-{coop}")
     book = ConsentBook(store)
     # As hub.app.ingest_with_consent wires it, with a queue limit of the test's.
-    wired = partial(
-        Ingest, store, settings, coop, clock, max_queue_bytes=max_queue_bytes, admit=book.admit
-    )
-    ingest = wired(linger_s=0.0) if max_queue_bytes == 1 else wired()
+    ingest = Ingest(store, settings, coop, clock, max_queue_bytes=max_queue_bytes, admit=book.admit)
     attach(ingest, book)
     ingest.start()
     assert ingest.connected.wait(5)

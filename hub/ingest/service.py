@@ -298,9 +298,15 @@ class Ingest:
                     continue
                 if deadline is None:
                     deadline = time.monotonic() + self.linger_s
-                block = not stopping and time.monotonic() < deadline
                 group.append(item)
                 size += len(item[1])
+                # A full queue takes nothing more until this group is closed: lingering for a
+                # message that cannot come would only stall paho's thread, a message at a time.
+                block = (
+                    not stopping
+                    and time.monotonic() < deadline
+                    and self._queued_bytes < self.max_queue_bytes
+                )
             if not group:
                 continue
             with self._cond:
