@@ -1,19 +1,25 @@
-"""Agent polling cost: poll cycle time, CPU per device and resident memory of a running agent.
+"""Agent polling cost: CPU and resident memory of a running agent, per kind of home.
 
-A home with three devices (an Eastron SDM630 grid meter, a SunSpec inverter and a small wind
-turbine) is served by the simulator's pymodbus servers on loopback. Two measurements:
+Homes (``--home``, repeatable; default: every one available):
 
-1. Poll cycle (in this process): the agent's device layer (profiles, SunSpec, the supervisor)
-   reads all three devices back to back, ``--cycles`` times; wall time per cycle.
-2. A running agent (``coopwatt-agent run`` in its own process, 1 s polling, a real Mosquitto and
-   an acking stand-in for the hub in this process): CPU seconds per minute per device, and its
-   resident memory, from /proc. Run twice: as installed here, and with numpy hidden, as on a Pi
-   where ``pip install 'coopwatt[agent]'`` brings no numpy (sqlite-utils imports numpy when it
-   can find it).
+- ``single-modbus``: one Eastron SDM630 grid meter, the commonest installation;
+- ``three``: an SDM630 grid meter, a SunSpec inverter and a small wind turbine;
+- ``p1``: one DSMR P1 smart meter (not yet here: see ``P1_HOME`` below).
 
-Targets (issue 3): at most 35 MiB resident, at most 0.1 CPU-s per minute per device at 1 s.
+Modbus devices are served by the simulator's pymodbus servers on loopback. For each home, a
+running agent (``coopwatt-agent run`` in its own process, 1 s polling, a real Mosquitto and an
+acking stand-in for the hub in this process), with numpy hidden as on a Pi where
+``pip install 'coopwatt[agent]'`` brings no numpy (sqlite-utils imports numpy when it can find
+it): CPU seconds per minute of the whole agent process (utime + stime from /proc, so every
+thread counts), per device too, and its resident memory (VmRSS, peak VmHWM). ``--runs`` repeats
+each measurement. ``--as-installed`` adds a run with numpy importable. For ``three`` the
+in-process poll cycle (profiles, SunSpec, the supervisor reading all three devices back to
+back, ``--cycles`` times) is timed as well.
 
-    .venv/bin/python bench/agent_poll.py [--seconds 60] [--cycles 300]
+Targets (issues 3 and 22): at most 35 MiB resident, at most 0.1 CPU-s per minute at 1 s polling
+for a single meter (the whole agent) and per device for the three-device home.
+
+    .venv/bin/python bench/agent_poll.py [--home single-modbus] [--seconds 60] [--runs 2]
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -42,7 +48,7 @@ from protocol.codec import decode_message, encode  # noqa: E402
 from protocol.payloads import Ack, ReadingBatch, seq_ranges  # noqa: E402
 from protocol.topics import HomeTopic, home_topic  # noqa: E402
 from sim.broker import run_mosquitto  # noqa: E402
-from sim.household import SimHome  # noqa: E402
+from sim.household import GRID_METER, SimHome  # noqa: E402
 from sim.modbus_server import SimModbusServers  # noqa: E402
 
 COOP, HOME = "bench", "home-1"
@@ -114,15 +120,27 @@ class Acker:
 
 
 def run_agent(
-    workdir: Path, endpoints: dict[str, Any], broker_url: str, seconds: float, hide_numpy: bool
+    workdir: Path,
+    endpoints: dict[str, Any],
+    broker_url: str,
+    seconds: float,
+    hide_numpy: bool,
+    label: str,
+    profile: Path | None = None,
 ) -> dict[str, float]:
+    """Start an agent polling ``endpoints`` every second; its CPU and memory over ``seconds``.
+
+    With ``profile``, py-spy (if installed) samples every thread of the agent over the window
+    and writes a flame graph there.
+    """
     devices = "".join(
         f'[[devices]]\nname = "{name}"\nprofile = "{ep.profile}"\n'
         f'modbus = "tcp://{ep.host}:{ep.port}"\nunit = {ep.unit}\n\n'
         for name, ep in endpoints.items()
     )
-    state = workdir / ("state-no-numpy" if hide_numpy else "state")
-    config = workdir / "agent.toml"
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=workdir))
+    state = run_dir / "state"
+    config = run_dir / "agent.toml"
     config.write_text(
         f'coop = "{COOP}"\nhome = "{HOME}"\npoll_interval_s = 1\n'
         f'data_dir = "{state}"\n\n[broker]\nurl = "{broker_url}"\n\n{devices}'
@@ -135,16 +153,25 @@ def run_agent(
         if hide_numpy
         else [str(python.parent / "coopwatt-agent"), "run", "--config", str(config)]
     )
-    log = (workdir / "agent.log").open("ab")
+    log = (run_dir / "agent.log").open("ab")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    spy: subprocess.Popen[bytes] | None = None
     try:
         time.sleep(8.0)  # start-up, imports, first connections and SunSpec discovery
         if proc.poll() is not None:
-            raise RuntimeError(f"agent exited: see {workdir / 'agent.log'}")
+            raise RuntimeError(f"agent exited: see {run_dir / 'agent.log'}")
+        if profile is not None:
+            spy = subprocess.Popen(
+                [str(python.parent / "py-spy"), "record", "--pid", str(proc.pid), "--idle",
+                 "--threads", "--duration", str(int(seconds)), "--rate", "200",
+                 "--format", "raw", "--output", str(profile)],
+            )  # fmt: skip
         cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(seconds)
         cpu1, wall1 = cpu_seconds(proc.pid), time.monotonic()
         rss, peak = rss_kib(proc.pid)
+        if spy is not None:
+            spy.wait(60)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -158,41 +185,79 @@ def run_agent(
     }
 
 
+def modbus_home(name: str, endpoints: dict[str, Any]) -> dict[str, Any]:
+    """The devices of home ``name`` among the simulator's endpoints."""
+    if name == "single-modbus":
+        return {GRID_METER: endpoints[GRID_METER]}  # the Eastron SDM630
+    return dict(endpoints)
+
+
+# A P1 home needs the P1 device kind and a telegram streamer (sim/p1_stream.py, issue 22): when
+# they exist, give run_agent that device's endpoint here and add "p1" to HOMES.
+P1_HOME: Final = "p1"
+HOMES: Final = ("single-modbus", "three")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--home", action="append", choices=(*HOMES, P1_HOME), help="home to measure (repeatable)"
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="agent measuring window")
-    parser.add_argument("--cycles", type=int, default=300, help="in-process poll cycles")
+    parser.add_argument("--runs", type=int, default=2, help="measurements per home")
+    parser.add_argument("--cycles", type=int, default=300, help="in-process poll cycles (three)")
+    parser.add_argument("--as-installed", action="store_true", help="also run with numpy")
+    parser.add_argument(
+        "--profile", type=Path, help="directory for py-spy profiles of each run (needs py-spy)"
+    )
     args = parser.parse_args()
+    homes = args.home or list(HOMES)
+    if P1_HOME in homes:
+        parser.error("the p1 home needs sim/p1_stream.py and the P1 device kind (issue 22)")
 
-    home = SimHome(HOME, 3, SystemClock())  # grid meter, SunSpec inverter, wind turbine
-    with tempfile.TemporaryDirectory() as tmp, SimModbusServers([home]) as servers:
-        endpoints = servers.endpoints()[HOME]
-        times = poll_cycles(endpoints, args.cycles)
-        ms = sorted(t * 1000 for t in times)
-        n = len(endpoints)
-        print(f"poll cycle, {n} devices over Modbus TCP on loopback ({args.cycles} cycles):")
-        print(
-            f"  median {statistics.median(ms):.2f} ms   p95 {ms[int(len(ms) * 0.95)]:.2f} ms"
-            f"   max {ms[-1]:.2f} ms"
-        )
+    sim = SimHome(HOME, 3, SystemClock())  # grid meter, SunSpec inverter, wind turbine
+    with tempfile.TemporaryDirectory() as tmp, SimModbusServers([sim]) as servers:
+        all_endpoints = servers.endpoints()[HOME]
+        if "three" in homes:
+            times = poll_cycles(all_endpoints, args.cycles)
+            ms = sorted(t * 1000 for t in times)
+            print(f"poll cycle, three devices over Modbus TCP on loopback ({args.cycles} cycles):")
+            print(
+                f"  median {statistics.median(ms):.2f} ms   p95 {ms[int(len(ms) * 0.95)]:.2f} ms"
+                f"   max {ms[-1]:.2f} ms"
+            )
         with run_mosquitto(Path(tmp) / "broker") as broker:
             acker = Acker(broker.host, broker.port)
             try:
-                for hide in (False, True):
-                    label = "agent-only install (numpy hidden)" if hide else "as installed here"
-                    r = run_agent(Path(tmp), endpoints, broker.url, args.seconds, hide)
-                    print(f"running agent, 1 s polling, {args.seconds:.0f} s window, {label}:")
-                    print(
-                        f"  CPU {r['cpu_s_per_min']:.3f} s/min = "
-                        f"{r['cpu_s_per_min_per_device']:.3f} CPU-s/min per device "
-                        f"(target <= 0.1)"
-                    )
-                    print(
-                        f"  resident memory {r['rss_mib']:.1f} MiB (peak {r['peak_rss_mib']:.1f}"
-                        " MiB, target <= 35)"
-                    )
+                for home in homes:
+                    endpoints = modbus_home(home, all_endpoints)
+                    n = len(endpoints)
+                    for hide in (True, False) if args.as_installed else (True,):
+                        how = "numpy hidden" if hide else "as installed here"
+                        print(f"home {home} ({n} device{'s' if n > 1 else ''}), 1 s polling, "
+                              f"{args.seconds:.0f} s window, {how}:")  # fmt: skip
+                        for run in range(1, args.runs + 1):
+                            profile = None
+                            if args.profile is not None:
+                                args.profile.mkdir(parents=True, exist_ok=True)
+                                profile = args.profile / f"{home}-{run}.txt"
+                            acked0 = acker.readings
+                            r = run_agent(
+                                Path(tmp), endpoints, broker.url, args.seconds, hide, home,
+                                profile,
+                            )  # fmt: skip
+                            per_dev = (
+                                f" = {r['cpu_s_per_min_per_device']:.3f} per device"
+                                if n > 1
+                                else ""
+                            )
+                            print(
+                                f"  run {run}: CPU {r['cpu_s_per_min']:.3f} s/min{per_dev} "
+                                f"(target <= 0.1{' per device' if n > 1 else ''});  "
+                                f"VmRSS {r['rss_mib']:.1f} MiB, VmHWM {r['peak_rss_mib']:.1f} MiB "
+                                f"(target <= 35);  acked {acker.readings - acked0} readings"
+                            )
             finally:
-                print(f"  readings acked by the stand-in hub: {acker.readings}")
                 acker.close()
 
 
