@@ -64,6 +64,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
+def thread_costs(pid: int) -> dict[str, tuple[float, float, int]]:
+    """Each thread's name -> (user CPU-s, system CPU-s, wakeups: voluntary context switches)."""
+    costs: dict[str, tuple[float, float, int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        switches = next(
+            int(line.split()[1])
+            for line in status.splitlines()
+            if line.startswith("voluntary_ctxt_switches")
+        )
+        key = f"{name} ({task.name})"
+        costs[key] = (int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS, switches)
+    return costs
+
+
 def rss_kib(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) in KiB."""
     values = {}
@@ -127,11 +148,12 @@ def run_agent(
     hide_numpy: bool,
     label: str,
     profile: Path | None = None,
+    show_threads: bool = False,
 ) -> dict[str, float]:
     """Start an agent polling ``endpoints`` every second; its CPU and memory over ``seconds``.
 
     With ``profile``, py-spy (if installed) samples every thread of the agent over the window
-    and writes a flame graph there.
+    and writes its raw stacks there. ``show_threads`` prints each thread's CPU and wakeups.
     """
     devices = "".join(
         f'[[devices]]\nname = "{name}"\nprofile = "{ep.profile}"\n'
@@ -166,9 +188,11 @@ def run_agent(
                  "--threads", "--duration", str(int(seconds)), "--rate", "200",
                  "--format", "raw", "--output", str(profile)],
             )  # fmt: skip
+        threads0 = thread_costs(proc.pid)
         cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(seconds)
         cpu1, wall1 = cpu_seconds(proc.pid), time.monotonic()
+        threads1 = thread_costs(proc.pid)
         rss, peak = rss_kib(proc.pid)
         if spy is not None:
             spy.wait(60)
@@ -177,6 +201,14 @@ def run_agent(
         proc.wait(30)
         log.close()
     per_minute = (cpu1 - cpu0) / (wall1 - wall0) * 60.0
+    if show_threads:
+        scale = 60.0 / (wall1 - wall0)
+        for name, (user1, sys1, wake1) in sorted(threads1.items()):
+            user0, sys0, wake0 = threads0.get(name, (0.0, 0.0, 0))
+            print(
+                f"    thread {name}: user {(user1 - user0) * scale:.3f} + system "
+                f"{(sys1 - sys0) * scale:.3f} CPU-s/min, {(wake1 - wake0) * scale:.0f} wakeups/min"
+            )
     return {
         "cpu_s_per_min": per_minute,
         "cpu_s_per_min_per_device": per_minute / len(endpoints),
@@ -209,6 +241,9 @@ def main() -> None:
     parser.add_argument("--as-installed", action="store_true", help="also run with numpy")
     parser.add_argument(
         "--profile", type=Path, help="directory for py-spy profiles of each run (needs py-spy)"
+    )
+    parser.add_argument(
+        "--threads", action="store_true", help="print each agent thread's CPU and wakeups"
     )
     args = parser.parse_args()
     homes = args.home or list(HOMES)
@@ -244,7 +279,7 @@ def main() -> None:
                             acked0 = acker.readings
                             r = run_agent(
                                 Path(tmp), endpoints, broker.url, args.seconds, hide, home,
-                                profile,
+                                profile, args.threads,
                             )  # fmt: skip
                             per_dev = (
                                 f" = {r['cpu_s_per_min_per_device']:.3f} per device"
