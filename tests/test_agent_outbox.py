@@ -310,3 +310,26 @@ def test_acked_readings_leave_the_file_with_the_next_cycle_not_in_a_commit_of_th
     box.flush_every = 2
     box.remove({"grid-meter": [2], "pv-inverter": [2]})  # a drain deletes as it goes
     assert box.conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+
+
+def test_a_send_with_every_waiting_reading_in_flight_does_not_query_the_outbox(
+    tmp_path: Path,
+) -> None:
+    """At 1 s polling the live readings are all there is: looking for a backlog every cycle
+    costs the Pi CPU for nothing (issue 22). A backlog is still found once there is one."""
+    box = Outbox(tmp_path / "o.db", durable=False)
+    wire = _Wire()
+    now = [0.0]
+    d = Delivery(box, "home-1", ManualClock(T0), wire.publish, monotonic=lambda: now[0])
+    statements: list[str] = []
+    box.conn.set_trace_callback(statements.append)
+    for i in range(3):  # polled, sent live, acked: the steady state
+        d.send(box.add(_cycle(T0 + i * 1000), "g1"))
+        d.acked([_ack(wire.sent[-1])])
+        statements.clear()
+        assert d.send() == 0
+        assert statements == []
+    unsent = box.add(_cycle(T0 + 3000), "g1")  # stored while the broker was away: a backlog
+    assert d.send() == 2
+    assert wire.keys(-1) == [(r.device, r.seq) for r in unsent]
+
