@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -333,3 +334,19 @@ def test_a_send_with_every_waiting_reading_in_flight_does_not_query_the_outbox(
     assert d.send() == 2
     assert wire.keys(-1) == [(r.device, r.seq) for r in unsent]
 
+
+def test_a_poll_cycle_numbers_its_readings_without_reading_the_file(tmp_path: Path) -> None:
+    """The seq is known from the last committed cycle (issue 22: a query less per poll); a
+    cycle that fails and rolls back neither skips nor reuses a number."""
+    box = Outbox(tmp_path / "o.db", durable=False)
+    assert [r.seq for r in box.add(_cycle(T0), "g1")] == [1, 1]
+    statements: list[str] = []
+    box.conn.set_trace_callback(statements.append)
+    assert [r.seq for r in box.add(_cycle(T0 + 1000), "g1")] == [2, 2]
+    assert not [s for s in statements if s.lstrip().upper().startswith("SELECT")], statements
+    twice = [_cycle(T0 + 2000)[0], _cycle(T0 + 2000)[0]]  # one device twice: (device, seq) clash
+    with pytest.raises(sqlite3.IntegrityError):
+        box.add(twice, "g1")
+    assert [r.seq for r in box.add(_cycle(T0 + 3000), "g1")] == [3, 3]
+    box.close()
+    assert Outbox(tmp_path / "o.db").last_seq("grid-meter") == 3
