@@ -260,9 +260,10 @@ class Agent:
             log.error("consent ledger unusable, sharing nothing: %s", exc)
             return nothing_shared(self.config.home)
 
-    def _follow_consent(self) -> None:
-        """Take up a grant recorded by ``coopwatt-agent consent`` while running."""
-        if self.consent.changed():
+    def _follow_consent(self, *, look: bool = True) -> None:
+        """Take up a grant recorded by ``coopwatt-agent consent`` while running (``look``: stat
+        the ledger; once a pass of the loop is enough), and publish the grant when due."""
+        if look and self.consent.changed():
             grant = self._read_grant()
             if grant != self._grant:
                 log.info("consent version %d in force: %s", grant.version,
@@ -293,8 +294,9 @@ class Agent:
             self._reconnected.clear()
             self.delivery.restart()
         # The grant goes out before any reading released under it, even when the connection
-        # came up halfway through this pass of the loop.
-        self._follow_consent()
+        # came up halfway through this pass of the loop. (The ledger was looked at when the
+        # pass began: readings of this pass were released under the grant in force then.)
+        self._follow_consent(look=False)
         self.delivery.send(live)
 
     def _status(self, state: Literal["online", "offline"]) -> HomeStatus:
