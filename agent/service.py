@@ -55,7 +55,8 @@ LATE_AFTER_MS = 60_000
 LATE_STATUS_EVERY_S = 30.0
 # An ack that comes in while the next poll is at most this near (wall clock) waits for that
 # poll's pass instead of waking the loop for a pass of its own: at 1 s polling that halves the
-# loop's passes (issue 22). It deletes nothing sooner either way (see Outbox.remove).
+# loop's passes (issue 22). It deletes nothing sooner either way (see Outbox.remove). The
+# housekeeping tick does not wake the loop then either: the poll's pass comes as soon.
 ACK_MAY_WAIT_MS = 2_000
 
 
@@ -104,7 +105,7 @@ class Agent:
         self._consent_due.set()
         self._acks: queue.SimpleQueue[Ack] = queue.SimpleQueue()
         self._wake = threading.Event()
-        self._acks_may_wait = False  # set by the loop before it sleeps (see ACK_MAY_WAIT_MS)
+        self._pass_soon = False  # set by the loop before it sleeps (see ACK_MAY_WAIT_MS)
         self._stop = threading.Event()
         self._reconnected = threading.Event()
         self._live: list[Row] = []  # this cycle's readings, sent ahead of any backlog
@@ -188,7 +189,7 @@ class Agent:
             return
         if ack.home == self.config.home:
             self._acks.put(ack)
-            if not self._acks_may_wait:
+            if not self._pass_soon:
                 self._wake.set()
 
     # --- the poll loop -----------------------------------------------------------------
@@ -219,7 +220,7 @@ class Agent:
                 if self.session.connected.is_set():
                     self.last_connected_ms = self.clock.now_ms()
                 self._sleep_until_due()
-            self._acks_may_wait = False  # the drain waits for acks
+            self._pass_soon = False  # the drain waits for acks
             self._drain(drain_timeout_s)
         finally:
             if self._link is not None:
@@ -233,13 +234,13 @@ class Agent:
     def _sleep_until_due(self) -> None:
         """Sleep until the next poll is due or something wakes the loop.
 
-        Acks wake it only when they cannot wait for that poll: on a simulated clock (its next
-        poll may be any wall time away; tests wait for acks with the clock standing still),
-        when the next poll is further than ``ACK_MAY_WAIT_MS`` away, or when readings wait for
-        room in the delivery window that acks free.
+        Acks and the housekeeping tick wake it only when they cannot wait for that poll: on a
+        simulated clock (its next poll may be any wall time away; tests wait for acks with the
+        clock standing still), when the next poll is further than ``ACK_MAY_WAIT_MS`` away, or
+        when readings wait for room in the delivery window that acks free.
         """
         next_due = min(s.next_due_ms for s in self._devices)
-        self._acks_may_wait = (
+        self._pass_soon = (
             isinstance(self.clock, SystemClock)
             and next_due - self.clock.now_ms() <= ACK_MAY_WAIT_MS
             and self.outbox.count() <= len(self.delivery.inflight)
@@ -251,6 +252,10 @@ class Agent:
         """Wake the loop now and then by the wall clock, whatever the simulated clock does: the
         resend timer and drain status run on wall time, as networks do."""
         while not self._stop.wait(self.housekeeping_s):
+            self._housekeeping_wake()
+
+    def _housekeeping_wake(self) -> None:
+        if not self._pass_soon:  # otherwise the next poll's pass checks the timers as soon
             self._wake.set()
 
     def _poll_due(self) -> None:

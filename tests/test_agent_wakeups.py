@@ -1,5 +1,6 @@
-"""What wakes the agent's poll loop: at 1 s polling, an ack waits for the next poll's pass
-rather than costing a pass of its own (issue 22), unless something cannot wait for it."""
+"""What wakes the agent's poll loop: at 1 s polling, an ack (or the housekeeping tick) waits for
+the next poll's pass rather than costing a pass of its own (issue 22), unless something cannot
+wait for it."""
 
 from __future__ import annotations
 
@@ -33,12 +34,17 @@ def _agent(tmp_path: Path, url: str, clock: Clock, poll_interval_s: int) -> Agen
 
 
 def _ack_wakes_the_loop(agent: Agent, seq: int) -> bool:
-    """Let the loop decide how it sleeps (woken at once), then hand it an ack for ``seq``."""
+    """Let the loop decide how it sleeps (woken at once), then hand it an ack for ``seq``;
+    the housekeeping tick must wake it exactly when the ack does."""
     agent._wake.set()
     agent._sleep_until_due()
+    agent._housekeeping_wake()
+    ticked = agent._wake.is_set()
+    agent._wake.clear()
     payload = encode(Ack("home-1", {"grid-meter": [[seq, seq]]}))
     agent._on_message(agent._ack_topic, payload)
-    return agent._wake.is_set()
+    assert agent._wake.is_set() == ticked
+    return ticked
 
 
 def _close(agent: Agent) -> None:
