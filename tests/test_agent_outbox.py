@@ -350,3 +350,14 @@ def test_a_poll_cycle_numbers_its_readings_without_reading_the_file(tmp_path: Pa
     assert [r.seq for r in box.add(_cycle(T0 + 3000), "g1")] == [3, 3]
     box.close()
     assert Outbox(tmp_path / "o.db").last_seq("grid-meter") == 3
+
+
+def test_checking_the_budget_of_an_outbox_far_under_it_is_one_statement(tmp_path: Path) -> None:
+    """Checked every poll cycle (issue 22): the file's size settles it without counting free
+    pages. Over the budget it still compacts (see the tests above)."""
+    box = Outbox(tmp_path / "o.db", durable=False)
+    box.add(_cycle(T0), "g1")
+    statements: list[str] = []
+    box.conn.set_trace_callback(statements.append)
+    box.enforce_budget()
+    assert statements == ["PRAGMA page_count"]
