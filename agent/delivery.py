@@ -115,8 +115,11 @@ class Delivery:
         if len(self.inflight) + len(fresh) <= self.window:
             self._send(fresh)
             sent += len(fresh)
-        while (room := self.window - len(self.inflight)) >= self.batch_size or (
-            room > 0 and not self.inflight
+        # Every reading waiting for an ack is in flight (the steady state: polled, sent live,
+        # acked): there is no backlog to look for, and a query a poll costs the Pi (issue 22).
+        while self.outbox.count() > len(self.inflight) and (
+            (room := self.window - len(self.inflight)) >= self.batch_size
+            or (room > 0 and not self.inflight)
         ):
             page = self.outbox.after(self._cursor, min(room, self.batch_size))
             if not page:

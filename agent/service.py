@@ -37,7 +37,7 @@ from agent.outbox import Outbox, Polled, Row
 from agent.prompts import HomePrompts
 from agent.release import Releaser
 from protocol import __version__
-from protocol.clock import Clock
+from protocol.clock import Clock, SystemClock
 from protocol.codec import CodecError, decode, encode
 from protocol.consent import ConsentGrant, describe, nothing_shared
 from protocol.payloads import Ack, FeedbackAction, HomeStatus
@@ -53,6 +53,11 @@ DRAIN_STATUS_EVERY_S = 5.0  # wall seconds between status updates while a backlo
 # the oldest unacked reading (a few minutes) never works from an old status.
 LATE_AFTER_MS = 60_000
 LATE_STATUS_EVERY_S = 30.0
+# An ack that comes in while the next poll is at most this near (wall clock) waits for that
+# poll's pass instead of waking the loop for a pass of its own: at 1 s polling that halves the
+# loop's passes (issue 22). It deletes nothing sooner either way (see Outbox.remove). The
+# housekeeping tick does not wake the loop then either: the poll's pass comes as soon.
+ACK_MAY_WAIT_MS = 2_000
 
 
 def agent_version() -> str:
@@ -104,6 +109,7 @@ class Agent:
         self._consent_due.set()
         self._acks: queue.SimpleQueue[Ack] = queue.SimpleQueue()
         self._wake = threading.Event()
+        self._pass_soon = False  # set by the loop before it sleeps (see ACK_MAY_WAIT_MS)
         self._stop = threading.Event()
         self._reconnected = threading.Event()
         self._live: list[Row] = []  # this cycle's readings, sent ahead of any backlog
@@ -187,7 +193,8 @@ class Agent:
             return
         if ack.home == self.config.home:
             self._acks.put(ack)
-            self._wake.set()
+            if not self._pass_soon:
+                self._wake.set()
 
     # --- the poll loop -----------------------------------------------------------------
     def stop(self) -> None:
@@ -216,9 +223,8 @@ class Agent:
                 self._publish_status()
                 if self.session.connected.is_set():
                     self.last_connected_ms = self.clock.now_ms()
-                next_due = min(s.next_due_ms for s in self._devices)
-                self.clock.sleep_until_ms(next_due, self._wake)
-                self._wake.clear()
+                self._sleep_until_due()
+            self._pass_soon = False  # the drain waits for acks
             self._drain(drain_timeout_s)
         finally:
             if self._link is not None:
@@ -229,10 +235,31 @@ class Agent:
             close_devices(s.device for s in self._devices)
             self.outbox.close()
 
+    def _sleep_until_due(self) -> None:
+        """Sleep until the next poll is due or something wakes the loop.
+
+        Acks and the housekeeping tick wake it only when they cannot wait for that poll: on a
+        simulated clock (its next poll may be any wall time away; tests wait for acks with the
+        clock standing still), when the next poll is further than ``ACK_MAY_WAIT_MS`` away, or
+        when readings wait for room in the delivery window that acks free.
+        """
+        next_due = min(s.next_due_ms for s in self._devices)
+        self._pass_soon = (
+            isinstance(self.clock, SystemClock)
+            and next_due - self.clock.now_ms() <= ACK_MAY_WAIT_MS
+            and self.outbox.count() <= len(self.delivery.inflight)
+        )
+        self.clock.sleep_until_ms(next_due, self._wake)
+        self._wake.clear()
+
     def _tick(self) -> None:
         """Wake the loop now and then by the wall clock, whatever the simulated clock does: the
         resend timer and drain status run on wall time, as networks do."""
         while not self._stop.wait(self.housekeeping_s):
+            self._housekeeping_wake()
+
+    def _housekeeping_wake(self) -> None:
+        if not self._pass_soon:  # otherwise the next poll's pass checks the timers as soon
             self._wake.set()
 
     def _poll_due(self) -> None:
@@ -264,9 +291,10 @@ class Agent:
             log.error("consent ledger unusable, sharing nothing: %s", exc)
             return nothing_shared(self.config.home)
 
-    def _follow_consent(self) -> None:
-        """Take up a grant recorded by ``coopwatt-agent consent`` while running."""
-        if self.consent.changed():
+    def _follow_consent(self, *, look: bool = True) -> None:
+        """Take up a grant recorded by ``coopwatt-agent consent`` while running (``look``: stat
+        the ledger; once a pass of the loop is enough), and publish the grant when due."""
+        if look and self.consent.changed():
             grant = self._read_grant()
             if grant != self._grant:
                 log.info("consent version %d in force: %s", grant.version,
@@ -297,8 +325,9 @@ class Agent:
             self._reconnected.clear()
             self.delivery.restart()
         # The grant goes out before any reading released under it, even when the connection
-        # came up halfway through this pass of the loop.
-        self._follow_consent()
+        # came up halfway through this pass of the loop. (The ledger was looked at when the
+        # pass began: readings of this pass were released under the grant in force then.)
+        self._follow_consent(look=False)
         self.delivery.send(live)
 
     def _status(self, state: Literal["online", "offline"]) -> HomeStatus:

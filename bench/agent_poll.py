@@ -1,23 +1,26 @@
-"""Agent polling cost: poll cycle time, CPU per device and resident memory of a running agent.
+"""Agent polling cost: CPU and resident memory of a running agent, per kind of home.
 
-A home with three devices (an Eastron SDM630 grid meter, a SunSpec inverter and a small wind
-turbine) is served by the simulator's pymodbus servers on loopback. Two measurements:
+Homes (``--home``, repeatable; default: every one available):
 
-1. Poll cycle (in this process): the agent's device layer (profiles, SunSpec, the supervisor)
-   reads all three devices back to back, ``--cycles`` times; wall time per cycle.
-2. A running agent (``coopwatt-agent run`` in its own process, 1 s polling, a real Mosquitto and
-   an acking stand-in for the hub in this process): CPU seconds per minute per device, and its
-   resident memory, from /proc. Run twice: as installed here, and with numpy hidden, as on a Pi
-   where ``pip install 'coopwatt[agent]'`` brings no numpy (sqlite-utils imports numpy when it
-   can find it).
+- ``single-modbus``: one Eastron SDM630 grid meter, the commonest installation;
+- ``three``: an SDM630 grid meter, a SunSpec inverter and a small wind turbine;
+- ``p1``: one DSMR 5 P1 smart meter: the simulator's P1 stream on loopback TCP (as a P1 dongle),
+  a telegram every second as a DSMR 5 meter sends them.
 
-Targets (issue 3): at most 35 MiB resident, at most 0.1 CPU-s per minute per device at 1 s.
+Modbus devices are served by the simulator's pymodbus servers on loopback. For each home, a
+running agent (``coopwatt-agent run`` in its own process, 1 s polling, a real Mosquitto and an
+acking stand-in for the hub in this process), with numpy hidden as on a Pi where
+``pip install 'coopwatt[agent]'`` brings no numpy (sqlite-utils imports numpy when it can find
+it): CPU seconds per minute of the whole agent process (utime + stime from /proc, so every
+thread counts), per device too, and its resident memory (VmRSS, peak VmHWM). ``--runs`` repeats
+each measurement. ``--as-installed`` adds a run with numpy importable. For ``three`` the
+in-process poll cycle (profiles, SunSpec, the supervisor reading all three devices back to
+back, ``--cycles`` times) is timed as well.
 
-3. One P1 (DSMR 5) smart meter (issue 22): the simulator's P1 stream on loopback TCP, a
-   telegram every second as a DSMR 5 meter sends them, read by an agent (numpy hidden) polling
-   every 10 s; CPU-s per minute and resident memory, same targets (0.1 CPU-s/min, 35 MiB).
+Targets (issues 3 and 22): at most 35 MiB resident, at most 0.1 CPU-s per minute at 1 s polling
+for a single meter (the whole agent) and per device for the three-device home.
 
-    .venv/bin/python bench/agent_poll.py [--seconds 60] [--cycles 300] [--only-p1]
+    .venv/bin/python bench/agent_poll.py [--home single-modbus] [--seconds 60] [--runs 2]
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -46,7 +49,7 @@ from protocol.codec import decode_message, encode  # noqa: E402
 from protocol.payloads import Ack, ReadingBatch, seq_ranges  # noqa: E402
 from protocol.topics import HomeTopic, home_topic  # noqa: E402
 from sim.broker import run_mosquitto  # noqa: E402
-from sim.household import SimHome  # noqa: E402
+from sim.household import GRID_METER, SimHome  # noqa: E402
 from sim.modbus_server import SimModbusServers  # noqa: E402
 from sim.p1_stream import P1Stream  # noqa: E402
 
@@ -61,6 +64,27 @@ WITHOUT_NUMPY = (
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def thread_costs(pid: int) -> dict[str, tuple[float, float, int]]:
+    """Each thread's name -> (user CPU-s, system CPU-s, wakeups: voluntary context switches)."""
+    costs: dict[str, tuple[float, float, int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        switches = next(
+            int(line.split()[1])
+            for line in status.splitlines()
+            if line.startswith("voluntary_ctxt_switches")
+        )
+        key = f"{name} ({task.name})"
+        costs[key] = (int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS, switches)
+    return costs
 
 
 def rss_kib(pid: int) -> tuple[int, int]:
@@ -118,16 +142,35 @@ class Acker:
         self.client.disconnect()
 
 
-def run_agent(
-    workdir: Path, endpoints: dict[str, Any], broker_url: str, seconds: float, hide_numpy: bool
-) -> dict[str, float]:
-    devices = "".join(
+def modbus_devices(endpoints: dict[str, Any]) -> list[str]:
+    """The ``[[devices]]`` tables of Modbus ``endpoints``."""
+    return [
         f'[[devices]]\nname = "{name}"\nprofile = "{ep.profile}"\n'
         f'modbus = "tcp://{ep.host}:{ep.port}"\nunit = {ep.unit}\n\n'
         for name, ep in endpoints.items()
-    )
-    state = workdir / ("state-no-numpy" if hide_numpy else "state")
-    config = workdir / "agent.toml"
+    ]
+
+
+def run_agent(
+    workdir: Path,
+    tables: list[str],
+    broker_url: str,
+    seconds: float,
+    hide_numpy: bool,
+    label: str,
+    profile: Path | None = None,
+    show_threads: bool = False,
+) -> dict[str, float]:
+    """Start an agent polling the devices of ``tables`` every second; its CPU and memory over
+    ``seconds``.
+
+    With ``profile``, py-spy (if installed) samples every thread of the agent over the window
+    and writes its raw stacks there. ``show_threads`` prints each thread's CPU and wakeups.
+    """
+    devices = "".join(tables)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=workdir))
+    state = run_dir / "state"
+    config = run_dir / "agent.toml"
     config.write_text(
         f'coop = "{COOP}"\nhome = "{HOME}"\npoll_interval_s = 1\n'
         f'data_dir = "{state}"\n\n[broker]\nurl = "{broker_url}"\n\n{devices}'
@@ -140,125 +183,130 @@ def run_agent(
         if hide_numpy
         else [str(python.parent / "coopwatt-agent"), "run", "--config", str(config)]
     )
-    log = (workdir / "agent.log").open("ab")
+    log = (run_dir / "agent.log").open("ab")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    spy: subprocess.Popen[bytes] | None = None
     try:
         time.sleep(8.0)  # start-up, imports, first connections and SunSpec discovery
         if proc.poll() is not None:
-            raise RuntimeError(f"agent exited: see {workdir / 'agent.log'}")
+            raise RuntimeError(f"agent exited: see {run_dir / 'agent.log'}")
+        if profile is not None:
+            spy = subprocess.Popen(
+                [str(python.parent / "py-spy"), "record", "--pid", str(proc.pid), "--idle",
+                 "--threads", "--duration", str(int(seconds)), "--rate", "200",
+                 "--format", "raw", "--output", str(profile)],
+            )  # fmt: skip
+        threads0 = thread_costs(proc.pid)
         cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(seconds)
         cpu1, wall1 = cpu_seconds(proc.pid), time.monotonic()
+        threads1 = thread_costs(proc.pid)
         rss, peak = rss_kib(proc.pid)
+        if spy is not None:
+            spy.wait(60)
     finally:
         proc.terminate()
         proc.wait(30)
         log.close()
     per_minute = (cpu1 - cpu0) / (wall1 - wall0) * 60.0
+    if show_threads:
+        scale = 60.0 / (wall1 - wall0)
+        for name, (user1, sys1, wake1) in sorted(threads1.items()):
+            user0, sys0, wake0 = threads0.get(name, (0.0, 0.0, 0))
+            print(
+                f"    thread {name}: user {(user1 - user0) * scale:.3f} + system "
+                f"{(sys1 - sys0) * scale:.3f} CPU-s/min, {(wake1 - wake0) * scale:.0f} wakeups/min"
+            )
     return {
         "cpu_s_per_min": per_minute,
-        "cpu_s_per_min_per_device": per_minute / len(endpoints),
+        "cpu_s_per_min_per_device": per_minute / len(tables),
         "rss_mib": rss / 1024,
         "peak_rss_mib": peak / 1024,
     }
 
 
-def run_p1_agent(workdir: Path, broker_url: str, seconds: float) -> dict[str, float]:
-    """An agent with one P1 meter (a DSMR 5 telegram a second over TCP), numpy hidden."""
-    home = SimHome(HOME, 3, SystemClock())
-    state = workdir / "state-p1"
-    with P1Stream(lambda t: home.values("grid-meter", t), SystemClock()) as stream:
-        stream.start()
-        config = workdir / "agent-p1.toml"
-        config.write_text(
-            f'coop = "{COOP}"\nhome = "{HOME}"\npoll_interval_s = 10\ndata_dir = "{state}"\n\n'
-            f'[broker]\nurl = "{broker_url}"\n\n'
-            f'[[devices]]\nname = "grid-meter"\np1 = "{stream.url}"\nprofile = "dsmr-5"\n'
-        )
-        ConsentLedger(state / "consent.jsonl", HOME).share_everything(int(time.time() * 1000))
-        command = [sys.executable, "-c", WITHOUT_NUMPY, "run", "--config", str(config)]
-        log = (workdir / "agent-p1.log").open("ab")
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            time.sleep(8.0)  # start-up, imports, the first connection
-            if proc.poll() is not None:
-                raise RuntimeError(f"agent exited: see {workdir / 'agent-p1.log'}")
-            sent0 = len(stream.log.delivered())
-            cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
-            time.sleep(seconds)
-            cpu1, wall1 = cpu_seconds(proc.pid), time.monotonic()
-            rss, peak = rss_kib(proc.pid)
-            sent = len(stream.log.delivered()) - sent0
-        finally:
-            proc.terminate()
-            proc.wait(30)
-            log.close()
-    return {
-        "cpu_s_per_min": (cpu1 - cpu0) / (wall1 - wall0) * 60.0,
-        "rss_mib": rss / 1024,
-        "peak_rss_mib": peak / 1024,
-        "telegrams": sent,
-    }
+def modbus_home(name: str, endpoints: dict[str, Any]) -> dict[str, Any]:
+    """The devices of home ``name`` among the simulator's endpoints."""
+    if name == "single-modbus":
+        return {GRID_METER: endpoints[GRID_METER]}  # the Eastron SDM630
+    return dict(endpoints)
+
+
+P1_HOME: Final = "p1"
+HOMES: Final = ("single-modbus", "three", P1_HOME)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--home", action="append", choices=HOMES, help="home to measure (repeatable)"
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="agent measuring window")
-    parser.add_argument("--cycles", type=int, default=300, help="in-process poll cycles")
-    parser.add_argument("--only-p1", action="store_true", help="measure only the P1 meter")
+    parser.add_argument("--runs", type=int, default=2, help="measurements per home")
+    parser.add_argument("--cycles", type=int, default=300, help="in-process poll cycles (three)")
+    parser.add_argument("--as-installed", action="store_true", help="also run with numpy")
+    parser.add_argument(
+        "--profile", type=Path, help="directory for py-spy profiles of each run (needs py-spy)"
+    )
+    parser.add_argument(
+        "--threads", action="store_true", help="print each agent thread's CPU and wakeups"
+    )
     args = parser.parse_args()
-    if args.only_p1:
-        with tempfile.TemporaryDirectory() as tmp, run_mosquitto(Path(tmp) / "broker") as broker:
-            acker = Acker(broker.host, broker.port)
-            try:
-                print_p1(run_p1_agent(Path(tmp), broker.url, args.seconds), args.seconds)
-            finally:
-                print(f"  readings acked by the stand-in hub: {acker.readings}")
-                acker.close()
-        return
+    homes = args.home or list(HOMES)
 
-    home = SimHome(HOME, 3, SystemClock())  # grid meter, SunSpec inverter, wind turbine
-    with tempfile.TemporaryDirectory() as tmp, SimModbusServers([home]) as servers:
-        endpoints = servers.endpoints()[HOME]
-        times = poll_cycles(endpoints, args.cycles)
-        ms = sorted(t * 1000 for t in times)
-        n = len(endpoints)
-        print(f"poll cycle, {n} devices over Modbus TCP on loopback ({args.cycles} cycles):")
-        print(
-            f"  median {statistics.median(ms):.2f} ms   p95 {ms[int(len(ms) * 0.95)]:.2f} ms"
-            f"   max {ms[-1]:.2f} ms"
-        )
+    sim = SimHome(HOME, 3, SystemClock())  # grid meter, SunSpec inverter, wind turbine
+    p1 = P1Stream(lambda t: sim.values(GRID_METER, t), SystemClock())  # a telegram a second
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        SimModbusServers([sim]) as servers,
+        p1.start(),
+    ):
+        all_endpoints = servers.endpoints()[HOME]
+        if "three" in homes:
+            times = poll_cycles(all_endpoints, args.cycles)
+            ms = sorted(t * 1000 for t in times)
+            print(f"poll cycle, three devices over Modbus TCP on loopback ({args.cycles} cycles):")
+            print(
+                f"  median {statistics.median(ms):.2f} ms   p95 {ms[int(len(ms) * 0.95)]:.2f} ms"
+                f"   max {ms[-1]:.2f} ms"
+            )
         with run_mosquitto(Path(tmp) / "broker") as broker:
             acker = Acker(broker.host, broker.port)
             try:
-                for hide in (False, True):
-                    label = "agent-only install (numpy hidden)" if hide else "as installed here"
-                    r = run_agent(Path(tmp), endpoints, broker.url, args.seconds, hide)
-                    print(f"running agent, 1 s polling, {args.seconds:.0f} s window, {label}:")
-                    print(
-                        f"  CPU {r['cpu_s_per_min']:.3f} s/min = "
-                        f"{r['cpu_s_per_min_per_device']:.3f} CPU-s/min per device "
-                        f"(target <= 0.1)"
+                for home in homes:
+                    tables = (
+                        [f'[[devices]]\nname = "grid-meter"\np1 = "{p1.url}"\n\n']
+                        if home == P1_HOME
+                        else modbus_devices(modbus_home(home, all_endpoints))
                     )
-                    print(
-                        f"  resident memory {r['rss_mib']:.1f} MiB (peak {r['peak_rss_mib']:.1f}"
-                        " MiB, target <= 35)"
-                    )
-                print_p1(run_p1_agent(Path(tmp), broker.url, args.seconds), args.seconds)
+                    n = len(tables)
+                    for hide in (True, False) if args.as_installed else (True,):
+                        how = "numpy hidden" if hide else "as installed here"
+                        print(f"home {home} ({n} device{'s' if n > 1 else ''}), 1 s polling, "
+                              f"{args.seconds:.0f} s window, {how}:")  # fmt: skip
+                        for run in range(1, args.runs + 1):
+                            profile = None
+                            if args.profile is not None:
+                                args.profile.mkdir(parents=True, exist_ok=True)
+                                profile = args.profile / f"{home}-{run}.txt"
+                            acked0 = acker.readings
+                            r = run_agent(
+                                Path(tmp), tables, broker.url, args.seconds, hide, home,
+                                profile, args.threads,
+                            )  # fmt: skip
+                            per_dev = (
+                                f" = {r['cpu_s_per_min_per_device']:.3f} per device"
+                                if n > 1
+                                else ""
+                            )
+                            print(
+                                f"  run {run}: CPU {r['cpu_s_per_min']:.3f} s/min{per_dev} "
+                                f"(target <= 0.1{' per device' if n > 1 else ''});  "
+                                f"VmRSS {r['rss_mib']:.1f} MiB, VmHWM {r['peak_rss_mib']:.1f} MiB "
+                                f"(target <= 35);  acked {acker.readings - acked0} readings"
+                            )
             finally:
-                print(f"  readings acked by the stand-in hub: {acker.readings}")
                 acker.close()
-
-
-def print_p1(r: dict[str, float], seconds: float) -> None:
-    print(f"running agent, one P1 meter (DSMR 5, a telegram a second), {seconds:.0f} s window:")
-    print(
-        f"  CPU {r['cpu_s_per_min']:.3f} CPU-s/min (target <= 0.1), "
-        f"{r['telegrams']:.0f} telegrams streamed"
-    )
-    print(
-        f"  resident memory {r['rss_mib']:.1f} MiB (peak {r['peak_rss_mib']:.1f} MiB, target <= 35)"
-    )
 
 
 if __name__ == "__main__":

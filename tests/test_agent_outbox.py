@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -310,3 +311,53 @@ def test_acked_readings_leave_the_file_with_the_next_cycle_not_in_a_commit_of_th
     box.flush_every = 2
     box.remove({"grid-meter": [2], "pv-inverter": [2]})  # a drain deletes as it goes
     assert box.conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+
+
+def test_a_send_with_every_waiting_reading_in_flight_does_not_query_the_outbox(
+    tmp_path: Path,
+) -> None:
+    """At 1 s polling the live readings are all there is: looking for a backlog every cycle
+    costs the Pi CPU for nothing (issue 22). A backlog is still found once there is one."""
+    box = Outbox(tmp_path / "o.db", durable=False)
+    wire = _Wire()
+    now = [0.0]
+    d = Delivery(box, "home-1", ManualClock(T0), wire.publish, monotonic=lambda: now[0])
+    statements: list[str] = []
+    box.conn.set_trace_callback(statements.append)
+    for i in range(3):  # polled, sent live, acked: the steady state
+        d.send(box.add(_cycle(T0 + i * 1000), "g1"))
+        d.acked([_ack(wire.sent[-1])])
+        statements.clear()
+        assert d.send() == 0
+        assert statements == []
+    unsent = box.add(_cycle(T0 + 3000), "g1")  # stored while the broker was away: a backlog
+    assert d.send() == 2
+    assert wire.keys(-1) == [(r.device, r.seq) for r in unsent]
+
+
+def test_a_poll_cycle_numbers_its_readings_without_reading_the_file(tmp_path: Path) -> None:
+    """The seq is known from the last committed cycle (issue 22: a query less per poll); a
+    cycle that fails and rolls back neither skips nor reuses a number."""
+    box = Outbox(tmp_path / "o.db", durable=False)
+    assert [r.seq for r in box.add(_cycle(T0), "g1")] == [1, 1]
+    statements: list[str] = []
+    box.conn.set_trace_callback(statements.append)
+    assert [r.seq for r in box.add(_cycle(T0 + 1000), "g1")] == [2, 2]
+    assert not [s for s in statements if s.lstrip().upper().startswith("SELECT")], statements
+    twice = [_cycle(T0 + 2000)[0], _cycle(T0 + 2000)[0]]  # one device twice: (device, seq) clash
+    with pytest.raises(sqlite3.IntegrityError):
+        box.add(twice, "g1")
+    assert [r.seq for r in box.add(_cycle(T0 + 3000), "g1")] == [3, 3]
+    box.close()
+    assert Outbox(tmp_path / "o.db").last_seq("grid-meter") == 3
+
+
+def test_checking_the_budget_of_an_outbox_far_under_it_is_one_statement(tmp_path: Path) -> None:
+    """Checked every poll cycle (issue 22): the file's size settles it without counting free
+    pages. Over the budget it still compacts (see the tests above)."""
+    box = Outbox(tmp_path / "o.db", durable=False)
+    box.add(_cycle(T0), "g1")
+    statements: list[str] = []
+    box.conn.set_trace_callback(statements.append)
+    box.enforce_budget()
+    assert statements == ["PRAGMA page_count"]
