@@ -332,3 +332,21 @@ def test_sml_config_and_device(clock: ManualClock) -> None:
 def test_sml_config_mistakes_are_one_sentence(device: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(_config(device))
+
+
+def test_closing_interrupts_a_read_that_waits_for_a_quiet_meter(
+    stream: P1Stream, clock: ManualClock
+) -> None:
+    """The reader blocks up to READ_TIMEOUT_S (5 s) on a quiet port so that it does not wake
+    for nothing; close() interrupts that read (TCP: shutdown; serial: cancel_read) instead of
+    waiting it out, so the agent stops at once."""
+    from agent.push_meter import READ_TIMEOUT_S
+
+    assert READ_TIMEOUT_S >= 5.0
+    m = meter(stream.url, clock)
+    connected(stream, m)
+    wait_until(lambda: m._port is not None, "the reader to hold its open port")
+    thread = m._thread
+    assert thread is not None
+    m.close()  # joins for at most 5 s: without the interrupt the read would still be waiting
+    assert not thread.is_alive()
