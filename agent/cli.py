@@ -162,14 +162,21 @@ _P1_HELP = (
 )
 
 
-def _one_of(modbus: str | None, p1: str | None) -> None:
-    if (modbus is None) == (p1 is None):
-        raise CliError("give --modbus URL or --p1 URL (one of them)")
+_SML_HELP = (
+    "Instead: a German meter's optical SML port through an IR head, serial:///dev/ttyUSB0 "
+    "(9600 8N1), or a network IR head, tcp://HOST:PORT."
+)
+
+
+def _one_of(modbus: str | None, p1: str | None, sml: str | None = None) -> None:
+    if [modbus, p1, sml].count(None) != 2:
+        raise CliError("give --modbus URL, --p1 URL or --sml URL (one of them)")
 
 
 @main.command()
 @click.option("--modbus", "url", default=None, help=_BUS_HELP)
 @click.option("--p1", "p1_url", default=None, help=_P1_HELP)
+@click.option("--sml", "sml_url", default=None, help=_SML_HELP)
 @click.option(
     "--units", default="1-247", show_default=True, help="Unit ids to ask: 1-247, or 1,2,10-20."
 )
@@ -178,18 +185,27 @@ def _one_of(modbus: str | None, p1: str | None) -> None:
     "timeout_s",
     type=click.FloatRange(0.05, 30),
     default=None,
-    help="Seconds to wait for each unit to answer [0.5]; with --p1, to listen [12].",
+    help="Seconds to wait for each unit to answer [0.5]; with --p1 or --sml, to listen [12].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def scan(
-    url: str | None, p1_url: str | None, units: str, timeout_s: float | None, as_json: bool
+    url: str | None,
+    p1_url: str | None,
+    sml_url: str | None,
+    units: str,
+    timeout_s: float | None,
+    as_json: bool,
 ) -> None:
     """List what answers on a Modbus bus and what it is: a SunSpec device's maker, model and
     serial, or the device profiles that fit it. With --p1, listen to a smart meter's P1 port and
-    say which meter and DSMR version sends there (--timeout is then how long to listen)."""
-    _one_of(url, p1_url)
+    say which meter and DSMR version sends there; with --sml, listen to a meter's optical SML
+    port and say which meter it is and what it sends (--timeout is then how long to listen)."""
+    _one_of(url, p1_url, sml_url)
     if p1_url is not None:
         _scan_p1(p1_url, timeout_s or 12.0, as_json)
+        return
+    if sml_url is not None:
+        _scan_sml(sml_url, timeout_s or 12.0, as_json)
         return
     assert url is not None
     timeout_s = timeout_s or 0.5
@@ -244,15 +260,30 @@ def _scan_p1(url: str, timeout_s: float, as_json: bool) -> None:
     click.echo(f'  [[devices]] p1 = "{with_baud(found)}"  profile = "{found.profile}"')
 
 
+def _scan_sml(url: str, timeout_s: float, as_json: bool) -> None:
+    from agent.modbus_io import DeviceError  # noqa: PLC0415
+    from agent.p1_commission import read_sml  # noqa: PLC0415
+
+    try:
+        found = read_sml(url, timeout_s=timeout_s)
+    except (ValueError, DeviceError) as exc:
+        raise CliError(str(exc)) from None
+    sends = sorted(found["quantities"])
+    if as_json:
+        _echo_json(
+            {"bus": url, "found": [{"kind": "sml", "device": found["device"], "sends": sends}]}
+        )
+        return
+    click.echo(f"{found['device']}: sends {', '.join(sends)}")
+    if "power_w" not in sends:
+        click.echo("  no power: the meter may need its PIN entered to send it (see its manual)")
+    click.echo(f'  [[devices]] sml = "{url}"')
+
+
 @main.command()
 @click.option("--modbus", "url", default=None, help=_BUS_HELP)
 @click.option("--p1", "p1_url", default=None, help=_P1_HELP)
-@click.option(
-    "--sml",
-    "sml_url",
-    default=None,
-    help="Instead: a German meter's optical SML port through an IR head, serial:///dev/ttyUSB0.",
-)
+@click.option("--sml", "sml_url", default=None, help=_SML_HELP)
 @click.option("--unit", type=click.IntRange(0, 247), default=None, help="The device's unit id.")
 @click.option("--profile", default=None, help="Device profile name; without it, SunSpec discovery.")
 @click.option(

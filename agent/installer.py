@@ -345,7 +345,9 @@ class CheckRow:
 def _short(name: str, value: float | str) -> str:
     unit = GLOSSARY[name].unit.strip("1") if name in GLOSSARY else ""  # power factor: no unit
     return (
-        f"{name}={value}" if isinstance(value, str) else f"{name}={value:.6g}{unit and ' ' + unit}"
+        f"{name}={value}"
+        if isinstance(value, str)
+        else f"{name}={number_text(value)}{unit and ' ' + unit}"
     )
 
 

@@ -104,7 +104,7 @@ def test_read_on_a_noisy_port_is_one_error_line() -> None:
         (["read", "--p1", "tcp://127.0.0.1:9", "--modbus", "tcp://h"], "give --modbus URL, --p1"),
         (["read"], "give --modbus URL, --p1 URL or --sml URL"),
         (["read", "--sml", "tcp://127.0.0.1:9", "--profile", "x"], "are for Modbus devices"),
-        (["scan"], "give --modbus URL or --p1 URL"),
+        (["scan"], "give --modbus URL, --p1 URL or --sml URL"),
         (["read", "--p1", "usb://x"], "must start with serial:// or tcp://"),
         (["read", "--p1", "tcp://127.0.0.1:9", "--unit", "1"], "--unit and --record are for"),
         (["read", "--p1", "tcp://127.0.0.1:9", "--profile", "eastron-sdm120"], "not a P1 profile"),
@@ -131,7 +131,7 @@ def test_check_reads_a_p1_meter(
     rows = {r["what"]: r for r in json.loads(result.output)["checks"]}
     assert rows["smart-meter"]["ok"] is True, rows["smart-meter"]
     assert rows["smart-meter"]["detail"].startswith("grid: ")
-    assert "energy_import_wh=4.32199e+06 Wh" in rows["smart-meter"]["detail"]
+    assert "energy_import_wh=4321987 Wh" in rows["smart-meter"]["detail"]  # a counter in full
 
 
 def test_read_sml_prints_what_the_simulated_meter_sent() -> None:
@@ -157,3 +157,44 @@ def test_read_sml_prints_what_the_simulated_meter_sent() -> None:
     assert out["quantities"] == sent
     assert (out["profile"], out["role"]) == ("sml", "grid")
     assert out["device"].startswith("SML meter")
+
+
+def _sml_meter(frame: bytes, *args: str) -> tuple[Result, str]:
+    """Run the agent's CLI with ``args`` while a simulated IR head sends ``frame`` every 0.1 s."""
+    with P1Stream(lambda t: {}, ManualClock(T0)).start(autosend=False) as s:
+        stop = threading.Event()
+
+        def meter() -> None:
+            while not stop.wait(0.1):
+                s.send_raw(frame)
+
+        t = threading.Thread(target=meter)
+        t.start()
+        try:
+            return _run(*args, s.url), s.url
+        finally:
+            stop.set()
+            t.join()
+
+
+def test_scan_sml_names_the_meter_and_what_it_sends() -> None:
+    sent = {"energy_import_wh": 12_345_678.9, "energy_export_wh": 42.0, "power_w": -1234.0}
+    frame = compose_file(quantity_entries(sent, meter_id=b"1ISK0001"))
+    result, url = _sml_meter(frame, "scan", "--timeout", "20", "--sml")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "SML meter, id 1ISK0001: sends energy_export_wh, energy_import_wh, power_w",
+        f'  [[devices]] sml = "{url}"',
+    ]
+
+
+def test_scan_sml_says_when_a_meter_hides_its_power() -> None:
+    """A meter whose PIN was never entered sends its counters only (the SML decoder's tests)."""
+    sent = {"energy_import_wh": 1000.0, "energy_export_wh": 0.0}
+    frame = compose_file(quantity_entries(sent, meter_id=b"1EMH0002"))
+    result, _ = _sml_meter(frame, "scan", "--json", "--timeout", "20", "--sml")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)["found"]
+    assert found == [{"kind": "sml", "device": "SML meter, id 1EMH0002", "sends": sorted(sent)}]
+    text, _ = _sml_meter(frame, "scan", "--timeout", "20", "--sml")
+    assert "no power: the meter may need its PIN entered" in text.output
