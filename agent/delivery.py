@@ -127,6 +127,10 @@ class Delivery:
         room in the window."""
         return len(self._held)
 
+    def held_keys(self) -> frozenset[Key]:
+        """The (device, seq) of the held readings: the outbox must keep them as they are."""
+        return frozenset((r.device, r.seq) for r in self._held)
+
     def send(self, live: Iterable[Row] = (), *, next_pass_ms: int | None = None) -> int:
         """Send what is overdue, then live readings (``live`` and those held before it) unless
         all of them may wait, then backlog while the window has room; returns readings sent.

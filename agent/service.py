@@ -280,7 +280,9 @@ class Agent:
         released = self._releaser.release(polled, self._grant)
         if released:
             self._live += self.outbox.add(released, self._grant.grant)
-            self.outbox.enforce_budget(keep=frozenset(self.delivery.inflight))
+            # Held readings too: what is sent is what was stored, never merged or dropped since.
+            keep = frozenset(self.delivery.inflight) | self.delivery.held_keys()
+            self.outbox.enforce_budget(keep=keep)
             self.backlog = self.outbox.count()
         self.polls += 1
 

@@ -179,3 +179,26 @@ def test_any_send_interval_loads_in_range_or_is_one_sentence_naming_the_key(valu
 def test_out_of_range_or_wrong_type_is_refused(value: Any) -> None:
     with pytest.raises(ConfigError, match=r"^send_interval_s must be"):
         parse_config({**_BASE, "send_interval_s": value})
+
+
+def test_held_readings_are_kept_as_stored_when_the_outbox_is_over_its_budget(
+    tmp_path: Path,
+) -> None:
+    """What is sent is what was stored: a held reading is neither merged nor dropped."""
+    clock = ManualClock(T0)
+    box = Outbox(tmp_path / "o.db", budget_bytes=1, durable=False)  # over budget at once
+    wire = _Wire(clock)
+    d = Delivery(box, "home-1", clock, wire.publish)
+    for i in range(3):
+        d.send(box.add(_poll(T0 + i * 1000), "g1"), next_pass_ms=T0 + (i + 1) * 1000)
+        clock.advance(1000)
+    assert d.held == 3
+    box.enforce_budget(keep=frozenset(d.inflight) | d.held_keys())
+    assert [(r.device, r.seq) for r in box.rows([("grid-meter", s) for s in (1, 2, 3)])] == [
+        ("grid-meter", 1),
+        ("grid-meter", 2),
+        ("grid-meter", 3),
+    ]
+    box.enforce_budget()  # without them, the same file gives them up (the test's premise)
+    assert len(box.rows([("grid-meter", s) for s in (1, 2, 3)])) < 3
+    box.close()
