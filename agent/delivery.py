@@ -1,9 +1,16 @@
-"""What to send, and when: live readings at once, a backlog in large batches behind them.
+"""What to send, and when: live readings within ``send_interval_s``, a backlog in large batches
+behind them.
 
 At most ``window`` readings are in flight (sent, not yet acked), so a day's backlog drains as
-fast as the hub commits it without flooding the broker or the Pi's memory, and each poll's live
-readings still go out straight away instead of queueing behind the backlog (when the window is
-full, they wait in the outbox like the backlog).
+fast as the hub commits it without flooding the broker or the Pi's memory, and live readings
+still go out ahead of the backlog instead of queueing behind it (when the window is full, they
+wait in the outbox like the backlog).
+
+Live readings are held back and sent together while every one of them can still leave within
+``send_interval_s`` (agent clock) of being handed over: at 1 s polling one message of six polls,
+its PUBACK, the hub's ack and its PUBACK every 6 s instead of every second, which was about a
+third of the agent's CPU (issue 22). Each is in the outbox before it is handed over, so holding
+it risks nothing; polls further apart than the interval go out at once, as before.
 
 Every batch has its own deadline: what of it is still unacked ``resend_after_s`` wall seconds
 after it was sent goes again, then after twice that, and so on up to ``max_resend_after_s``,
@@ -34,6 +41,7 @@ BATCH_SIZE: Final = 1000  # readings per message: ~150 kB, far under the 1 MiB p
 WINDOW: Final = 4000  # readings in flight at most
 RESEND_AFTER_S: Final = 30.0  # first wait for an ack, wall seconds
 MAX_RESEND_AFTER_S: Final = 120.0  # the backoff's cap: an unacked reading goes again this often
+SEND_INTERVAL_S: Final = 5.0  # agent-clock seconds a live reading may wait for later ones
 
 
 Key = tuple[str, int]  # (device, seq)
@@ -60,6 +68,7 @@ class Delivery:
         window: int = WINDOW,
         resend_after_s: float = RESEND_AFTER_S,
         max_resend_after_s: float = MAX_RESEND_AFTER_S,
+        send_interval_s: float = SEND_INTERVAL_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.outbox = outbox
@@ -71,12 +80,17 @@ class Delivery:
         self.resend_after_s = resend_after_s
         self.max_resend_after_s = max(max_resend_after_s, resend_after_s)
         self.monotonic = monotonic
+        self.send_interval_ms = round(send_interval_s * 1000)
+        self._held: list[Row] = []  # live readings not sent yet (see send)
+        self._held_since_ms = 0  # agent clock: when the oldest of them was handed over
         self.inflight: dict[Key, _Batch] = {}  # (device, seq) -> its batch
         self._batches: list[_Batch] = []  # in the order sent
         self._cursor: dict[str, int] = {}  # backlog read position per device (seq)
 
     def restart(self) -> None:
-        """Forget what is in flight: everything unacked is sent again (after a reconnect)."""
+        """Forget what is in flight or held: everything unacked is sent again at once (after a
+        reconnect)."""
+        self._held.clear()
         self.inflight.clear()
         self._batches.clear()
         self._cursor.clear()
@@ -107,17 +121,44 @@ class Delivery:
         self._send(rows, min(waited_s * 2, self.max_resend_after_s))
         return len(rows)
 
-    def send(self, live: Iterable[Row] = ()) -> int:
-        """Send what is overdue, ``live`` now (while the window has room: otherwise it waits in
-        the outbox), then backlog while the window has room; returns readings sent."""
+    @property
+    def held(self) -> int:
+        """Live readings handed over and not sent yet: they wait for the send interval, not for
+        room in the window."""
+        return len(self._held)
+
+    def held_keys(self) -> frozenset[Key]:
+        """The (device, seq) of the held readings: the outbox must keep them as they are."""
+        return frozenset((r.device, r.seq) for r in self._held)
+
+    def send(self, live: Iterable[Row] = (), *, next_pass_ms: int | None = None) -> int:
+        """Send what is overdue, then live readings (``live`` and those held before it) unless
+        all of them may wait, then backlog while the window has room; returns readings sent.
+
+        Live readings wait while the caller's next pass, at ``next_pass_ms`` on the agent's
+        clock, still comes within ``send_interval_ms`` of when the oldest of them was handed
+        over; ``None`` (no next pass: the agent stops) sends them now. Live readings go only
+        while the window has room: otherwise they wait in the outbox with the backlog.
+        """
+        now_ms = self.clock.now_ms()
+        live = list(live)
+        if live and not self._held:
+            self._held_since_ms = now_ms
+        self._held += live
         sent = self._resend_overdue()
-        fresh = [r for r in live if (r.device, r.seq) not in self.inflight]
-        if len(self.inflight) + len(fresh) <= self.window:
-            self._send(fresh)
-            sent += len(fresh)
-        # Every reading waiting for an ack is in flight (the steady state: polled, sent live,
-        # acked): there is no backlog to look for, and a query a poll costs the Pi (issue 22).
-        while self.outbox.count() > len(self.inflight) and (
+        if self._held and (
+            next_pass_ms is None
+            or next_pass_ms - self._held_since_ms > self.send_interval_ms
+            or now_ms < self._held_since_ms  # the clock was set back
+        ):
+            fresh = [r for r in self._held if (r.device, r.seq) not in self.inflight]
+            self._held = []
+            if len(self.inflight) + len(fresh) <= self.window:
+                self._send(fresh)
+                sent += len(fresh)
+        # Every reading waiting for an ack is in flight or held (the steady state: polled, sent
+        # live, acked): there is no backlog to look for, and a query a poll costs the Pi.
+        while self.outbox.count() > len(self.inflight) + len(self._held) and (
             (room := self.window - len(self.inflight)) >= self.batch_size
             or (room > 0 and not self.inflight)
         ):
@@ -135,6 +176,8 @@ class Delivery:
             if rows:
                 self._send(rows)
                 sent += len(rows)
+                # held readings the backlog took along are in flight now
+                self._held = [r for r in self._held if (r.device, r.seq) not in self.inflight]
         return sent
 
     def acked(self, acks: Iterable[Ack]) -> int:

@@ -153,6 +153,7 @@ class Agent:
             clock,
             lambda data: self.session.publish(self._readings_topic, data, qos=1),
             resend_after_s=config.ack_timeout_s if resend_after_s is None else resend_after_s,
+            send_interval_s=config.send_interval_s,
         )
         self.housekeeping_s = housekeeping_s
         # Appliance-timing prompts: the light, button and views, and what goes to the hub.
@@ -247,7 +248,7 @@ class Agent:
         self._pass_soon = (
             isinstance(self.clock, SystemClock)
             and next_due - self.clock.now_ms() <= ACK_MAY_WAIT_MS
-            and self.outbox.count() <= len(self.delivery.inflight)
+            and self.outbox.count() <= len(self.delivery.inflight) + self.delivery.held
         )
         self.clock.sleep_until_ms(next_due, self._wake)
         self._wake.clear()
@@ -279,7 +280,9 @@ class Agent:
         released = self._releaser.release(polled, self._grant)
         if released:
             self._live += self.outbox.add(released, self._grant.grant)
-            self.outbox.enforce_budget(keep=frozenset(self.delivery.inflight))
+            # Held readings too: what is sent is what was stored, never merged or dropped since.
+            keep = frozenset(self.delivery.inflight) | self.delivery.held_keys()
+            self.outbox.enforce_budget(keep=keep)
             self.backlog = self.outbox.count()
         self.polls += 1
 
@@ -317,7 +320,9 @@ class Agent:
             self.delivery.acked(acks)
             self.backlog = self.outbox.count()
 
-    def _send(self) -> None:
+    def _send(self, *, flush: bool = False) -> None:
+        """Hand this pass's readings to delivery, which holds live ones up to the send interval
+        (the next poll's pass is the next chance to send them); ``flush`` sends them now."""
         live, self._live = self._live, []
         if not self.session.connected.is_set():
             return  # the readings wait in the outbox; the backlog path sends them later
@@ -328,7 +333,8 @@ class Agent:
         # came up halfway through this pass of the loop. (The ledger was looked at when the
         # pass began: readings of this pass were released under the grant in force then.)
         self._follow_consent(look=False)
-        self.delivery.send(live)
+        next_pass_ms = None if flush else min(s.next_due_ms for s in self._devices)
+        self.delivery.send(live, next_pass_ms=next_pass_ms)
 
     def _status(self, state: Literal["online", "offline"]) -> HomeStatus:
         now = self.clock.now_ms()
@@ -425,7 +431,7 @@ class Agent:
         deadline = time.monotonic() + timeout_s
         while self.backlog and time.monotonic() < deadline and self.session.connected.is_set():
             self._take_acks()
-            self._send()
+            self._send(flush=True)
             self._wake.wait(0.1)
             self._wake.clear()
         self._take_acks()

@@ -12,7 +12,9 @@ running agent (``coopwatt-agent run`` in its own process, 1 s polling, a real Mo
 acking stand-in for the hub in this process), with numpy hidden as on a Pi where
 ``pip install 'coopwatt[agent]'`` brings no numpy (sqlite-utils imports numpy when it can find
 it): CPU seconds per minute of the whole agent process (utime + stime from /proc, so every
-thread counts), per device too, and its resident memory (VmRSS, peak VmHWM). ``--runs`` repeats
+thread counts), per device too, and its resident memory (VmRSS, peak VmHWM), and how many
+readings the stand-in hub acked in how many messages (the agent's default ``send_interval_s``,
+5 s, sends six polls a message at 1 s polling). ``--runs`` repeats
 each measurement. ``--as-installed`` adds a run with numpy importable. For ``three`` the
 in-process poll cycle (profiles, SunSpec, the supervisor reading all three devices back to
 back, ``--cycles`` times) is timed as well.
@@ -120,6 +122,7 @@ class Acker:
 
     def __init__(self, host: str, port: int) -> None:
         self.readings = 0
+        self.messages = 0
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-acker")
         self.client.on_message = self._on_message
         self.client.connect(host, port)
@@ -134,6 +137,7 @@ class Acker:
         for r in batch.readings:
             seqs.setdefault(r.device, []).append(r.seq)
         self.readings += len(batch.readings)
+        self.messages += 1
         ack = Ack(HOME, {d: seq_ranges(s) for d, s in seqs.items()})
         client.publish(home_topic(COOP, HOME, HomeTopic.ACK), encode(ack), qos=1)
 
@@ -189,7 +193,8 @@ def run_agent(
     try:
         time.sleep(8.0)  # start-up, imports, first connections and SunSpec discovery
         if proc.poll() is not None:
-            raise RuntimeError(f"agent exited: see {run_dir / 'agent.log'}")
+            tail = (run_dir / "agent.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"agent exited ({run_dir / 'agent.log'}):\n{tail}")
         if profile is not None:
             spy = subprocess.Popen(
                 [str(python.parent / "py-spy"), "record", "--pid", str(proc.pid), "--idle",
@@ -289,7 +294,7 @@ def main() -> None:
                             if args.profile is not None:
                                 args.profile.mkdir(parents=True, exist_ok=True)
                                 profile = args.profile / f"{home}-{run}.txt"
-                            acked0 = acker.readings
+                            acked0, messages0 = acker.readings, acker.messages
                             r = run_agent(
                                 Path(tmp), tables, broker.url, args.seconds, hide, home,
                                 profile, args.threads,
@@ -303,7 +308,8 @@ def main() -> None:
                                 f"  run {run}: CPU {r['cpu_s_per_min']:.3f} s/min{per_dev} "
                                 f"(target <= 0.1{' per device' if n > 1 else ''});  "
                                 f"VmRSS {r['rss_mib']:.1f} MiB, VmHWM {r['peak_rss_mib']:.1f} MiB "
-                                f"(target <= 35);  acked {acker.readings - acked0} readings"
+                                f"(target <= 35);  acked {acker.readings - acked0} readings "
+                                f"in {acker.messages - messages0} messages"
                             )
             finally:
                 acker.close()

@@ -282,10 +282,13 @@ def simulated_home(
     *,
     poll_s: float = 0.1,
     ack_timeout_s: float = 5.0,
+    send_interval_s: float = 0.5,
     extra: str = "",
 ) -> Iterator[Home]:
     """Devices served from this process on the wall clock, an agent config pointing at them;
-    ``home.served`` records every request the devices answered."""
+    ``home.served`` records every request the devices answered. The rig shortens the agent's
+    wall-clock timers with its polling: ``send_interval_s`` (5 s in agent.toml by default) still
+    sends several polls a message, as at home, without a scenario waiting 5 s for each."""
     sim = SimHome("home-1", 11, SystemClock(), step_s=1)
     served = ServedLog()
     with SimModbusServers([sim], served=served) as servers:
@@ -295,7 +298,7 @@ def simulated_home(
         config = folder / "agent.toml"
         config.write_text(
             f'coop = "{coop}"\nhome = "home-1"\npoll_interval_s = {poll_s}\n'
-            f"ack_timeout_s = {ack_timeout_s}\n"
+            f"ack_timeout_s = {ack_timeout_s}\nsend_interval_s = {send_interval_s}\n"
             f'data_dir = "state"\n{extra}\n[broker]\nurl = "{broker_url}"\nkeepalive_s = 5\n\n'
             + devices
         )

@@ -60,7 +60,7 @@ def home_config(tmp_path: Path, mosquitto: RunningBroker) -> Iterator[Path]:
     with SimModbusServers([home]) as servers:
         devices = devices_tables(servers.endpoints()["home-1"])
         (tmp_path / "agent.toml").write_text(
-            f'coop = "{COOP}"\nhome = "home-1"\npoll_interval_s = 0.5\n'
+            f'coop = "{COOP}"\nhome = "home-1"\npoll_interval_s = 0.5\nsend_interval_s = 1\n'
             f'data_dir = "state"\n\n[broker]\nurl = "{mosquitto.url}"\n\n{devices}'
         )
         ConsentLedger(tmp_path / "state" / "consent.jsonl", "home-1").share_everything(

@@ -804,7 +804,7 @@ def test_a_provisioned_agent_delivers_to_the_hub_over_tls(
         text = text.replace("/etc/coopwatt/", f"{bundle}/").replace(
             'data_dir = "/var/lib/coopwatt"', f'data_dir = "{tmp_path / "state"}"'
         )
-        text = text.replace("poll_interval_s = 10", "poll_interval_s = 0.2")
+        text = text.replace("poll_interval_s = 10", "poll_interval_s = 0.2\nsend_interval_s = 1")
         config = tmp_path / "agent.toml"
         config.write_text(text + "\n" + devices)
         ConsentLedger(tmp_path / "state" / "consent.jsonl", "home-1").share_everything(
