@@ -138,20 +138,7 @@ def test_read_sml_prints_what_the_simulated_meter_sent() -> None:
     # The SML simulator's own encoder (sim.sml_frames), values at its usual scalers: 0.1 Wh, 1 W.
     sent = {"energy_import_wh": 12_345_678.9, "energy_export_wh": 42.0, "power_w": -1234.0}
     frame = compose_file(quantity_entries(sent, meter_id=b"\x0aISK0001"))
-    with P1Stream(lambda t: {}, ManualClock(T0)).start(autosend=False) as s:
-        stop = threading.Event()
-
-        def meter() -> None:
-            while not stop.wait(0.1):
-                s.send_raw(frame)
-
-        t = threading.Thread(target=meter)
-        t.start()
-        try:
-            result = _run("read", "--sml", s.url, "--json", "--timeout", "20")
-        finally:
-            stop.set()
-            t.join()
+    result, _ = _sml_meter(frame, "read", "--json", "--timeout", "20", "--sml")
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["quantities"] == sent
