@@ -327,3 +327,22 @@ def test_key_and_imported_prices_are_named_on_statement_and_community(
     assert "0.3042 on average per kWh bought" in report
     assert "grid prices from day-ahead-june.xml" in report
     assert "meter figures: the grid operator's (june.csv sha256:00ff)" in report
+
+
+def test_repricing_a_closed_day_on_official_figures_records_them(store: Store) -> None:
+    """A closed day settled on the hub's readings, repriced under another scheme on the
+    operator's figures: the data correction and the repricing are posted in July, and the day
+    now rests on the operator's file."""
+    import tomllib
+
+    from hub.settlement.engine import day_range
+    from hub.settlement.scheme import parse_scheme
+
+    settle(store, scheme(), day_range(date(2026, 6, 1), date(2026, 6, 30)), NOW)
+    Ledger(store).close_period(scheme(), "2026-06", NOW, allow_provisional=True)
+
+    other = parse_scheme(tomllib.loads(SCHEME_TOML.replace('"sdr"', '"mmr"')))
+    settle(store, other, [DAY], NOW, reprice=True, official=official())
+    assert Ledger(store).day_sources([DAY]) == {DAY: "op.csv sha256:0123456789abcdef"}
+    july = {t for t, _ in Ledger(store).period_postings("2026-07")}
+    assert len(july) == 2  # the correction to the operator's figures, and the repricing

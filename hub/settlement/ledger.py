@@ -490,6 +490,7 @@ class Ledger:
         with self._write() as conn:
             target = self._first_open_after(conn, day.period)
             conn.execute("INSERT OR IGNORE INTO ledger_periods (period) VALUES (?)", (target,))
+            self._set_source(conn, day)  # the day's postings now rest on these figures
             held = self._day_effective(conn, day.day)
             corrected = _difference(held, at_old.postings)
             if corrected:
