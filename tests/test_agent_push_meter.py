@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +28,10 @@ from protocol.quantities import Role
 from sim.household import GRID_METER, SimHome
 from sim.p1_stream import P1Stream, compose_telegram, telegram_quantities
 from sim.sml_frames import compose_file, quantity_entries
+from tests.harness import wait_for
 
 T0 = 1_782_900_000_000  # 2026-07-01 10:00 UTC
 WAIT_S = 20.0  # a deadline for real I/O on a slow, shared machine; never a fixed sleep
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def meter(url: str, clock: ManualClock, profile: str = "dsmr-5") -> PushMeter:
@@ -67,9 +60,9 @@ def stream(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator[P1Str
 def connected(s: P1Stream, m: PushMeter) -> None:
     m.start()
     if s.transport == "tcp":
-        wait_until(lambda: s.clients() == 1, "the meter to connect")
+        wait_for(lambda: s.clients() == 1, what="the meter to connect")
     else:
-        wait_until(lambda: m.port_error is None and m._thread is not None, "the port to open")
+        wait_for(lambda: m.port_error is None and m._thread is not None, what="the port to open")
 
 
 def send_until_read(s: P1Stream, m: PushMeter, frames: int) -> None:
@@ -117,7 +110,7 @@ def test_bad_crcs_give_a_fault_status_and_no_reading(clock: ManualClock) -> None
             assert bad != raw
             for _ in range(5):
                 s.send_raw(bad)
-            wait_until(lambda: m.faults >= 5, "five faults")
+            wait_for(lambda: m.faults >= 5, what="five faults")
             with pytest.raises(DeviceError, match=r"last 5 P1 telegrams gave no reading: "
                                r"telegram failed its CRC"):  # fmt: skip
                 m.read()
@@ -137,7 +130,7 @@ def test_a_counter_going_backwards_is_never_returned(clock: ManualClock) -> None
             values["energy_import_wh"] = 999_000.0  # a glitch: 1 kWh less
             clock.advance(1_000)
             s.send()
-            wait_until(lambda: m.faults == 1, "the backwards telegram to be dropped")
+            wait_for(lambda: m.faults == 1, what="the backwards telegram to be dropped")
             assert m.read() == first.quantities
             assert m.last_fault is not None and "went backwards" in m.last_fault
             values["energy_import_wh"] = 1_000_500.0
@@ -161,7 +154,7 @@ def test_partial_telegram_and_noise_on_a_pty(clock: ManualClock) -> None:
             s.send_raw(raw[:300])  # cut off: the next telegram's start shows it
             s.send_raw(bytes(range(0x80, 0x100)) * 2)  # 115200 read at 9600 looks like this
             s.send_raw(raw[:10])
-            wait_until(lambda: m.faults >= 1, "a fault")
+            wait_for(lambda: m.faults >= 1, what="a fault")
             with pytest.raises(DeviceError, match="gave no reading") as err:
                 m.read()
             assert "partial telegram" in str(err.value) or "noise" in str(err.value)
@@ -178,8 +171,8 @@ def test_the_stream_stopping_then_coming_back_over_tcp(clock: ManualClock) -> No
             s.send()
             assert m.wait(WAIT_S)
             s.disconnect_clients()  # the dongle restarts
-            wait_until(lambda: m.port_error is not None or s.clients() == 1, "the disconnect")
-            wait_until(lambda: s.clients() == 1, "the meter to reconnect")
+            wait_for(lambda: m.port_error is not None or s.clients() == 1, what="the disconnect")
+            wait_for(lambda: s.clients() == 1, what="the meter to reconnect")
             clock.advance(60_000)
             with pytest.raises(DeviceError, match="no P1 telegram for 60 s"):
                 m.read()
@@ -201,9 +194,9 @@ def test_a_decoder_bug_is_a_fault_not_a_dead_reader(clock: ManualClock) -> None:
         try:
             connected(s, m)
             s.send_raw(b"/x\r\n!\r\n")
-            wait_until(lambda: m.faults >= 1, "a fault")
+            wait_for(lambda: m.faults >= 1, what="a fault")
             s.send_raw(b"/x\r\n!\r\n")
-            wait_until(lambda: m.faults >= 2, "a second fault")  # the thread went on
+            wait_for(lambda: m.faults >= 2, what="a second fault")  # the thread went on
             with pytest.raises(DeviceError, match="internal error decoding: RuntimeError"):
                 m.read()
         finally:
@@ -214,7 +207,7 @@ def test_a_missing_serial_port_says_so(clock: ManualClock) -> None:
     m = meter("serial:///dev/ttyNOPE-p1", clock)
     try:
         m.start()
-        wait_until(lambda: m.port_error is not None, "the open to fail")
+        wait_for(lambda: m.port_error is not None, what="the open to fail")
         with pytest.raises(DeviceError, match="cannot open /dev/ttyNOPE-p1"):
             m.read()
     finally:
@@ -345,7 +338,7 @@ def test_closing_interrupts_a_read_that_waits_for_a_quiet_meter(
     assert READ_TIMEOUT_S >= 5.0
     m = meter(stream.url, clock)
     connected(stream, m)
-    wait_until(lambda: m._port is not None, "the reader to hold its open port")
+    wait_for(lambda: m._port is not None, what="the reader to hold its open port")
     thread = m._thread
     assert thread is not None
     m.close()  # joins for at most 5 s: without the interrupt the read would still be waiting

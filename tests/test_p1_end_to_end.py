@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,17 +26,10 @@ from protocol.session import BrokerSettings
 from sim.broker import RunningBroker
 from sim.household import GRID_METER, SimHome
 from sim.p1_stream import P1Stream, SentTelegram
+from tests.harness import wait_for
 
 START_MS = 1_782_900_000_000 - 1_782_900_000_000 % 3_600_000 + 9 * 3_600_000  # a summer morning
 STEP_MS = 10_000
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    """Wait for other threads and processes to get somewhere; never waits for clock time."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
 
 
 class P1Rig:
@@ -65,9 +58,9 @@ class P1Rig:
         self.thread.start()
         wait_for(
             lambda: self.hub.connected.is_set() and self.agent.session.connected.is_set(),
-            "the agent and the hub to connect",
+            what="the agent and the hub to connect",
         )
-        wait_for(lambda: self.agent.polls >= 1, "the first poll (no telegram yet)")
+        wait_for(lambda: self.agent.polls >= 1, what="the first poll (no telegram yet)")
         meter = self.agent._devices[0].device
         assert isinstance(meter, PushMeter)
         self.meter = meter
@@ -86,12 +79,12 @@ class P1Rig:
         """The clock moves one poll interval, the agent polls, then the meter sends."""
         polls = self.agent.polls
         self.clock.advance(STEP_MS)
-        wait_for(lambda: self.agent.polls > polls, "the agent's poll")
+        wait_for(lambda: self.agent.polls > polls, what="the agent's poll")
         if not send:
             return None
         seen = self.meter.frames + self.meter.faults
         sent = self.stream.send()
-        wait_for(lambda: self.meter.frames + self.meter.faults > seen, "the telegram")
+        wait_for(lambda: self.meter.frames + self.meter.faults > seen, what="the telegram")
         return sent
 
     def close(self) -> None:
@@ -140,7 +133,7 @@ def test_the_hub_stores_what_the_p1_meter_sent(rig: P1Rig) -> None:
     assert [p for p in t[1:] if p - last_sent_before(accepted, p).ts_ms <= 30_000] == expected
     wait_for(
         lambda: rig.store.count_readings() >= len(expected) and rig.agent.backlog == 0,
-        "the hub to store every reading",
+        what="the hub to store every reading",
     )
     stored = list(rig.store.iter_readings())
     assert [r.ts_ms for r in stored] == expected
