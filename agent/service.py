@@ -242,13 +242,14 @@ class Agent:
         Acks and the housekeeping tick wake it only when they cannot wait for that poll: on a
         simulated clock (its next poll may be any wall time away; tests wait for acks with the
         clock standing still), when the next poll is further than ``ACK_MAY_WAIT_MS`` away, or
-        when readings wait for room in the delivery window that acks free.
+        when readings wait for room in the delivery window that acks free. (``backlog`` is the
+        outbox's count as of the last poll or ack, the only things that change it.)
         """
         next_due = min(s.next_due_ms for s in self._devices)
         self._pass_soon = (
             isinstance(self.clock, SystemClock)
             and next_due - self.clock.now_ms() <= ACK_MAY_WAIT_MS
-            and self.outbox.count() <= len(self.delivery.inflight) + self.delivery.held
+            and self.backlog <= len(self.delivery.inflight) + self.delivery.held
         )
         self.clock.sleep_until_ms(next_due, self._wake)
         self._wake.clear()
