@@ -151,3 +151,37 @@ def test_opening_the_socket_leaves_the_process_umask_alone(
         assert stat.S_IMODE(os.stat(tmp_path / "agent.sock").st_mode) == 0o600
     finally:
         server.close()
+
+
+def test_the_socket_waits_for_a_connection_without_waking_and_close_still_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """socketserver's serve_forever looks for a shutdown every 0.5 s: 120 wakeups a minute of a
+    Pi that has nothing else to do then (issue 22's CPU target). The link's thread must wait in
+    its selector with no timeout, and close() must still end it at once."""
+    import selectors
+    import socketserver
+
+    from agent.local_link import AnswerResult, LinkServer
+
+    timeouts: list[float | None] = []
+    waiting = threading.Event()
+
+    class Recording(selectors.PollSelector):
+        def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+            timeouts.append(timeout)
+            waiting.set()
+            return super().select(timeout)
+
+    monkeypatch.setattr(socketserver, "_ServerSelector", Recording)
+    server = LinkServer(
+        tmp_path / "agent.sock",
+        lambda: pytest.fail("not asked"),
+        lambda appliance, action: AnswerResult(False, "no"),
+    )
+    try:
+        assert waiting.wait(10.0), "the link never waited for a connection"
+        assert timeouts[0] is None, f"the link wakes every {timeouts[0]} s to look for a shutdown"
+    finally:
+        server.close()
+    assert not server._thread.is_alive()
