@@ -87,6 +87,28 @@ def parse_broker_url(url: str) -> tuple[bool, str, int]:
     return tls, parts.hostname, port or (8883 if tls else 1883)
 
 
+class _Client(mqtt.Client):
+    """paho's client, its network thread waiting longer on a quiet socket.
+
+    ``loop_start``'s thread runs ``loop_forever`` with paho's default 1 s select timeout: 60
+    wakeups a minute with nothing to do, a tenth of an idle agent's CPU budget on a Pi
+    (issue 22). Nothing needs them: a publish from another thread wakes the select through
+    paho's socket pair, and ``disconnect`` does the same. What the timeout paces is the
+    keepalive check, so it waits a quarter of the keepalive: a PINGREQ is then at most that late,
+    well inside the broker's 1.5 x keepalive. (``_thread_main`` is what paho 2.x's
+    ``loop_start`` runs; tests/test_protocol_session_wakeups.py fails if a paho release stops
+    using it.)
+    """
+
+    network_wait_s: float = 1.0
+
+    def _thread_main(self) -> None:
+        try:
+            self.loop_forever(timeout=self.network_wait_s, retry_first_connection=True)
+        finally:
+            self._thread = None
+
+
 def make_client(settings: BrokerSettings, *, clean: bool, manual_ack: bool = False) -> mqtt.Client:
     """A paho client (callback API 2) for ``settings``: client id, protocol, login and TLS set.
 
@@ -96,13 +118,14 @@ def make_client(settings: BrokerSettings, *, clean: bool, manual_ack: bool = Fal
     Connecting, callbacks, backoff and logging are left to the caller.
     """
     v5 = settings.protocol == 5
-    client = mqtt.Client(
+    client = _Client(
         CallbackAPIVersion.VERSION2,
         client_id=settings.client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
         clean_session=None if v5 else clean,
         manual_ack=manual_ack,
     )
+    client.network_wait_s = max(1.0, settings.keepalive_s / 4)
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
     if settings.tls:
