@@ -95,6 +95,7 @@ class Outbox:
         self._count = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
         self._acked: set[tuple[str, int]] = set()  # acked, deleted with the next transaction
         self._last_seqs: dict[str, int] = {}  # device -> last committed seq, as in device_seq
+        self._pages_after_add: int | None = None  # page_count as the last add() committed it
         self.flush_every = 1000
 
     @property
@@ -127,6 +128,9 @@ class Outbox:
             )
             conn.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", inserts)
             self._delete_acked()
+            # The file's size as this cycle leaves it, for enforce_budget: asked here, a
+            # statement outside the transaction would cost a read transaction of its own.
+            pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -135,6 +139,7 @@ class Outbox:
         # cycle leaves them as they were.
         self._last_seqs.update(seq_updates)
         self._count += len(rows)
+        self._pages_after_add = pages
         return rows
 
     def remove(self, acked: Mapping[str, Iterable[int]]) -> int:
@@ -259,9 +264,11 @@ class Outbox:
 
         ``keep`` names readings in flight, which are left alone so their ack still matches.
         """
-        # A file no bigger than the budget cannot use more: one PRAGMA a poll cycle instead of
-        # two in the common case (issue 22); free pages are only counted when it is bigger.
-        pages = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
+        # A file no bigger than the budget cannot use more; free pages are only counted when it
+        # is bigger. Right after add() its page count is known without a query (issue 22).
+        pages, self._pages_after_add = self._pages_after_add, None
+        if pages is None:
+            pages = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
         if pages * self._page_size <= self.budget_bytes or self.used_bytes() <= self.budget_bytes:
             return
         self.flush()
