@@ -7,7 +7,7 @@ Asks the kernel through ``adjtimex(2)``, which every time daemon keeps informed:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import sys
 
 TIME_ERROR = 5
@@ -19,7 +19,7 @@ def clock_synced() -> bool | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = _libc()
         buf = ctypes.create_string_buffer(_TIMEX_SIZE)  # zeroed: modes = 0, a read-only query
         state = libc.adjtimex(buf)
     except (OSError, AttributeError):
@@ -27,3 +27,10 @@ def clock_synced() -> bool | None:
     if state < 0:
         return None
     return bool(state != TIME_ERROR)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library the interpreter already has loaded: asked for by no name, so nothing is
+    searched (ctypes.util.find_library runs ``ldconfig -p``, a fork of the agent, each call)."""
+    return ctypes.CDLL(None, use_errno=True)

@@ -270,3 +270,20 @@ def test_a_counter_beyond_float32_is_shown_exactly() -> None:
     assert number_text(16777216.0) == "16777216"
     assert number_text(16777217.0) == "16777217"
     assert number_text(123456789.5) == "123456789.5"
+
+
+def test_asking_whether_the_clock_is_synchronised_starts_no_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Asked with every status (each 5 minutes, and for the household page): it once found libc
+    through ctypes.util.find_library, which runs ``ldconfig -p`` each time, a fork of the whole
+    agent. The kernel's answer needs no file at all."""
+    import subprocess
+
+    from agent.clocksync import clock_synced
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"started a process: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    assert clock_synced() in (True, False)  # Linux answers one or the other
