@@ -171,26 +171,33 @@ class ModbusBus:
         unit: int,
         timeout_s: float,
     ) -> list[int]:
-        where = f"unit {unit} on {self.url}"
         if not client.connected:
             try:
                 client.connect(timeout_s)
             except OSError:
                 raise DeviceError(f"cannot connect to {self.url}", transient=True) from None
-        function = READ_HOLDING if table == "holding" else READ_INPUT
         try:
             # The client closes the connection on any error but an exception answer.
-            return client.read(function, address, count, unit, timeout_s)
-        except ExceptionAnswer as exc:
-            raise _exception_error(where, table, address, count, exc.code) from None
-        except ShortAnswer as exc:
-            raise DeviceError(
-                f"{where} returned {exc.got} of {count} registers", transient=True
-            ) from None
-        except NoAnswer:
-            raise DeviceError(f"no answer from {where}: timed out", transient=True) from None
-        except (ModbusTcpError, OSError) as exc:
-            raise DeviceError(f"no answer from {where}: {_short(exc)}", transient=True) from None
+            return client.read(
+                READ_HOLDING if table == "holding" else READ_INPUT, address, count, unit, timeout_s
+            )
+        except (ModbusTcpError, OSError, ValueError) as exc:
+            raise self._tcp_error(exc, table, address, count, unit) from None
+
+    def _tcp_error(
+        self, exc: Exception, table: str, address: int, count: int, unit: int
+    ) -> DeviceError:
+        """The DeviceError for what went wrong, in the words pymodbus's failures were given."""
+        where = f"unit {unit} on {self.url}"
+        if isinstance(exc, ExceptionAnswer):
+            return _exception_error(where, table, address, count, exc.code)
+        if isinstance(exc, ShortAnswer):
+            return DeviceError(f"{where} returned {exc.got} of {count} registers", transient=True)
+        if isinstance(exc, NoAnswer):
+            return DeviceError(f"no answer from {where}: timed out", transient=True)
+        if isinstance(exc, ValueError):  # a request no device could answer; nothing was sent
+            return DeviceError(f"cannot ask {where}: {exc}", transient=False)
+        return DeviceError(f"no answer from {where}: {_short(exc)}", transient=True)
 
     def _read_rtu(
         self,

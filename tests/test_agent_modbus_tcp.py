@@ -23,6 +23,7 @@ from agent.modbus_io import DeviceError, ModbusBus
 from agent.modbus_tcp import (
     ExceptionAnswer,
     ModbusTcpError,
+    NoAnswer,
     ProtocolError,
     ShortAnswer,
     StaleAnswer,
@@ -462,6 +463,47 @@ def test_an_answer_from_unit_0_is_taken(serve: Callable[[Answer], RawServer]) ->
     finally:
         bus.close()
     assert server.requests[0][6] == 7
+
+
+def test_a_read_past_the_last_register_is_refused_without_asking(
+    serve: Callable[[Answer], RawServer],
+) -> None:
+    server = serve(ok)
+    bus = ModbusBus(server.url, timeout_s=2)
+    try:
+        with pytest.raises(DeviceError, match="outside 0-65535") as caught:
+            bus.read("holding", 65535, 2, 1)  # e.g. a SunSpec chain pointing off the end
+        assert not caught.value.transient
+        assert bus.read("input", 0, 4, 1) == WORDS
+    finally:
+        bus.close()
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("answer", ["silent", "trickle"])
+def test_pythons_socket_timeout_keeps_the_same_deadline(
+    serve: Callable[[Answer], RawServer], answer: str
+) -> None:
+    """Where the kernel refuses SO_RCVTIMEO, the client falls back on Python's socket timeout."""
+
+    def reply(conn: socket.socket, tid: int, request: bytes) -> None:
+        if answer == "trickle":
+            for b in answer_frame(tid, WORDS):
+                conn.sendall(bytes([b]))
+                time.sleep(0.001)  # paces the segments so they arrive apart
+
+    server = serve(reply)
+    client = TcpClient("127.0.0.1", server.port)
+    client._kernel_timeouts = False
+    try:
+        if answer == "silent":
+            with pytest.raises(NoAnswer):
+                client.read(4, 0, 4, 1, 0.2)
+            assert not client.connected
+        else:
+            assert client.read(4, 0, 4, 1, 5.0) == WORDS
+    finally:
+        client.close()
 
 
 def test_nobody_listening_cannot_connect() -> None:
