@@ -1,4 +1,7 @@
-"""The Modbus edge: one pymodbus client per bus, with errors sorted into what to do about them.
+"""The Modbus edge: one client per bus, with errors sorted into what to do about them.
+
+A TCP bus is read by the agent's own client (:mod:`agent.modbus_tcp`, for CPU per read on a Pi);
+an RTU bus by pymodbus's ``ModbusSerialClient``.
 
 A bus is ``tcp://host[:502]`` or ``rtu:///dev/ttyUSB0?baud=9600&parity=N``. Modbus exception codes
 1-3 (illegal function, address, value) mean the configuration is wrong (wrong unit id, wrong
@@ -18,8 +21,18 @@ from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ModbusException
+
+from agent.modbus_tcp import (
+    READ_HOLDING,
+    READ_INPUT,
+    ExceptionAnswer,
+    ModbusTcpError,
+    NoAnswer,
+    ShortAnswer,
+    TcpClient,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +129,9 @@ class ModbusBus:
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         a = self.address
-        self._client: ModbusTcpClient | ModbusSerialClient
+        self._client: TcpClient | ModbusSerialClient
         if a.kind == "tcp":
-            self._client = ModbusTcpClient(a.host, port=a.port, timeout=timeout_s, retries=0)
+            self._client = TcpClient(a.host, a.port)
         else:
             self._client = ModbusSerialClient(
                 a.device,
@@ -143,37 +156,77 @@ class ModbusBus:
         timeout_s: float | None = None,
     ) -> list[int]:
         """``count`` registers from ``address``; raises :class:`DeviceError`."""
-        where = f"unit {unit} on {self.url}"
+        timeout = timeout_s or self.timeout_s
         with self._lock:
-            self._client.comm_params.timeout_connect = timeout_s or self.timeout_s
-            if not self._client.connected and not self._client.connect():
-                if self.address.kind == "rtu":
-                    raise DeviceError(
-                        f"cannot open {self.address.device}: missing, or in use by another "
-                        "program (a running agent holds its serial port)",
-                        transient=True,
-                    )
-                raise DeviceError(f"cannot connect to {self.url}", transient=True)
+            if isinstance(self._client, TcpClient):
+                return self._read_tcp(self._client, table, address, count, unit, timeout)
+            return self._read_rtu(self._client, table, address, count, unit, timeout)
+
+    def _read_tcp(
+        self,
+        client: TcpClient,
+        table: Literal["holding", "input"],
+        address: int,
+        count: int,
+        unit: int,
+        timeout_s: float,
+    ) -> list[int]:
+        if not client.connected:
             try:
-                if table == "holding":
-                    rr = self._client.read_holding_registers(address, count=count, device_id=unit)
-                else:
-                    rr = self._client.read_input_registers(address, count=count, device_id=unit)
-            except (ModbusException, OSError) as exc:
-                if self.address.kind == "tcp":
-                    # A late answer must not be taken for the next request's: start afresh.
-                    # (On RTU the client drops stale bytes before each request instead.)
-                    self._client.close()  # type: ignore[no-untyped-call]
-                raise DeviceError(
-                    f"no answer from {where}: {_short(exc)}", transient=True
-                ) from None
+                client.connect(timeout_s)
+            except OSError:
+                raise DeviceError(f"cannot connect to {self.url}", transient=True) from None
+        try:
+            # The client closes the connection on any error but an exception answer.
+            return client.read(
+                READ_HOLDING if table == "holding" else READ_INPUT, address, count, unit, timeout_s
+            )
+        except (ModbusTcpError, OSError, ValueError) as exc:
+            raise self._tcp_error(exc, table, address, count, unit) from None
+
+    def _tcp_error(
+        self, exc: Exception, table: str, address: int, count: int, unit: int
+    ) -> DeviceError:
+        """The DeviceError for what went wrong, in the words pymodbus's failures were given."""
+        where = f"unit {unit} on {self.url}"
+        if isinstance(exc, ExceptionAnswer):
+            return _exception_error(where, table, address, count, exc.code)
+        if isinstance(exc, ShortAnswer):
+            return DeviceError(f"{where} returned {exc.got} of {count} registers", transient=True)
+        if isinstance(exc, NoAnswer):
+            return DeviceError(f"no answer from {where}: timed out", transient=True)
+        if isinstance(exc, ValueError):  # a request no device could answer; nothing was sent
+            return DeviceError(f"cannot ask {where}: {exc}", transient=False)
+        return DeviceError(f"no answer from {where}: {_short(exc)}", transient=True)
+
+    def _read_rtu(
+        self,
+        client: ModbusSerialClient,
+        table: Literal["holding", "input"],
+        address: int,
+        count: int,
+        unit: int,
+        timeout_s: float,
+    ) -> list[int]:
+        where = f"unit {unit} on {self.url}"
+        client.comm_params.timeout_connect = timeout_s
+        if not client.connected and not client.connect():
+            raise DeviceError(
+                f"cannot open {self.address.device}: missing, or in use by another "
+                "program (a running agent holds its serial port)",
+                transient=True,
+            )
+        try:
+            if table == "holding":
+                rr = client.read_holding_registers(address, count=count, device_id=unit)
+            else:
+                rr = client.read_input_registers(address, count=count, device_id=unit)
+        except (ModbusException, OSError) as exc:
+            # The client drops stale bytes before each request: no need to start afresh.
+            raise DeviceError(f"no answer from {where}: {_short(exc)}", transient=True) from None
         if rr.isError():
             code = int(getattr(rr, "exception_code", 0))
-            name = EXCEPTION_NAMES.get(code, f"exception {code}")
-            message = f"{where} answered {name} for {table} registers {address}+{count}"
-            if code in CONFIG_EXCEPTION_CODES:
-                message += ": check the unit id and the device profile"
-            raise DeviceError(message, transient=code not in CONFIG_EXCEPTION_CODES, code=code)
+            raise _exception_error(where, table, address, count, code)
         registers: list[int] = list(rr.registers[:count])
         if len(registers) != count:
             raise DeviceError(
@@ -183,7 +236,16 @@ class ModbusBus:
 
     def close(self) -> None:
         with self._lock:
-            self._client.close()  # type: ignore[no-untyped-call]
+            self._client.close()
+
+
+def _exception_error(where: str, table: str, address: int, count: int, code: int) -> DeviceError:
+    """A Modbus exception answer (codes 1-3: the configuration is wrong) as a DeviceError."""
+    name = EXCEPTION_NAMES.get(code, f"exception {code}")
+    message = f"{where} answered {name} for {table} registers {address}+{count}"
+    if code in CONFIG_EXCEPTION_CODES:
+        message += ": check the unit id and the device profile"
+    return DeviceError(message, transient=code not in CONFIG_EXCEPTION_CODES, code=code)
 
 
 def _short(exc: BaseException) -> str:

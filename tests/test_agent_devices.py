@@ -14,6 +14,7 @@ import pytest
 from agent.config import DeviceConfig
 from agent.devices import Device, DeviceSupervisor, open_devices
 from agent.modbus_io import DeviceError, ModbusBus
+from agent.modbus_tcp import TcpClient
 from agent.profiles import list_profiles, load_profile
 from agent.retry import RetryPolicy
 from agent.sunspec import SunSpecMap
@@ -124,7 +125,9 @@ def test_one_request_in_flight_per_bus(meter: ImageServer) -> None:
     meter.behaviour[2].delay_s = 0.02
 
     bus = ModbusBus(meter.url, timeout_s=2)
-    real_read = bus._client.read_input_registers
+    client = bus._client
+    assert isinstance(client, TcpClient)
+    real_read = client.read
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         nonlocal in_flight, worst
@@ -137,7 +140,7 @@ def test_one_request_in_flight_per_bus(meter: ImageServer) -> None:
             with lock:
                 in_flight -= 1
 
-    bus._client.read_input_registers = counting  # type: ignore[method-assign]
+    client.read = counting  # type: ignore[method-assign]
     errors: list[BaseException] = []
 
     def reader(unit: int) -> None:
