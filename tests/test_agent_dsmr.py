@@ -100,6 +100,35 @@ def test_crc16_is_crc16_arc() -> None:
     assert DSMR5.endswith(b"!E47C\r\n")
 
 
+def crc16_bit_by_bit(data: bytes) -> int:
+    """CRC-16/ARC as the catalogue defines it: poly 0x8005 reflected (0xA001), init 0, a bit a
+    step, low bit first."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def test_crc16_bit_by_bit_reference_is_crc16_arc() -> None:
+    assert crc16_bit_by_bit(b"123456789") == 0xBB3D  # the catalogue's check value
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=1200))
+def test_crc16_equals_the_bitwise_reference(data: bytes) -> None:
+    # Any length, odd, even and empty: the folds split at every power of 2 up to a telegram's.
+    assert crc16(data) == crc16_bit_by_bit(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 31, 32, 33, 1023, 1024, 1025, 8192])
+def test_crc16_at_fold_boundaries(size: int) -> None:
+    data = bytes((7 * i + 3) % 256 for i in range(size))
+    assert crc16(data) == crc16_bit_by_bit(data)
+    assert crc16(b"\xff" * size) == crc16_bit_by_bit(b"\xff" * size)
+
+
 def test_dsmr5_spec_example() -> None:
     d = decoder()
     [frame] = d.feed(DSMR5)
