@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,34 @@ EMUCS_EXPECTED = {
     "power_l1_w": 0.0,
     "power_l2_w": 0.0,
     "power_l3_w": 0.0,
+}
+
+# The OBIS codes that make each quantity under the dsmr-5 profile, copied by hand from
+# firmware-configs/devices/dsmr-5.toml's [obis] table.
+DSMR5_CODES = {
+    "energy_import_t1_wh": {"1-0:1.8.1"},
+    "energy_import_t2_wh": {"1-0:1.8.2"},
+    "energy_import_wh": {"1-0:1.8.1", "1-0:1.8.2"},
+    "energy_export_t1_wh": {"1-0:2.8.1"},
+    "energy_export_t2_wh": {"1-0:2.8.2"},
+    "energy_export_wh": {"1-0:2.8.1", "1-0:2.8.2"},
+    "power_w": {"1-0:1.7.0", "1-0:2.7.0"},
+    "voltage_l1_v": {"1-0:32.7.0"},
+    "voltage_l2_v": {"1-0:52.7.0"},
+    "voltage_l3_v": {"1-0:72.7.0"},
+    "current_l1_a": {"1-0:31.7.0"},
+    "current_l2_a": {"1-0:51.7.0"},
+    "current_l3_a": {"1-0:71.7.0"},
+    "power_l1_w": {"1-0:21.7.0", "1-0:22.7.0"},
+    "power_l2_w": {"1-0:41.7.0", "1-0:42.7.0"},
+    "power_l3_w": {"1-0:61.7.0", "1-0:62.7.0"},
+}
+# Every fixture: the profile it is read with and the readings worked by hand above.
+FIXTURE_READINGS = {
+    "dsmr-5.0.2-example.txt": ("dsmr-5", [DSMR5_EXPECTED]),
+    "dsmr-2.2-example.txt": ("dsmr-2", [DSMR22_EXPECTED]),
+    "e-mucs-1.7.1-example.txt": ("e-mucs", [EMUCS_EXPECTED]),
+    "smarty-encrypted.bin": ("dsmr-5", []),
 }
 
 
@@ -167,6 +196,51 @@ def test_belgian_e_mucs() -> None:
     assert frame.meter_id == "1SAG3101021605"
     assert frame.meter_ts_ms == 1_589_284_449_000  # 200512135409S: 13:54:09 CEST
     assert d.last is not None and d.last.version == "e-MUCS (Belgium), version 50217"
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURE_READINGS))
+def test_every_fixture_reads_as_worked_by_hand_whole_and_a_byte_at_a_time(name: str) -> None:
+    profile, expected = FIXTURE_READINGS[name]
+    stream = (FIXTURES / name).read_bytes()
+    d = decoder(profile)
+    whole = d.feed(stream)
+    bytewise = [item for i in range(len(stream)) for item in d.feed(stream[i : i + 1])]
+    assert [f.quantities for f in frames(whole)] == expected
+    assert [f.quantities for f in frames(bytewise)] == expected
+
+
+def test_every_fixture_has_its_worked_readings() -> None:
+    on_disk = {p.name for p in FIXTURES.iterdir()} - {"README.md", ".gitattributes"}
+    assert on_disk == set(FIXTURE_READINGS)
+
+
+def test_dsmr5_codes_table_is_the_profiles() -> None:
+    # DSMR5_CODES was copied by hand; it must still be the profile file's table.
+    p = load_profile("dsmr-5")
+    assert p.obis is not None
+    assert {q: set(codes) for q, codes in p.obis.needs().items()} == DSMR5_CODES
+
+
+@settings(max_examples=100, deadline=None)
+@given(dropped=st.sets(st.sampled_from(sorted(set().union(*DSMR5_CODES.values())))))
+def test_a_quantity_is_read_only_when_all_its_codes_are_there(dropped: set[str]) -> None:
+    body = DSMR5[: DSMR5.rindex(b"!") + 1]
+    for code in dropped:
+        body = re.sub(rb"(?m)^" + re.escape(code.encode()) + rb"\(.*\r\n", b"", body)
+    telegram = body + f"{crc16_arc(body):04X}\r\n".encode()  # the simulator's own CRC
+    expected = {q: v for q, v in DSMR5_EXPECTED.items() if not DSMR5_CODES[q] & dropped}
+    items = decoder().feed(telegram)
+    if expected:
+        assert [f.quantities for f in frames(items)] == [expected]
+    else:
+        assert faults(items) == ["telegram holds none of the OBIS codes this meter's profile maps"]
+
+
+def test_a_decoder_given_another_map_reads_by_it() -> None:
+    d = decoder()
+    d.obis = ObisMap.parse({"1-0:1.7.0": "power_w", "1-0:2.7.0": "-power_w"})
+    [frame] = d.feed(DSMR5)
+    assert isinstance(frame, Frame) and frame.quantities == {"power_w": 1193.0}
 
 
 def test_luxembourg_smarty_encrypted_is_a_fault_naming_the_key() -> None:
