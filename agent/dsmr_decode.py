@@ -50,7 +50,6 @@ _UNITS: Final[dict[str, dict[str, float]]] = {
 }
 _OBIS_RE: Final = re.compile(r"\A\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}\Z")
 _LINE_RE: Final = re.compile(r"\A(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3})((?:\([^()]*\))+)\Z")
-_GROUP_RE: Final = re.compile(r"\(([^()]*)\)")
 _NUMBER_RE: Final = re.compile(r"\A\d{1,15}(?:\.\d{1,9})?\Z")
 _TIMESTAMP_RE: Final = re.compile(r"\A(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})([SW])\Z")
 _HEX_RE: Final = re.compile(r"\A(?:[0-9A-Fa-f]{2})+\Z")
@@ -233,33 +232,25 @@ def split_lines(body: str) -> dict[str, tuple[str, ...]] | FrameFault:
     A line starting with '(' continues the one before (DSMR 2.2's gas reading is on its own
     line). Lines that are not OBIS lines are a fault: a telegram is either whole or not used.
     """
-    lines: dict[str, tuple[str, ...]] = {}
-    pending: str | None = None
+    joined: list[str] = []  # the lines with their continuations
     for raw in body.split("\r\n"):
         line = raw.strip()
         if not line:
             continue
-        if line.startswith("(") and pending is not None:
-            pending += line
-            continue
-        if pending is not None:
-            fault = _add_line(lines, pending)
-            if fault:
-                return fault
-        pending = line
-    if pending is not None:
-        fault = _add_line(lines, pending)
-        if fault:
-            return fault
+        if line[0] == "(" and joined:
+            joined[-1] += line
+        else:
+            joined.append(line)
+    lines: dict[str, tuple[str, ...]] = {}
+    match = _LINE_RE.match
+    for line in joined:
+        m = match(line)
+        if m is None:
+            return FrameFault(f"telegram has a line that is not an OBIS line: {line[:40]!r}")
+        code, groups = m.groups()
+        # "(a)(b)" -> a, b: the groups hold no parentheses (_LINE_RE), so ")(" only parts them
+        lines[code] = tuple(groups[1:-1].split(")("))
     return lines
-
-
-def _add_line(lines: dict[str, tuple[str, ...]], line: str) -> FrameFault | None:
-    m = _LINE_RE.match(line)
-    if m is None:
-        return FrameFault(f"telegram has a line that is not an OBIS line: {line[:40]!r}")
-    lines[m.group(1)] = tuple(_GROUP_RE.findall(m.group(2)))
-    return None
 
 
 class ObisPlan:

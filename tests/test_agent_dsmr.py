@@ -21,6 +21,7 @@ from agent.dsmr_decode import (
     ObisMap,
     ObisMapError,
     crc16,
+    split_lines,
 )
 from agent.profiles import ProfileError, load_profile, parse_profile
 from agent.push_frames import Frame, FrameFault
@@ -241,6 +242,75 @@ def test_a_decoder_given_another_map_reads_by_it() -> None:
     d.obis = ObisMap.parse({"1-0:1.7.0": "power_w", "1-0:2.7.0": "-power_w"})
     [frame] = d.feed(DSMR5)
     assert isinstance(frame, Frame) and frame.quantities == {"power_w": 1193.0}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("\r\n1-0:1.8.1(001.5*kWh)\r\n", {"1-0:1.8.1": ("001.5*kWh",)}),
+        # DSMR 2.2's gas reading continues its line on the next; blanks around lines are dropped
+        (
+            "0-1:24.3.0(090212160000)(00)(60)(1)(0-1:24.2.1)(m3)\r\n  (00001.001)  \r\n\r\n",
+            {"0-1:24.3.0": ("090212160000", "00", "60", "1", "0-1:24.2.1", "m3", "00001.001")},
+        ),
+        ("1-0:1.8.1()\r\n1-0:1.8.1(2)(3)\r\n", {"1-0:1.8.1": ("2", "3")}),  # the last wins
+        ("", {}),
+        ("(1)\r\n1-0:1.8.1(2)\r\n", "not an OBIS line: '(1)'"),  # continues nothing
+        ("1-0:1.8.1(1) (2)\r\n", "not an OBIS line: '1-0:1.8.1(1) (2)'"),
+        ("1-0:1.8.1(1)\r\nhello\r\n", "not an OBIS line: 'hello'"),
+        ("1-0:1.8.1(1(2))\r\n", "not an OBIS line: '1-0:1.8.1(1(2))'"),
+    ],
+)
+def test_split_lines_by_hand(body: str, expected: dict[str, tuple[str, ...]] | str) -> None:
+    got = split_lines(body)
+    if isinstance(expected, str):
+        assert isinstance(got, FrameFault) and got.reason.endswith(expected)
+    else:
+        assert got == expected
+
+
+def split_lines_reference(body: str) -> dict[str, tuple[str, ...]] | str:
+    """split_lines written the plain way: join continuations, then each line by one regex."""
+    joined: list[str] = []
+    for piece in body.split("\r\n"):
+        line = piece.strip()
+        if line.startswith("(") and joined:
+            joined[-1] += line
+        elif line:
+            joined.append(line)
+    out: dict[str, tuple[str, ...]] = {}
+    for line in joined:
+        m = re.fullmatch(r"(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3})((?:\([^()]*\))+)", line)
+        if m is None:
+            return f"telegram has a line that is not an OBIS line: {line[:40]!r}"
+        out[m.group(1)] = tuple(re.findall(r"\(([^()]*)\)", m.group(2)))
+    return out
+
+
+# Mostly good lines, so that many bodies read; some continuation, blank and bad ones.
+_BODY_LINES = st.lists(
+    st.tuples(
+        st.sampled_from(["1-0:1.8.1"] * 4 + ["0-1:24.2.1"] * 4 + ["", "", "1-0:1.8", "x", " "]),
+        st.lists(
+            st.sampled_from(
+                ["(12.5*kWh)"] * 8 + ["(0-0:96.7.19)"] * 4 + ["()", "(a b)", "(", ")", "(1\n2)"]
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+        st.sampled_from(["\r\n"] * 10 + ["\r\n\r\n", " \r\n", "\r", "\n", ""]),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_BODY_LINES)
+def test_split_lines_equals_the_plain_reference(lines: list[tuple[str, list[str], str]]) -> None:
+    # Lines, continuation lines (no code), blank ones and bad ones, in any order.
+    body = "".join(code + "".join(groups) + end for code, groups, end in lines)
+    got = split_lines(body)
+    assert (got.reason if isinstance(got, FrameFault) else got) == split_lines_reference(body)
 
 
 def test_luxembourg_smarty_encrypted_is_a_fault_naming_the_key() -> None:
