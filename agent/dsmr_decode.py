@@ -101,8 +101,9 @@ def crc16(data: bytes) -> int:
     and replacing the high part H x^m by H (x^m mod poly), a 16-bit factor's few shifted copies,
     halves it in a handful of big-int shifts and XORs, done in C. About ten such folds for a
     1 kB telegram: 15 us here, where a byte-a-step table loop took 75 and two bytes a step (a
-    128 KiB table) 38 (a telegram a second was most of a P1 meter's CPU on a Pi); no table
-    beyond a 256-byte one.
+    128 KiB table) 38 (a telegram a second was most of a P1 meter's CPU on a Pi). Its tables
+    are a few hundred bytes, but the P1 agent's VmRSS rose 0.2-0.3 MiB with it (34.1-34.2 ->
+    34.4-34.5 in bench/agent_poll.py, under the 35 MiB target): the kB-long ints it makes.
     """
     value = int.from_bytes(data.translate(_REVERSED_BITS), "big") << 16
     n = value.bit_length()
