@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from agent.dsmr_decode import (
     ObisMap,
     ObisMapError,
     crc16,
+    split_lines,
 )
 from agent.profiles import ProfileError, load_profile, parse_profile
 from agent.push_frames import Frame, FrameFault
@@ -78,6 +80,34 @@ EMUCS_EXPECTED = {
     "power_l3_w": 0.0,
 }
 
+# The OBIS codes that make each quantity under the dsmr-5 profile, copied by hand from
+# firmware-configs/devices/dsmr-5.toml's [obis] table.
+DSMR5_CODES = {
+    "energy_import_t1_wh": {"1-0:1.8.1"},
+    "energy_import_t2_wh": {"1-0:1.8.2"},
+    "energy_import_wh": {"1-0:1.8.1", "1-0:1.8.2"},
+    "energy_export_t1_wh": {"1-0:2.8.1"},
+    "energy_export_t2_wh": {"1-0:2.8.2"},
+    "energy_export_wh": {"1-0:2.8.1", "1-0:2.8.2"},
+    "power_w": {"1-0:1.7.0", "1-0:2.7.0"},
+    "voltage_l1_v": {"1-0:32.7.0"},
+    "voltage_l2_v": {"1-0:52.7.0"},
+    "voltage_l3_v": {"1-0:72.7.0"},
+    "current_l1_a": {"1-0:31.7.0"},
+    "current_l2_a": {"1-0:51.7.0"},
+    "current_l3_a": {"1-0:71.7.0"},
+    "power_l1_w": {"1-0:21.7.0", "1-0:22.7.0"},
+    "power_l2_w": {"1-0:41.7.0", "1-0:42.7.0"},
+    "power_l3_w": {"1-0:61.7.0", "1-0:62.7.0"},
+}
+# Every fixture: the profile it is read with and the readings worked by hand above.
+FIXTURE_READINGS = {
+    "dsmr-5.0.2-example.txt": ("dsmr-5", [DSMR5_EXPECTED]),
+    "dsmr-2.2-example.txt": ("dsmr-2", [DSMR22_EXPECTED]),
+    "e-mucs-1.7.1-example.txt": ("e-mucs", [EMUCS_EXPECTED]),
+    "smarty-encrypted.bin": ("dsmr-5", []),
+}
+
 
 def decoder(profile: str = "dsmr-5") -> DsmrDecoder:
     p = load_profile(profile)
@@ -98,6 +128,35 @@ def test_crc16_is_crc16_arc() -> None:
     assert crc16(b"123456789") == 0xBB3D
     # The fixtures' CRC lines were computed with it; the telegram text was composed by hand.
     assert DSMR5.endswith(b"!E47C\r\n")
+
+
+def crc16_bit_by_bit(data: bytes) -> int:
+    """CRC-16/ARC as the catalogue defines it: poly 0x8005 reflected (0xA001), init 0, a bit a
+    step, low bit first."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def test_crc16_bit_by_bit_reference_is_crc16_arc() -> None:
+    assert crc16_bit_by_bit(b"123456789") == 0xBB3D  # the catalogue's check value
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=1200))
+def test_crc16_equals_the_bitwise_reference(data: bytes) -> None:
+    # Any length, odd, even and empty: the folds split at every power of 2 up to a telegram's.
+    assert crc16(data) == crc16_bit_by_bit(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 31, 32, 33, 1023, 1024, 1025, 8192])
+def test_crc16_at_fold_boundaries(size: int) -> None:
+    data = bytes((7 * i + 3) % 256 for i in range(size))
+    assert crc16(data) == crc16_bit_by_bit(data)
+    assert crc16(b"\xff" * size) == crc16_bit_by_bit(b"\xff" * size)
 
 
 def test_dsmr5_spec_example() -> None:
@@ -138,6 +197,120 @@ def test_belgian_e_mucs() -> None:
     assert frame.meter_id == "1SAG3101021605"
     assert frame.meter_ts_ms == 1_589_284_449_000  # 200512135409S: 13:54:09 CEST
     assert d.last is not None and d.last.version == "e-MUCS (Belgium), version 50217"
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURE_READINGS))
+def test_every_fixture_reads_as_worked_by_hand_whole_and_a_byte_at_a_time(name: str) -> None:
+    profile, expected = FIXTURE_READINGS[name]
+    stream = (FIXTURES / name).read_bytes()
+    d = decoder(profile)
+    whole = d.feed(stream)
+    bytewise = [item for i in range(len(stream)) for item in d.feed(stream[i : i + 1])]
+    assert [f.quantities for f in frames(whole)] == expected
+    assert [f.quantities for f in frames(bytewise)] == expected
+
+
+def test_every_fixture_has_its_worked_readings() -> None:
+    on_disk = {p.name for p in FIXTURES.iterdir()} - {"README.md", ".gitattributes"}
+    assert on_disk == set(FIXTURE_READINGS)
+
+
+def test_dsmr5_codes_table_is_the_profiles() -> None:
+    # DSMR5_CODES was copied by hand; it must still be the profile file's table.
+    p = load_profile("dsmr-5")
+    assert p.obis is not None
+    assert {q: set(codes) for q, codes in p.obis.needs().items()} == DSMR5_CODES
+
+
+@settings(max_examples=100, deadline=None)
+@given(dropped=st.sets(st.sampled_from(sorted(set().union(*DSMR5_CODES.values())))))
+def test_a_quantity_is_read_only_when_all_its_codes_are_there(dropped: set[str]) -> None:
+    body = DSMR5[: DSMR5.rindex(b"!") + 1]
+    for code in dropped:
+        body = re.sub(rb"(?m)^" + re.escape(code.encode()) + rb"\(.*\r\n", b"", body)
+    telegram = body + f"{crc16_arc(body):04X}\r\n".encode()  # the simulator's own CRC
+    expected = {q: v for q, v in DSMR5_EXPECTED.items() if not DSMR5_CODES[q] & dropped}
+    items = decoder().feed(telegram)
+    if expected:
+        assert [f.quantities for f in frames(items)] == [expected]
+    else:
+        assert faults(items) == ["telegram holds none of the OBIS codes this meter's profile maps"]
+
+
+def test_a_decoder_given_another_map_reads_by_it() -> None:
+    d = decoder()
+    d.obis = ObisMap.parse({"1-0:1.7.0": "power_w", "1-0:2.7.0": "-power_w"})
+    [frame] = d.feed(DSMR5)
+    assert isinstance(frame, Frame) and frame.quantities == {"power_w": 1193.0}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("\r\n1-0:1.8.1(001.5*kWh)\r\n", {"1-0:1.8.1": ("001.5*kWh",)}),
+        # DSMR 2.2's gas reading continues its line on the next; blanks around lines are dropped
+        (
+            "0-1:24.3.0(090212160000)(00)(60)(1)(0-1:24.2.1)(m3)\r\n  (00001.001)  \r\n\r\n",
+            {"0-1:24.3.0": ("090212160000", "00", "60", "1", "0-1:24.2.1", "m3", "00001.001")},
+        ),
+        ("1-0:1.8.1()\r\n1-0:1.8.1(2)(3)\r\n", {"1-0:1.8.1": ("2", "3")}),  # the last wins
+        ("", {}),
+        ("(1)\r\n1-0:1.8.1(2)\r\n", "not an OBIS line: '(1)'"),  # continues nothing
+        ("1-0:1.8.1(1) (2)\r\n", "not an OBIS line: '1-0:1.8.1(1) (2)'"),
+        ("1-0:1.8.1(1)\r\nhello\r\n", "not an OBIS line: 'hello'"),
+        ("1-0:1.8.1(1(2))\r\n", "not an OBIS line: '1-0:1.8.1(1(2))'"),
+    ],
+)
+def test_split_lines_by_hand(body: str, expected: dict[str, tuple[str, ...]] | str) -> None:
+    got = split_lines(body)
+    if isinstance(expected, str):
+        assert isinstance(got, FrameFault) and got.reason.endswith(expected)
+    else:
+        assert got == expected
+
+
+def split_lines_reference(body: str) -> dict[str, tuple[str, ...]] | str:
+    """split_lines written the plain way: join continuations, then each line by one regex."""
+    joined: list[str] = []
+    for piece in body.split("\r\n"):
+        line = piece.strip()
+        if line.startswith("(") and joined:
+            joined[-1] += line
+        elif line:
+            joined.append(line)
+    out: dict[str, tuple[str, ...]] = {}
+    for line in joined:
+        m = re.fullmatch(r"(\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3})((?:\([^()]*\))+)", line)
+        if m is None:
+            return f"telegram has a line that is not an OBIS line: {line[:40]!r}"
+        out[m.group(1)] = tuple(re.findall(r"\(([^()]*)\)", m.group(2)))
+    return out
+
+
+# Mostly good lines, so that many bodies read; some continuation, blank and bad ones.
+_BODY_LINES = st.lists(
+    st.tuples(
+        st.sampled_from(["1-0:1.8.1"] * 4 + ["0-1:24.2.1"] * 4 + ["", "", "1-0:1.8", "x", " "]),
+        st.lists(
+            st.sampled_from(
+                ["(12.5*kWh)"] * 8 + ["(0-0:96.7.19)"] * 4 + ["()", "(a b)", "(", ")", "(1\n2)"]
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+        st.sampled_from(["\r\n"] * 10 + ["\r\n\r\n", " \r\n", "\r", "\n", ""]),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_BODY_LINES)
+def test_split_lines_equals_the_plain_reference(lines: list[tuple[str, list[str], str]]) -> None:
+    # Lines, continuation lines (no code), blank ones and bad ones, in any order.
+    body = "".join(code + "".join(groups) + end for code, groups, end in lines)
+    got = split_lines(body)
+    assert (got.reason if isinstance(got, FrameFault) else got) == split_lines_reference(body)
 
 
 def test_luxembourg_smarty_encrypted_is_a_fault_naming_the_key() -> None:
