@@ -186,11 +186,13 @@ class Delivery:
         for ack in acks:
             for device in ack.acked:
                 done.setdefault(device, []).extend(ack.seqs(device))
+        in_flight: set[Key] = set()
         for device, seqs in done.items():
             for s in seqs:
                 batch = self.inflight.pop((device, s), None)
                 if batch is not None:
                     batch.keys.discard((device, s))
+                    in_flight.add((device, s))
         if len(self._batches) > 64:  # drop emptied batches now and then, not on every ack
             self._batches = [b for b in self._batches if b.keys]
-        return self.outbox.remove(done)
+        return self.outbox.remove(done, stored=in_flight)

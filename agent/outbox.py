@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -142,13 +143,21 @@ class Outbox:
         self._pages_after_add = pages
         return rows
 
-    def remove(self, acked: Mapping[str, Iterable[int]]) -> int:
+    def remove(
+        self,
+        acked: Mapping[str, Iterable[int]],
+        stored: AbstractSet[tuple[str, int]] = frozenset(),
+    ) -> int:
         """Take acknowledged readings out of the outbox; returns how many were waiting.
 
         They leave at once for every reader of this object, and leave the file with the next
         poll cycle's transaction: one commit per cycle instead of two halves what the SD card
         is written. A crash before that commit only means the hub acks them once more. A large
         drain deletes every ``flush_every`` readings.
+
+        ``stored`` names (device, seq) the caller knows are in the file: readings in flight,
+        read from here and kept by :meth:`enforce_budget` since. They are not looked up: a
+        query is a read transaction of its own, with its locks, for every acked reading.
         """
         conn = self.conn
         waiting = 0
@@ -157,9 +166,12 @@ class Outbox:
                 key = (device, seq)
                 if key in self._acked:
                     continue
-                found = conn.execute(
-                    "SELECT 1 FROM outbox WHERE device = ? AND seq = ?", key
-                ).fetchone()
+                found = (
+                    key in stored
+                    or conn.execute(
+                        "SELECT 1 FROM outbox WHERE device = ? AND seq = ?", key
+                    ).fetchone()
+                )
                 if found:
                     self._acked.add(key)
                     waiting += 1

@@ -372,3 +372,28 @@ def test_a_poll_cycle_within_budget_is_one_transaction_and_nothing_else(tmp_path
             ("grid-meter", 2), ("pv-inverter", 1), ("pv-inverter", 2),
         ]  # fmt: skip
     box.close()
+
+
+def test_an_ack_of_readings_in_flight_asks_the_file_nothing(tmp_path: Path) -> None:
+    """What is in flight was read from the outbox and is kept there until acked (enforce_budget
+    leaves it alone), so its ack needs no query to know it was waiting: a read transaction per
+    acked reading, with its locks on the WAL index, every few seconds (issue 22). An ack of a
+    reading not in flight (a duplicate, one from before a reconnect) is still looked up."""
+    box = Outbox(tmp_path / "o.db", durable=False)
+    wire = _Wire()
+    d = Delivery(box, "home-1", ManualClock(T0), wire.publish, monotonic=lambda: 0.0)
+    d.send(box.add(_cycle(T0), "g1"))
+    d.send(box.add(_cycle(T0 + 1000), "g1"))
+    statements: list[str] = []
+    box.conn.set_trace_callback(statements.append)
+    assert d.acked([_ack(wire.sent[0])]) == 2
+    assert statements == []
+    assert box.count() == 2
+    assert d.acked([_ack(wire.sent[0])]) == 0  # the same ack again: nothing more was waiting
+    d.restart()  # a reconnect forgets what was in flight; the hub's late ack still counts
+    assert d.acked([_ack(wire.sent[1])]) == 2
+    assert box.count() == 0
+    box.conn.set_trace_callback(None)
+    box.close()
+    with sqlite3.connect(tmp_path / "o.db") as db:
+        assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
