@@ -1,8 +1,11 @@
 """The agent's outbox: every reading is written here before it is sent, and leaves only when acked.
 
-SQLite in WAL mode, one transaction per poll cycle (a Pi's SD card wears with every write). The
-per-device ``seq`` is raised in the same transaction as the rows it numbers, so it rises
-monotonically across restarts and a crash can neither reuse nor skip one. Each row keeps the
+SQLite in WAL mode, one transaction per poll cycle (a Pi's SD card wears with every write). A
+device's ``seq`` is kept by its rows: the next is one past the highest of its stored rows and of
+``device_seq``, which is brought up to date in the transaction that deletes rows (an ack, a
+compaction, a drop), so it rises by one across restarts and a crash can neither reuse nor skip
+one. (Schema 1 wrote ``device_seq`` in every cycle's transaction: a second page to write and
+sync every second, issue 22.) Each row keeps the
 reading's wire JSON, so a backlog drains by splicing stored text rather than rebuilding objects.
 
 The outbox has a disk budget. When it is exceeded, the oldest raw readings are merged into
@@ -26,7 +29,7 @@ from protocol.codec import encode_reading
 from protocol.payloads import Reading
 from protocol.quantities import Role
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2: device_seq is a floor, written when rows leave
 BUCKET_MS: Final = 15 * 60_000  # compaction merges raw readings within quarter hours
 DEFAULT_BUDGET_BYTES: Final = 256 * 1024 * 1024
 
@@ -122,11 +125,11 @@ class Outbox:
                 raw = 1 if p.period_ms is None else 0
                 inserts.append((p.device, seq, p.ts_ms, p.role.value, raw, body))
                 rows.append(Row(p.device, seq, p.ts_ms, body))
-            conn.executemany(
-                "INSERT INTO device_seq (device, last_seq) VALUES (?, ?) "
-                "ON CONFLICT(device) DO UPDATE SET last_seq = excluded.last_seq",
-                seq_updates,
-            )
+            # A device new to this process is listed (after() and oldest_ts_ms() find devices
+            # there); after that its rows carry its seq.
+            listed = [(d, seq) for d, seq in seq_updates if d not in self._last_seqs]
+            if listed:
+                self._record_seqs(listed)
             conn.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", inserts)
             self._delete_acked()
             # The file's size as this cycle leaves it, for enforce_budget: asked here, a
@@ -196,8 +199,22 @@ class Outbox:
     def _delete_acked(self) -> None:
         """Within the caller's transaction."""
         if self._acked:
-            self.conn.executemany("DELETE FROM outbox WHERE device = ? AND seq = ?", self._acked)
+            self._delete(self._acked)
             self._acked = set()
+
+    def _delete(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Delete rows, first recording each device's last seq: the rows may have held it.
+        Within the caller's transaction."""
+        keys = list(keys)
+        self._record_seqs([(d, self.last_seq(d)) for d in {device for device, _ in keys}])
+        self.conn.executemany("DELETE FROM outbox WHERE device = ? AND seq = ?", keys)
+
+    def _record_seqs(self, seqs: Iterable[tuple[str, int]]) -> None:
+        self.conn.executemany(
+            "INSERT INTO device_seq (device, last_seq) VALUES (?, ?) "
+            "ON CONFLICT(device) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+            seqs,
+        )
 
     # --- reading ----------------------------------------------------------------------------
     def after(self, cursor: Mapping[str, int], limit: int) -> list[Row]:
@@ -254,10 +271,17 @@ class Outbox:
         return oldest
 
     def last_seq(self, device: str) -> int:
+        """The device's highest seq committed: its highest row's, or what ``device_seq`` kept
+        when rows left."""
+        known = self._last_seqs.get(device)
+        if known is not None:
+            return known
         row = self.conn.execute(
-            "SELECT last_seq FROM device_seq WHERE device = ?", (device,)
+            "SELECT max(coalesce((SELECT last_seq FROM device_seq WHERE device = ?1), 0), "
+            "coalesce((SELECT max(seq) FROM outbox WHERE device = ?1), 0))",
+            (device,),
         ).fetchone()
-        return int(row[0]) if row else 0
+        return int(row[0])
 
     def counter(self, name: str) -> int:
         row = self.conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
@@ -331,9 +355,7 @@ class Outbox:
             device, last["seq"], agg.ts_ms, role, last["grant"], agg.quantities, agg.period_ms
         )
         body = encode_reading(reading)
-        self.conn.executemany(
-            "DELETE FROM outbox WHERE device = ? AND seq = ?", [(device, g[0]) for g in group]
-        )
+        self._delete([(device, g[0]) for g in group])
         self.conn.execute(
             "INSERT INTO outbox VALUES (?, ?, ?, ?, 0, ?)",
             (device, last["seq"], agg.ts_ms, role.value, body),
@@ -354,7 +376,7 @@ class Outbox:
             return False
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany("DELETE FROM outbox WHERE device = ? AND seq = ?", victims)
+            self._delete(victims)
             self._bump("lost", len(victims))
             conn.execute("COMMIT")
         except BaseException:

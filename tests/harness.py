@@ -264,7 +264,13 @@ class Home:
     def last_seqs(self) -> dict[str, int]:
         """What the agent numbered: every reading its devices produced, per device."""
         with contextlib.closing(sqlite3.connect(self.outbox)) as db:
-            return dict(db.execute("SELECT device, last_seq FROM device_seq").fetchall())
+            # A device's seq is its highest stored row's, or device_seq's once rows left.
+            return dict(
+                db.execute(
+                    "SELECT device, max(last_seq, coalesce((SELECT max(seq) FROM outbox o "
+                    "WHERE o.device = d.device), 0)) FROM device_seq d"
+                ).fetchall()
+            )
 
     def log(self) -> str:
         return (self.config.parent / "agent.log").read_text(errors="replace")
