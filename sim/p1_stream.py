@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 import tty
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
@@ -47,7 +47,8 @@ _CRC_TABLE: Final = _crc_table()
 
 
 def crc16_arc(data: bytes) -> int:
-    """CRC-16/ARC by table, the simulator's own (the agent's is bitwise, agent.dsmr_decode)."""
+    """CRC-16/ARC by table, the simulator's own (the agent's folds a polynomial,
+    agent.dsmr_decode): the agent is not checked against itself."""
     crc = 0
     for b in data:
         crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ b) & 0xFF]
@@ -70,14 +71,22 @@ class TelegramLog:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._sending = threading.Lock()  # held from a telegram's first byte to its record
         self._sent: list[SentTelegram] = []
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[None]:
+        """Around writing a telegram and recording it: a reader that got its bytes and asks for
+        the record at once waits for it, rather than finding it missing."""
+        with self._sending:
+            yield
 
     def record(self, sent: SentTelegram) -> None:
         with self._lock:
             self._sent.append(sent)
 
     def sent(self) -> list[SentTelegram]:
-        with self._lock:
+        with self._sending, self._lock:
             return list(self._sent)
 
     def delivered(self) -> list[SentTelegram]:
@@ -242,8 +251,9 @@ class P1Stream:
         ts = self.clock.now_ms()
         q = telegram_quantities(self.values(ts))
         raw = compose_telegram(q, ts, meter_id=self.meter_id)
-        sent = SentTelegram(ts, q, raw, self.send_raw(raw))
-        self.log.record(sent)
+        with self.log.sending():
+            sent = SentTelegram(ts, q, raw, self.send_raw(raw))
+            self.log.record(sent)
         return sent
 
     def send_raw(self, data: bytes) -> int:

@@ -185,3 +185,28 @@ def test_scan_sml_says_when_a_meter_hides_its_power() -> None:
     assert found == [{"kind": "sml", "device": "SML meter, id 1EMH0002", "sends": sorted(sent)}]
     text, _ = _sml_meter(frame, "scan", "--timeout", "20", "--sml")
     assert "no power: the meter may need its PIN entered" in text.output
+
+
+def test_a_telegram_is_in_the_simulators_record_before_anyone_can_ask_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reader that got a telegram's bytes and looks in the record at once finds it: the
+    stream once wrote first and recorded after, and a fast ``read`` found it missing (a flaky
+    test_read_prints_what_the_meter_sent under load)."""
+    with P1Stream(lambda t: VALUES, ManualClock(T0)).start(autosend=False) as s:
+        seen: list[int] = []
+        askers: list[threading.Thread] = []
+        write = s.send_raw
+
+        def written_then_asked(data: bytes) -> int:
+            n = write(data)
+            asker = threading.Thread(target=lambda: seen.append(len(s.log.sent())))
+            askers.append(asker)
+            asker.start()
+            asker.join(0.5)  # the record is not there yet: the asker must wait for it
+            return n
+
+        monkeypatch.setattr(s, "send_raw", written_then_asked)
+        s.send()
+        askers[0].join(5.0)
+    assert seen == [1]
