@@ -102,8 +102,8 @@ def crc16(data: bytes) -> int:
     halves it in a handful of big-int shifts and XORs, done in C. About ten such folds for a
     1 kB telegram: 15 us here, where a byte-a-step table loop took 75 and two bytes a step (a
     128 KiB table) 38 (a telegram a second was most of a P1 meter's CPU on a Pi). Its tables
-    are a few hundred bytes, but the P1 agent's VmRSS rose 0.2-0.3 MiB with it (34.1-34.2 ->
-    34.4-34.5 in bench/agent_poll.py, under the 35 MiB target): the kB-long ints it makes.
+    are a few hundred bytes. (A first A/B run saw the P1 agent's VmRSS 0.2-0.3 MiB higher with
+    it; a later one gave 34.4-34.5 MiB with the byte table too: bench/README.md.)
     """
     value = int.from_bytes(data.translate(_REVERSED_BITS), "big") << 16
     n = value.bit_length()

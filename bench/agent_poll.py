@@ -173,6 +173,7 @@ def run_agent(
     label: str,
     profile: Path | None = None,
     show_threads: bool = False,
+    send_interval_s: float | None = None,
 ) -> dict[str, float]:
     """Start an agent polling the devices of ``tables`` every second; its CPU and memory over
     ``seconds``.
@@ -186,7 +187,8 @@ def run_agent(
     config = run_dir / "agent.toml"
     config.write_text(
         f'coop = "{COOP}"\nhome = "{HOME}"\npoll_interval_s = 1\n'
-        f'data_dir = "{state}"\n\n[broker]\nurl = "{broker_url}"\n\n{devices}'
+        + ("" if send_interval_s is None else f"send_interval_s = {send_interval_s:g}\n")
+        + f'data_dir = "{state}"\n\n[broker]\nurl = "{broker_url}"\n\n{devices}'
     )
     # The household shares every stream as polled, so every reading is sent and acked.
     ConsentLedger(state / "consent.jsonl", HOME).share_everything(int(time.time() * 1000))
@@ -266,6 +268,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", action="store_true", help="print each agent thread's CPU and wakeups"
     )
+    parser.add_argument(
+        "--send-interval", type=float, help="the agent's send_interval_s (default: its own)"
+    )
     args = parser.parse_args()
     homes = args.home or list(HOMES)
 
@@ -307,7 +312,7 @@ def main() -> None:
                             acked0, messages0 = acker.readings, acker.messages
                             r = run_agent(
                                 Path(tmp), tables, broker.url, args.seconds, hide, home,
-                                profile, args.threads,
+                                profile, args.threads, args.send_interval,
                             )  # fmt: skip
                             per_dev = (
                                 f" = {r['cpu_s_per_min_per_device']:.3f} per device"
