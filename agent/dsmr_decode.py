@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from agent.push_frames import Frame, FrameFault
+from agent.push_frames import REVERSED_BITS, Frame, FrameFault
 from protocol.quantities import GLOSSARY
 
 # The longest telegram we accept: a DSMR 5 three-phase telegram with four M-Bus channels and a
@@ -65,7 +65,6 @@ OBIS_IDS: Final = ("0-0:96.1.1", "0-0:96.1.0", "0-0:42.0.0")  # equipment id; Sm
 # by a power of x. CRC-16/ARC takes each byte's bits low first (it is "reflected"): the message
 # polynomial's highest term is the first byte's lowest bit, hence the byte-reversing table.
 _POLY: Final = 0x18005  # x^16 + x^15 + x^2 + 1
-_REVERSED_BITS: Final = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
 
 
 def _mod_poly(value: int) -> int:
@@ -105,7 +104,7 @@ def crc16(data: bytes) -> int:
     are a few hundred bytes. (A first A/B run saw the P1 agent's VmRSS 0.2-0.3 MiB higher with
     it; a later one gave 34.4-34.5 MiB with the byte table too: bench/README.md.)
     """
-    value = int.from_bytes(data.translate(_REVERSED_BITS), "big") << 16
+    value = int.from_bytes(data.translate(REVERSED_BITS), "big") << 16
     n = value.bit_length()
     while n > 32:
         j = (n - 1).bit_length() - 1  # 2^j < n: the high part is at most as long as the low
@@ -304,11 +303,6 @@ class ObisPlan:
             else:  # kWh with 3 decimals * 1000: rounded, no 0.1 + 0.2 artefacts
                 out[quantity] = round(total, 6)
         return out
-
-
-def quantities(telegram: Telegram, obis: ObisMap) -> dict[str, float] | FrameFault:
-    """The glossary quantities a telegram's lines give under ``obis``, or what was wrong."""
-    return ObisPlan(obis).quantities(telegram.lines)
 
 
 class DsmrDecoder:

@@ -116,8 +116,7 @@ class Outbox:
         try:
             inserts = []
             for p in polled:
-                last = self._last_seqs.get(p.device)
-                seq = (self.last_seq(p.device) if last is None else last) + 1
+                seq = self.last_seq(p.device) + 1
                 body = encode_reading(
                     Reading(p.device, seq, p.ts_ms, p.role, grant, p.quantities, p.period_ms)
                 )

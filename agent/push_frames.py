@@ -15,7 +15,11 @@ numbers its tariffs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
+
+REVERSED_BITS: Final = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
+"""Each byte with its bits in reverse order, for ``bytes.translate``: both meters' CRCs take a
+byte's bits low first (reflected), which lets C code working high bit first compute them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import binascii
 from typing import Final
 
-from agent.push_frames import FrameFault
+from agent.push_frames import REVERSED_BITS, FrameFault
 
 ESCAPE: Final = b"\x1b\x1b\x1b\x1b"
 BEGIN: Final = ESCAPE + b"\x01\x01\x01\x01"
@@ -30,12 +30,11 @@ MAX_FRAME_BYTES: Final = 8192
 
 #: Each byte with its bits reversed: X-25 is CRC-CCITT with reflected bits, so it is the C-speed
 #: binascii.crc_hqx (not reflected) over reversed bytes, reversed back (10x the pure-Python loop).
-_REVERSED: Final = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
 
 
 def crc16_x25(data: bytes | bytearray | memoryview) -> int:
     """CRC-16/X-25 (poly 0x1021 reflected, init and xorout 0xffff): "123456789" gives 0x906e."""
-    crc = binascii.crc_hqx(bytes(data).translate(_REVERSED), 0xFFFF)
+    crc = binascii.crc_hqx(bytes(data).translate(REVERSED_BITS), 0xFFFF)
     return int(f"{crc:016b}"[::-1], 2) ^ 0xFFFF
 
 
