@@ -28,12 +28,11 @@ BEGIN: Final = ESCAPE + b"\x01\x01\x01\x01"
 MAX_FRAME_BYTES: Final = 8192
 
 
-#: Each byte with its bits reversed: X-25 is CRC-CCITT with reflected bits, so it is the C-speed
-#: binascii.crc_hqx (not reflected) over reversed bytes, reversed back (10x the pure-Python loop).
-
-
 def crc16_x25(data: bytes | bytearray | memoryview) -> int:
-    """CRC-16/X-25 (poly 0x1021 reflected, init and xorout 0xffff): "123456789" gives 0x906e."""
+    """CRC-16/X-25 (poly 0x1021 reflected, init and xorout 0xffff): "123456789" gives 0x906e.
+
+    X-25 is CRC-CCITT with reflected bits, so it is the C-speed binascii.crc_hqx (not reflected)
+    over bit-reversed bytes, reversed back (10x the pure-Python loop)."""
     crc = binascii.crc_hqx(bytes(data).translate(REVERSED_BITS), 0xFFFF)
     return int(f"{crc:016b}"[::-1], 2) ^ 0xFFFF
 
