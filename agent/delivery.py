@@ -97,6 +97,7 @@ class Delivery:
 
     def _send(self, rows: list[Row], wait_s: float | None = None) -> None:
         wait_s = self.resend_after_s if wait_s is None else wait_s
+        self.outbox.sync()  # nothing leaves the home that a power cut could take back
         for i in range(0, len(rows), self.batch_size):
             chunk = rows[i : i + self.batch_size]
             self.publish(encode_batch(self.home, self.clock.now_ms(), [r.body for r in chunk]))
