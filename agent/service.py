@@ -211,8 +211,9 @@ class Agent:
             self._link = LinkServer(self.config.data_dir / "agent.sock", self.state, self.answer)
         except (OSError, sqlite3.Error) as exc:  # the page cannot show it; meters are still read
             log.error("the household page will not see this agent: %s", exc)
-        ticker = threading.Thread(target=self._tick, name="agent-housekeeping", daemon=True)
-        ticker.start()
+        if not isinstance(self.clock, SystemClock):  # see _sleep_until_due
+            ticker = threading.Thread(target=self._tick, name="agent-housekeeping", daemon=True)
+            ticker.start()
         try:
             while not self._stop.is_set():
                 if self.watchdog is not None:
@@ -244,18 +245,28 @@ class Agent:
         clock standing still), when the next poll is further than ``ACK_MAY_WAIT_MS`` away, or
         when readings wait for room in the delivery window that acks free. (``backlog`` is the
         outbox's count as of the last poll or ack, the only things that change it.)
+
+        On the wall clock the loop is its own housekeeping tick: it sleeps at most
+        ``housekeeping_s``. A thread of its own woke 12 times a minute to wake a loop that at
+        1 s polling was awake anyway (issue 22). A simulated clock keeps the thread
+        (:meth:`_tick`): its sleep may last any wall time.
         """
         next_due = min(s.next_due_ms for s in self._devices)
+        wall = isinstance(self.clock, SystemClock)
+        wait_ms = next_due - self.clock.now_ms()
         self._pass_soon = (
-            isinstance(self.clock, SystemClock)
-            and next_due - self.clock.now_ms() <= ACK_MAY_WAIT_MS
+            wall
+            and wait_ms <= ACK_MAY_WAIT_MS
             and self.backlog <= len(self.delivery.inflight) + self.delivery.held
         )
-        self.clock.sleep_until_ms(next_due, self._wake)
+        if wall and wait_ms > self.housekeeping_s * 1000:
+            self._wake.wait(self.housekeeping_s)
+        else:
+            self.clock.sleep_until_ms(next_due, self._wake)
         self._wake.clear()
 
     def _tick(self) -> None:
-        """Wake the loop now and then by the wall clock, whatever the simulated clock does: the
+        """Wake the loop now and then by the wall clock, whatever a simulated clock does: the
         resend timer and drain status run on wall time, as networks do."""
         while not self._stop.wait(self.housekeeping_s):
             self._housekeeping_wake()

@@ -4,6 +4,8 @@ wait for it."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from agent.config import parse_config
@@ -16,7 +18,9 @@ from tests.modbus_images import FIXTURES, ImageServer, image_from_fixture, load_
 from tests.times import ROUND_SECOND_MS
 
 
-def _agent(tmp_path: Path, url: str, clock: Clock, poll_interval_s: int) -> Agent:
+def _agent(
+    tmp_path: Path, url: str, clock: Clock, poll_interval_s: int, housekeeping_s: float = 5.0
+) -> Agent:
     config = parse_config(
         {
             "coop": "wake-coop",
@@ -30,7 +34,7 @@ def _agent(tmp_path: Path, url: str, clock: Clock, poll_interval_s: int) -> Agen
         }
     )
     ConsentLedger(config.consent_path, "home-1").share_everything(ROUND_SECOND_MS)
-    return Agent(config, clock)
+    return Agent(config, clock, housekeeping_s=housekeeping_s)
 
 
 def _ack_wakes_the_loop(agent: Agent, seq: int) -> bool:
@@ -87,3 +91,24 @@ def test_an_ack_waits_for_a_near_poll_only_when_nothing_waits_for_it(tmp_path: P
             assert _ack_wakes_the_loop(agent, 1)
         finally:
             _close(agent)
+
+
+def test_on_the_wall_clock_the_loop_is_its_own_housekeeping_tick(tmp_path: Path) -> None:
+    """No thread wakes to wake the loop (at 1 s polling it was awake anyway: 12 wakeups a
+    minute of a thread for nothing, issue 22); with polls far apart the loop still turns every
+    ``housekeeping_s`` for the wall-clock timers (resends, drain status)."""
+    meter = image_from_fixture(load_fixture(FIXTURES / "eastron-sdm630" / "day-import.json"))
+    with ImageServer({1: meter}) as server:
+        agent = _agent(tmp_path, server.url, SystemClock(), 60, housekeeping_s=0.02)
+        runner = threading.Thread(target=agent.run, kwargs={"drain_timeout_s": 0.0})
+        runner.start()
+        try:
+            deadline = time.monotonic() + 10.0
+            while agent.polls < 5 and time.monotonic() < deadline:  # passes, not polls: 60 s
+                time.sleep(0.01)
+            assert agent.polls >= 5  # five passes within one 60 s poll interval
+            names = {t.name for t in threading.enumerate()}
+            assert "agent-housekeeping" not in names
+        finally:
+            agent.stop()
+            runner.join(10.0)
