@@ -553,11 +553,16 @@ def _to_json(value: Any) -> Any:
     return value
 
 
+# json.dumps with arguments builds a new encoder for every call: a reading a second on the Pi
+# paid for that each time (issue 22). Made once; check_circular off, as payloads are trees.
+_COMPACT: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+
+
 def encode(payload: object) -> bytes:
     """Encode a payload dataclass as compact v1 JSON; ``None`` fields are left out."""
     body = _to_json(payload)
     try:
-        data = json.dumps({"v": WIRE_VERSION, **body}, separators=(",", ":"), allow_nan=False)
+        data = _COMPACT.encode({"v": WIRE_VERSION, **body})
     except ValueError as exc:
         raise CodecError(f"cannot encode: {exc}") from None
     raw = data.encode("utf-8")
@@ -584,7 +589,7 @@ def encode_reading(reading: Reading) -> str:
     if reading.period_ms is not None:
         body["period_ms"] = reading.period_ms
     try:
-        return json.dumps(body, separators=(",", ":"), allow_nan=False)
+        return _COMPACT.encode(body)
     except ValueError as exc:
         raise CodecError(f"cannot encode: {exc}") from None
 
