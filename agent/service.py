@@ -37,7 +37,7 @@ from agent.outbox import Outbox, Polled, Row
 from agent.prompts import HomePrompts
 from agent.release import Releaser
 from protocol import __version__
-from protocol.clock import Clock, SystemClock
+from protocol.clock import Clock, Doorbell, SystemClock
 from protocol.codec import CodecError, decode, encode
 from protocol.consent import ConsentGrant, describe, nothing_shared
 from protocol.payloads import Ack, FeedbackAction, HomeStatus
@@ -108,7 +108,7 @@ class Agent:
         self._consent_due = threading.Event()  # publish the grant (on connect, on change)
         self._consent_due.set()
         self._acks: queue.SimpleQueue[Ack] = queue.SimpleQueue()
-        self._wake = threading.Event()
+        self._wake = Doorbell()  # only the poll loop waits on it
         self._pass_soon = False  # set by the loop before it sleeps (see ACK_MAY_WAIT_MS)
         self._stop = threading.Event()
         self._reconnected = threading.Event()

@@ -7,9 +7,55 @@ time, which for a :class:`SimClock` runs ``speed`` times faster than the wall.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Protocol
+
+
+class Waker(Protocol):
+    """What ends a sleep early: a :class:`threading.Event` or a :class:`Doorbell`."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class Doorbell:
+    """A :class:`threading.Event` for one waiting thread, at two thirds of its CPU per wait.
+
+    ``Event.wait`` runs a Condition's Python code (a new lock, a waiter list) every time; a
+    doorbell waits on one lock that ``set`` releases. An agent's poll loop waits every second,
+    and on a Pi that difference was 60 us a wait (issue 22). Like an Event, a ``set`` before a
+    ``clear`` is forgotten by it; a ``set`` after it always ends the next ``wait``. Any number
+    of threads may ring; only one may wait. (A ring racing a ``clear`` may instead end the
+    next wait early with False: a spurious wakeup, never a lost one.)
+    """
+
+    __slots__ = ("_bell", "_rung")
+
+    def __init__(self) -> None:
+        self._bell = threading.Lock()
+        self._bell.acquire()  # held while nobody has rung: wait() blocks on it
+        self._rung = False
+
+    def set(self) -> None:
+        self._rung = True  # before the release, so a wait() it ends sees it
+        with contextlib.suppress(RuntimeError):  # rung already, and not yet cleared
+            self._bell.release()
+
+    def is_set(self) -> bool:
+        return self._rung
+
+    def clear(self) -> None:
+        self._rung = False
+        self._bell.acquire(blocking=False)  # a ring not waited for: taken back
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until rung or ``timeout`` seconds passed; True when rung."""
+        if not self._rung:
+            self._bell.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+        return self._rung
 
 
 class Clock(Protocol):
@@ -19,7 +65,7 @@ class Clock(Protocol):
         """Current time, UTC epoch milliseconds."""
         ...
 
-    def sleep_until_ms(self, target_ms: int, stop: threading.Event) -> bool:
+    def sleep_until_ms(self, target_ms: int, stop: Waker) -> bool:
         """Block until the clock reaches ``target_ms`` or ``stop`` is set.
 
         Returns True when woken by ``stop``, False when the target time was reached.
@@ -33,7 +79,7 @@ class SystemClock:
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
 
-    def sleep_until_ms(self, target_ms: int, stop: threading.Event) -> bool:
+    def sleep_until_ms(self, target_ms: int, stop: Waker) -> bool:
         while True:
             remaining_s = (target_ms - self.now_ms()) / 1000
             if remaining_s <= 0:
@@ -83,7 +129,7 @@ class SimClock:
         """True once the clock has frozen at ``end_ms``."""
         return self.end_ms is not None and self.now_ms() >= self.end_ms
 
-    def sleep_until_ms(self, target_ms: int, stop: threading.Event) -> bool:
+    def sleep_until_ms(self, target_ms: int, stop: Waker) -> bool:
         while True:
             now = self.now_ms()
             if now >= target_ms:
@@ -115,7 +161,7 @@ class ManualClock:
     def advance(self, ms: int) -> None:
         self.set(self._now_ms + ms)
 
-    def sleep_until_ms(self, target_ms: int, stop: threading.Event) -> bool:
+    def sleep_until_ms(self, target_ms: int, stop: Waker) -> bool:
         with self._changed:
             while self._now_ms < target_ms:
                 if stop.is_set():

@@ -31,7 +31,6 @@ import logging
 import operator
 import selectors
 import sqlite3
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -47,7 +46,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from protocol import __version__
-from protocol.clock import Clock
+from protocol.clock import Clock, Waker
 from protocol.codec import CodecError, decode_message, encode, encode_batch, encode_reading
 from protocol.consent import (
     ConsentGrant,
@@ -115,7 +114,7 @@ class LinkedClock:
         t = max(t, self.start_ms)
         return t if self.end_ms is None else min(t, self.end_ms)
 
-    def sleep_until_ms(self, target_ms: int, stop: threading.Event) -> bool:
+    def sleep_until_ms(self, target_ms: int, stop: Waker) -> bool:
         while True:
             now = self.now_ms()
             if now >= target_ms:
