@@ -51,6 +51,23 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 
 
+# Pages one cycle's transaction may add besides its rows' own: the device_seq and counters
+# tables' pages splitting.
+_SMALL_TABLE_PAGES: Final = 4
+# Pages one row may add to the outbox's B-tree by splitting a page on every level of it, the
+# root's split counting two: a 256 MB outbox of rows up to the 1 kB held in a page is at most
+# about 8 levels deep (4 rows to an interior page at worst).
+_SPLIT_PAGES: Final = 10
+
+
+def _worst_growth_bytes(bodies: Iterable[str], page_size: int) -> int:
+    """The most a transaction storing rows with ``bodies`` (ASCII JSON) can grow the file."""
+    pages = _SMALL_TABLE_PAGES
+    for body in bodies:
+        pages += _SPLIT_PAGES + len(body) // (page_size - 4) + 1  # and its overflow pages
+    return pages * page_size
+
+
 class OutboxError(RuntimeError):
     """The outbox file cannot be used (made by a newer agent, or not an outbox)."""
 
@@ -110,6 +127,8 @@ class Outbox:
         self._acked: set[tuple[str, int]] = set()  # acked, deleted with the next transaction
         self._last_seqs: dict[str, int] = {}  # device -> last committed seq, as in device_seq
         self._pages_after_add: int | None = None  # page_count as the last add() committed it
+        self._room_bytes = 0  # how much more the file may grow and stay in budget; see add()
+        self._in_budget_after_add = False  # the last add() knew it without asking
         self.flush_every = 1000
 
     @property
@@ -141,9 +160,14 @@ class Outbox:
                 self._record_seqs(listed)
             conn.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", inserts)
             self._delete_acked()
-            # The file's size as this cycle leaves it, for enforce_budget: asked here, a
-            # statement outside the transaction would cost a read transaction of its own.
-            pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+            # The file's size as this cycle leaves it, for enforce_budget: asked here (a
+            # statement outside the transaction would cost a read transaction of its own),
+            # and only when what was added since it was last asked could, at worst, have
+            # grown the file past its budget: once in hours, not every second (issue 22).
+            growth = _worst_growth_bytes([row[5] for row in inserts], self._page_size)
+            pages = None
+            if growth > self._room_bytes:
+                pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -153,7 +177,12 @@ class Outbox:
         self._unsynced = self._sync_wal
         self._last_seqs.update(seq_updates)
         self._count += len(rows)
+        if pages is None:
+            self._room_bytes -= growth
+        else:
+            self._room_bytes = self.budget_bytes - pages * self._page_size
         self._pages_after_add = pages
+        self._in_budget_after_add = pages is None
         return rows
 
     def sync(self) -> None:
@@ -339,12 +368,17 @@ class Outbox:
         ``keep`` names readings in flight, which are left alone so their ack still matches.
         """
         # A file no bigger than the budget cannot use more; free pages are only counted when it
-        # is bigger. Right after add() its page count is known without a query (issue 22).
+        # is bigger. Right after add() its page count is known without a query (issue 22), or
+        # that it is in budget.
+        in_budget, self._in_budget_after_add = self._in_budget_after_add, False
         pages, self._pages_after_add = self._pages_after_add, None
+        if in_budget:
+            return
         if pages is None:
             pages = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
         if pages * self._page_size <= self.budget_bytes or self.used_bytes() <= self.budget_bytes:
             return
+        self._room_bytes = 0  # the next add() asks again
         self.flush()
         while self.used_bytes() > self.budget_bytes * 0.8 and self._compact_oldest(keep):
             pass

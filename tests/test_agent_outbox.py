@@ -523,3 +523,29 @@ def test_readings_reach_the_disk_before_they_leave_the_home_not_at_every_poll(
     delivery.send(next_pass_ms=T0 + 6000)
     assert len(published) == 2 and published[1][0] == synced_before
     box.close()
+
+
+def test_the_file_size_is_asked_only_when_the_budget_could_be_near(tmp_path: Path) -> None:
+    """``PRAGMA page_count`` was a statement every poll cycle; far from the budget it is asked
+    once in a great many cycles, near it at every cycle, and the budget still holds."""
+    statements: list[str] = []
+    far = Outbox(tmp_path / "far.db", budget_bytes=256 * 1024 * 1024, durable=False)
+    far.conn.set_trace_callback(statements.append)
+    for i in range(200):
+        far.add(_cycle(T0 + i * 10_000), "g1")
+        far.enforce_budget()
+    assert sum("page_count" in s for s in statements) == 1
+    far.close()
+
+    statements.clear()
+    near = Outbox(tmp_path / "near.db", budget_bytes=60_000, durable=False)
+    near.conn.set_trace_callback(statements.append)
+    asked = 0
+    for i in range(200):
+        before = len(statements)
+        near.add(_cycle(T0 + i * 10_000), "g1")
+        near.enforce_budget()
+        asked += any("page_count" in s for s in statements[before:])
+    assert asked == 200
+    assert near.used_bytes() <= 60_000 and near.counter("compacted") > 0
+    near.close()
