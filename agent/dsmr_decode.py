@@ -30,6 +30,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Final
 
 from agent.push_frames import REVERSED_BITS, Frame, FrameFault
@@ -203,6 +204,7 @@ class Telegram:
         return None
 
 
+@lru_cache(maxsize=8)  # a meter sends its same id in every telegram
 def _text(value: str) -> str:
     """DSMR 4+ sends text as hex-encoded ASCII; DSMR 2.2 as plain text."""
     if _HEX_RE.match(value):
