@@ -219,6 +219,7 @@ class DeviceSlot:
     health: DeviceHealth
     failures: int = 0  # consecutive transient failures
     last_error: str | None = None
+    furthest_ms: int = 0  # the furthest ahead it is ever scheduled (see poll_due)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,8 +245,12 @@ class DeviceSupervisor:
         self._rng = rng or random.Random()  # jitter, not secrets
         now = clock.now_ms()
         self.slots = [
-            DeviceSlot(d, now, DeviceHealth(online=False, error="not read yet")) for d in devices
-        ]
+            DeviceSlot(
+                d, now, DeviceHealth(online=False, error="not read yet"),
+                furthest_ms=int(1000 * self.policy.longest_wait_s(d.poll_interval_s)),
+            )
+            for d in devices
+        ]  # fmt: skip
 
     @property
     def devices(self) -> list[Readable]:
@@ -255,10 +260,17 @@ class DeviceSupervisor:
         return min(s.next_due_ms for s in self.slots)
 
     def poll_due(self) -> list[PollResult]:
-        """Read every device that is due now; returns what was read."""
+        """Read every device that is due now; returns what was read.
+
+        A device due further ahead than it is ever scheduled was scheduled before the clock
+        went back (a Pi has no clock of its own: NTP may step it back after boot, by hours):
+        it is due now, not when the clock gets back to where it was.
+        """
         results: list[PollResult] = []
         now = self.clock.now_ms()
         for slot in self.slots:
+            if slot.next_due_ms - now > slot.furthest_ms:
+                slot.next_due_ms = now
             if slot.next_due_ms <= now:
                 result = self.poll(slot)
                 if result is not None:

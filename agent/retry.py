@@ -40,6 +40,12 @@ class RetryPolicy:
         """True once ``failures`` consecutive transient failures mean the device is offline."""
         return failures > self.retries
 
+    def longest_wait_s(self, interval_s: float) -> float:
+        """The furthest ahead a device polled every ``interval_s`` is ever scheduled: a due
+        time further away than this was set before the clock went back."""
+        cap = max(self.max_retry_s, self.offline_probe_s) * (1.0 + self.jitter)
+        return max(interval_s, cap, self.config_recheck_s)
+
     def delay_s(self, failures: int, rng: random.Random) -> float:
         """Seconds to wait after the ``failures``-th consecutive transient failure (1-based)."""
         cap = self.offline_probe_s if self.offline_after(failures) else self.max_retry_s

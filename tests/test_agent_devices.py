@@ -18,7 +18,7 @@ from agent.modbus_tcp import TcpClient
 from agent.profiles import list_profiles, load_profile
 from agent.retry import RetryPolicy
 from agent.sunspec import SunSpecMap
-from protocol.clock import ManualClock
+from protocol.clock import ManualClock, Waker
 from protocol.payloads import DeviceHealth
 from protocol.quantities import Role, allowed_for
 from tests.modbus_images import (
@@ -402,3 +402,62 @@ def test_missing_serial_port_says_so() -> None:
     with pytest.raises(DeviceError, match="cannot open /dev/ttyNOPE0") as caught:
         device.read()
     assert caught.value.transient
+
+
+class _SteppedClock:
+    """A Pi's wall clock: it has no clock of its own, and NTP may step it back after boot."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now = now_ms
+
+    def now_ms(self) -> int:
+        return self.now
+
+    def sleep_until_ms(self, target_ms: int, stop: Waker) -> bool:
+        return stop.is_set()
+
+
+class _Meter:
+    """A device polled every 10 s that answers, or not, as the test says."""
+
+    name = "meter"
+    poll_interval_s = 10.0
+    role = Role.GRID
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.fail = False
+
+    def read(self) -> dict[str, float | str]:
+        self.reads += 1
+        if self.fail:
+            raise DeviceError("no answer", transient=True)
+        return {"power_w": 100.0}
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_clock_set_back_by_hours_does_not_stop_polling() -> None:
+    """Before: every device stayed due where the old clock had put it, three hours on."""
+    clock = _SteppedClock(T0)
+    meter = _Meter()
+    sup = DeviceSupervisor([meter], clock, rng=random.Random(1))
+    assert len(sup.poll_due()) == 1
+    clock.now = T0 + 1_000
+    assert sup.poll_due() == []  # next due at T0 + 10 s: nothing yet
+    clock.now = T0 - 3 * 3_600_000 + 1_000  # NTP steps the clock back three hours
+    assert len(sup.poll_due()) == 1
+    assert sup.slots[0].next_due_ms == T0 - 3 * 3_600_000 + 10_000  # on the 10 s grid again
+
+    # A device waiting out its backoff is not taken for one set back. RetryPolicy's defaults,
+    # by hand: waits of 0.5, 1, 2, 4 ... s doubling from the first failure, so after the 8th
+    # the 64 s is capped at the offline probe's 60 s, +- 20 % jitter.
+    meter.fail = True
+    for _ in range(8):
+        clock.now = sup.slots[0].next_due_ms
+        assert sup.poll_due() == []
+    reads, due = meter.reads, sup.slots[0].next_due_ms
+    assert 48_000 <= due - clock.now <= 72_000
+    clock.now = due - 1
+    assert sup.poll_due() == [] and meter.reads == reads
