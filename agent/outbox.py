@@ -1,8 +1,8 @@
 """The agent's outbox: every reading is written here before it is sent, and leaves only when acked.
 
 SQLite in WAL mode, one transaction per poll cycle (a Pi's SD card wears with every write),
-made durable (``fdatasync`` of the WAL) before any reading it holds leaves the home, not at every
-commit: see :meth:`Outbox.sync`. A
+made durable (``fdatasync`` of the WAL) before any reading it holds leaves the home, and every
+10 s while none does, not at every commit: see :meth:`Outbox.sync`. A
 device's ``seq`` is kept by its rows: the next is one past the highest of its stored rows and of
 ``device_seq``, which is brought up to date in the transaction that deletes rows (an ack, a
 compaction, a drop), so it rises by one across restarts and a crash can neither reuse nor skip
@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import groupby
@@ -35,6 +36,9 @@ from protocol.quantities import Role
 SCHEMA_VERSION: Final = 2  # 2: device_seq is a floor, written when rows leave
 BUCKET_MS: Final = 15 * 60_000  # compaction merges raw readings within quarter hours
 DEFAULT_BUDGET_BYTES: Final = 256 * 1024 * 1024
+# Readings committed are synced at least this often (wall seconds) while none are sent: what a
+# power cut may take back during an outage. Connected, sending syncs them sooner (sync()).
+SYNC_EVERY_S: Final = 10.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS device_seq (device TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
@@ -94,7 +98,12 @@ class Row(NamedTuple):
 
 class Outbox:
     def __init__(
-        self, path: Path, budget_bytes: int = DEFAULT_BUDGET_BYTES, *, durable: bool = True
+        self,
+        path: Path,
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        *,
+        durable: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Opened by the thread that builds the agent, then used only by its poll loop.
@@ -120,6 +129,8 @@ class Outbox:
         self._wal_fd: int | None = None  # opened by the first sync()
         self._sync_wal = durable and wal
         self._unsynced = False  # readings committed since the last sync()
+        self._monotonic = monotonic
+        self._synced_at = monotonic()  # wall seconds
         conn.executescript(_SCHEMA)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
@@ -175,6 +186,8 @@ class Outbox:
         # Known once committed, so the next cycle numbers on without a query; a rolled-back
         # cycle leaves them as they were.
         self._unsynced = self._sync_wal
+        if self._unsynced and self._monotonic() - self._synced_at >= SYNC_EVERY_S:
+            self.sync()  # nothing is being sent (an outage): the bound on a power cut's loss
         self._last_seqs.update(seq_updates)
         self._count += len(rows)
         if pages is None:
@@ -195,8 +208,9 @@ class Outbox:
         has none of them: no reading it holds is ever reused. Syncing each poll's commit as it
         was made (``synchronous=FULL``) cost the Pi an ``fdatasync`` a second, the largest
         part of a single-meter agent's CPU (issue 22) and an SD card write a second; now it is
-        one per message sent (every ``send_interval_s``, 5 s), and a power cut loses at most
-        the readings of one send interval, which the counters in the next reading cover.
+        one per message sent (every ``send_interval_s``, 5 s), or every ``SYNC_EVERY_S`` (10 s)
+        from :meth:`add` while nothing is sent, so a power cut loses at most the readings of
+        the last 10 s, which the counters in the next reading cover.
 
         ``fdatasync`` on the WAL file (SQLite names it ``<database>-wal``) is what a
         ``synchronous=FULL`` commit does; deletions need none (an undone delete sends a
@@ -212,6 +226,7 @@ class Outbox:
             fd = self._wal_fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
         os.fdatasync(fd)
         self._unsynced = False
+        self._synced_at = self._monotonic()
 
     def remove(
         self,

@@ -549,3 +549,27 @@ def test_the_file_size_is_asked_only_when_the_budget_could_be_near(tmp_path: Pat
     assert asked == 200
     assert near.used_bytes() <= 60_000 and near.counter("compacted") > 0
     near.close()
+
+
+def test_while_nothing_is_sent_commits_reach_the_disk_every_10_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In an outage nothing is sent, so no send asks for a sync: the outage's commits reach the
+    disk at least every 10 s (what a power cut may take back), not only at SQLite's checkpoints
+    a thousand pages apart (hours of a home's readings)."""
+    now = [0.0]
+    synced_at: list[tuple[float, str]] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced_at.append((now[0], os.readlink(f"/proc/self/fd/{fd}")))
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    path = tmp_path / "outbox.db"
+    box = Outbox(path, monotonic=lambda: now[0])
+    for i in range(26):  # a poll a second from 0 to 25 s
+        now[0] = float(i)
+        box.add(_cycle(T0 + i * 1000), "g1")
+    assert synced_at == [(10.0, f"{path}-wal"), (20.0, f"{path}-wal")]  # by hand
+    box.close()
