@@ -185,11 +185,11 @@ class Outbox:
             raise
         # Known once committed, so the next cycle numbers on without a query; a rolled-back
         # cycle leaves them as they were.
-        self._unsynced = self._sync_wal
-        if self._unsynced and self._monotonic() - self._synced_at >= SYNC_EVERY_S:
-            self.sync()  # nothing is being sent (an outage): the bound on a power cut's loss
         self._last_seqs.update(seq_updates)
         self._count += len(rows)
+        self._unsynced = self._sync_wal
+        if self._unsynced and self._monotonic() - self._synced_at >= SYNC_EVERY_S:
+            self.sync()  # nothing was sent for a while (an outage): what a power cut may take
         if pages is None:
             self._room_bytes -= growth
         else:

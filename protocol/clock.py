@@ -26,10 +26,11 @@ class Doorbell:
 
     ``Event.wait`` runs a Condition's Python code (a new lock, a waiter list) every time; a
     doorbell waits on one lock that ``set`` releases. An agent's poll loop waits every second,
-    and on a Pi that difference was 60 us a wait (issue 22). Like an Event, a ``set`` before a
-    ``clear`` is forgotten by it; a ``set`` after it always ends the next ``wait``. Any number
-    of threads may ring; only one may wait. (A ring racing a ``clear`` may instead end the
-    next wait early with False: a spurious wakeup, never a lost one.)
+    and the difference was 60 us of CPU a wait on a cold cache (issue 22, bench/README.md).
+    Like an Event, a ``set`` before a ``clear`` is forgotten by it; a ``set`` after it always
+    ends the next ``wait``. Any number of threads may ring; only one may wait. (A ring racing a
+    ``clear`` may instead end the next wait early with False: a spurious wakeup, never a lost
+    one.)
     """
 
     __slots__ = ("_bell", "_rung")
