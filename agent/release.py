@@ -3,9 +3,11 @@
 Polls of a stream granted at ``raw`` pass through. For a coarser grant, each device's polls are
 gathered into buckets aligned to UTC (quarter hours, hours, days; a bucket is (end - size, end])
 and one aggregate leaves per bucket: counters exact at its last poll, power from the counters over
-the bucket. The first bucket after start-up or a change of grant only sets the starting point, so
-no aggregate ever covers less than its resolution. Streams the grant does not cover are dropped
-here, before the outbox: what was recorded while a stream was not granted cannot leave later.
+the bucket. The first bucket after start-up, a change of grant or the clock going back (a Pi's
+clock may be stepped back by NTP) only sets the starting point, so no aggregate ever covers less
+than its resolution, nor a span that ends before it starts. Streams the grant does not cover are
+dropped here, before the outbox: what was recorded while a stream was not granted cannot leave
+later.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ class _Bucket:
     end_ms: int = 0
     samples: list[Sample] = field(default_factory=list)
     base: Sample | None = None  # the last poll of the previous bucket
+
+    def later_than(self, ts_ms: int) -> bool:
+        """Holds a poll after ``ts_ms``: the clock went back."""
+        last = self.samples[-1] if self.samples else self.base
+        return last is not None and last.ts_ms > ts_ms
 
 
 def bucket_end_ms(ts_ms: int, size_ms: int) -> int:
@@ -47,7 +54,7 @@ class Releaser:
                 continue
             size = RESOLUTION_MS[resolution]
             bucket = self._buckets.get(p.device)
-            if bucket is None or bucket.size_ms != size:
+            if bucket is None or bucket.size_ms != size or bucket.later_than(p.ts_ms):
                 bucket = self._buckets[p.device] = _Bucket(size)
             end = bucket_end_ms(p.ts_ms, size)
             if bucket.samples and end != bucket.end_ms:

@@ -172,3 +172,24 @@ def test_raw_grants_pass_polls_through_and_a_changed_grant_restarts_buckets() ->
     assert len(out) == 5 and all(p.period_ms is None for p in out)
     hourly = next_version(raw, {"grid": {"forecast": PurposeGrant(Resolution.HOURLY, 30)}}, T0)
     assert [p for c in cycles[5:] for p in releaser.release(c, hourly)] == []  # no full hour yet
+
+
+def test_a_clock_set_back_restarts_the_buckets_instead_of_spanning_backwards() -> None:
+    """NTP steps a Pi's clock back three hours 40 minutes into a quarter-hour grant. Before,
+    the bucket open at the step left as a 10-minute aggregate and the next with a span of
+    minus 3 h 40 min (a reading the outbox refuses, raising out of the poll loop). By hand: the
+    poll at 21:00 after the step only sets the starting point, as at start-up; then one
+    aggregate per quarter hour."""
+    releaser = Releaser()
+    grant = _grant(SETTLE_15)
+    before = [p for c in _polls(40) for p in releaser.release(c, grant)]
+    assert [p.ts_ms for p in before] == [T0 + Q, T0 + 2 * Q]
+    back = T0 - 3 * 3_600_000  # 21:00 the day before
+    after = []
+    for i in range(31):  # the meter's counter goes on rising; only the clock went back
+        t = back + i * 60_000
+        counters = {"energy_import_wh": 5000.0 + 20.0 * (41 + i), "energy_export_wh": 10.0}
+        poll = Polled("grid-meter", Role.GRID, t, {"power_w": 1200.0, **counters})
+        after += releaser.release([poll], grant)
+    assert [(p.ts_ms, p.period_ms) for p in after] == [(back + Q, Q), (back + 2 * Q, Q)]
+    assert all(p.quantities["power_w"] == pytest.approx(1200.0) for p in after)
