@@ -137,9 +137,9 @@ class Outbox:
         self._count = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
         self._acked: set[tuple[str, int]] = set()  # acked, deleted with the next transaction
         self._last_seqs: dict[str, int] = {}  # device -> last committed seq, as in device_seq
-        self._pages_after_add: int | None = None  # page_count as the last add() committed it
-        self._room_bytes = 0  # how much more the file may grow and stay in budget; see add()
-        self._in_budget_after_add = False  # the last add() knew it without asking
+        # How much more the file may grow and stay in budget (see add()); negative: not known
+        # to be in budget.
+        self._room_bytes = -1
         self.flush_every = 1000
 
     @property
@@ -194,8 +194,6 @@ class Outbox:
             self._room_bytes -= growth
         else:
             self._room_bytes = self.budget_bytes - pages * self._page_size
-        self._pages_after_add = pages
-        self._in_budget_after_add = pages is None
         return rows
 
     def sync(self) -> None:
@@ -382,18 +380,11 @@ class Outbox:
 
         ``keep`` names readings in flight, which are left alone so their ack still matches.
         """
-        # A file no bigger than the budget cannot use more; free pages are only counted when it
-        # is bigger. Right after add() its page count is known without a query (issue 22), or
-        # that it is in budget.
-        in_budget, self._in_budget_after_add = self._in_budget_after_add, False
-        pages, self._pages_after_add = self._pages_after_add, None
-        if in_budget:
+        # A file no bigger than the budget cannot use more, and add() keeps track of that
+        # without a query (issue 22); free pages are only counted when it may be bigger.
+        if self._room_bytes >= 0 or self.used_bytes() <= self.budget_bytes:
             return
-        if pages is None:
-            pages = int(self.conn.execute("PRAGMA page_count").fetchone()[0])
-        if pages * self._page_size <= self.budget_bytes or self.used_bytes() <= self.budget_bytes:
-            return
-        self._room_bytes = 0  # the next add() asks again
+        self._room_bytes = -1  # the next add() asks again
         self.flush()
         while self.used_bytes() > self.budget_bytes * 0.8 and self._compact_oldest(keep):
             pass
