@@ -485,21 +485,28 @@ def test_an_outbox_of_schema_1_numbers_on_from_where_it_stopped(tmp_path: Path) 
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
+@pytest.fixture
+def syncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every fdatasync from here on: (the file, its size when synced), as the kernel names
+    them."""
+    synced: list[tuple[str, int]] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_size))
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    return synced
+
+
 def test_readings_reach_the_disk_before_they_leave_the_home_not_at_every_poll(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, syncs: list[tuple[str, int]]
 ) -> None:
     """A power cut may take back commits not yet synced, and with them the seqs they used: that
     is harmless only for readings the hub never got. So whatever is published was synced first
     (every byte of the WAL as the publish sees it), and polls held for the send interval are
     not synced one by one (issue 22: an fdatasync a second was the largest part of the CPU)."""
-    syncs: list[tuple[str, int]] = []  # (file, its size when synced)
-    real_fdatasync = os.fdatasync
-
-    def fdatasync(fd: int) -> None:
-        syncs.append((os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_size))
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(os, "fdatasync", fdatasync)
     path = tmp_path / "outbox.db"
     wal = f"{path}-wal"
     clock = ManualClock(T0)
@@ -552,24 +559,19 @@ def test_the_file_size_is_asked_only_when_the_budget_could_be_near(tmp_path: Pat
 
 
 def test_while_nothing_is_sent_commits_reach_the_disk_every_10_s(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, syncs: list[tuple[str, int]]
 ) -> None:
     """In an outage nothing is sent, so no send asks for a sync: the outage's commits reach the
     disk at least every 10 s (what a power cut may take back), not only at SQLite's checkpoints
     a thousand pages apart (hours of a home's readings)."""
     now = [0.0]
     synced_at: list[tuple[float, str]] = []
-    real_fdatasync = os.fdatasync
-
-    def fdatasync(fd: int) -> None:
-        synced_at.append((now[0], os.readlink(f"/proc/self/fd/{fd}")))
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(os, "fdatasync", fdatasync)
     path = tmp_path / "outbox.db"
     box = Outbox(path, monotonic=lambda: now[0])
     for i in range(26):  # a poll a second from 0 to 25 s
         now[0] = float(i)
+        before = len(syncs)
         box.add(_cycle(T0 + i * 1000), "g1")
+        synced_at += [(now[0], file) for file, _ in syncs[before:]]
     assert synced_at == [(10.0, f"{path}-wal"), (20.0, f"{path}-wal")]  # by hand
     box.close()
